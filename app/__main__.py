@@ -1,0 +1,47 @@
+"""python -m app: serve the search page for a photo library (offline, on the bundled model)."""
+
+import argparse
+import sys
+from pathlib import Path
+
+import gradio as gr
+
+from app.ui import build_ui
+from embedding import EncoderUnavailable, load_encoder
+from indexer import Library, ModelMismatch, default_library_dir, index_folders
+from indexer.demo import copy_demo_photos
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m app",
+        description="Serve a web page that searches a photo library by text in any language the model "
+                    "knows. With an empty library, first builds a demo library from the sample photos "
+                    "that ship with scikit-image. Add your own photos with `python -m indexer`.")
+    parser.add_argument("--library", type=Path, default=default_library_dir(),
+                        help="library folder (default: $SIGSEARCH_LIBRARY or %(default)s)")
+    parser.add_argument("--model", help="model spec (default: the library's model, else 'bundled')")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s: this machine only)")
+    parser.add_argument("--port", type=int, default=7860)
+    args = parser.parse_args(argv)
+
+    library = Library(args.library)
+    try:
+        encoder = load_encoder(args.model or library.setting("model") or "bundled")
+        library.bind_model(encoder.name, encoder.fingerprint, encoder.dim)
+        if len(library) == 0 and not library.roots():
+            demo = copy_demo_photos(library.folder / "demo-photos")
+            print(f"empty library: indexing the demo photos in {demo}")
+            print(index_folders(library, encoder, [demo]))
+    except (EncoderUnavailable, ModelMismatch) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    # Only the library's own folders are served; nothing else on disk is reachable through the app.
+    gr.set_static_paths([str(root) for root in library.roots()])
+    print(f"{len(library)} photos in {library.folder}, model {encoder.name}")
+    build_ui(library, encoder).launch(server_name=args.host, server_port=args.port)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Measure encoders: Crossmodal-3600-style retrieval recall per language."""

@@ -1,0 +1,41 @@
+"""python -m indexer: add the photos under some folders to a searchable library."""
+
+import argparse
+import sys
+from pathlib import Path
+
+from embedding import EncoderUnavailable, load_encoder
+from indexer.library import Library, ModelMismatch, default_library_dir
+from indexer.run import index_folders
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m indexer",
+        description="Embed every image under PATH... into a library folder: vectors in FAISS "
+                    "(index.faiss), file metadata and failures in DuckDB (library.duckdb). Re-running "
+                    "embeds only new or changed files and forgets deleted ones; unreadable files are "
+                    "recorded with the reason and listed at the end.")
+    parser.add_argument("paths", nargs="+", type=Path, help="folders (or files) of photos")
+    parser.add_argument("--library", type=Path, default=default_library_dir(),
+                        help="library folder (default: $SIGSEARCH_LIBRARY or %(default)s)")
+    parser.add_argument("--model", help="model spec (default: the library's model, else 'bundled')")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    args = parser.parse_args(argv)
+
+    library = Library(args.library)
+    try:
+        encoder = load_encoder(args.model or library.setting("model") or "bundled")
+        summary = index_folders(library, encoder, args.paths, batch_size=args.batch_size)
+        print(summary)
+        print(f"library: {args.library} ({len(library)} images)")
+    except (EncoderUnavailable, ModelMismatch, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        library.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

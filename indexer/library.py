@@ -1,0 +1,186 @@
+"""A photo library on disk: metadata in DuckDB, vectors in FAISS, one id shared by both.
+
+Write order makes a killed indexer harmless: vectors are saved to the FAISS file (atomically, via
+rename) before their rows are committed to DuckDB, so the only possible leftover is vectors whose
+rows never landed; `Library.__init__` drops those. DuckDB is the source of truth.
+"""
+
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import faiss
+import numpy as np
+
+DB_FILE = "library.duckdb"
+INDEX_FILE = "index.faiss"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS images (
+    id BIGINT PRIMARY KEY,          -- also the vector's id in index.faiss
+    path VARCHAR UNIQUE NOT NULL,   -- absolute path of the file
+    size BIGINT, mtime DOUBLE,      -- to notice changed files
+    width INTEGER, height INTEGER,
+    indexed_at TIMESTAMP DEFAULT current_timestamp);
+CREATE TABLE IF NOT EXISTS failures (
+    path VARCHAR PRIMARY KEY, size BIGINT, mtime DOUBLE, reason VARCHAR,
+    failed_at TIMESTAMP DEFAULT current_timestamp);
+CREATE TABLE IF NOT EXISTS roots (path VARCHAR PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS settings (key VARCHAR PRIMARY KEY, value VARCHAR);
+"""
+
+
+class ModelMismatch(RuntimeError):
+    """The library was built with a different embedding model than the one offered."""
+
+
+@dataclass
+class Hit:
+    id: int
+    path: str
+    score: float  # cosine similarity
+
+
+def default_library_dir() -> Path:
+    """$SIGSEARCH_LIBRARY, else ~/.local/share/sigsearch/library."""
+    return Path(os.environ.get("SIGSEARCH_LIBRARY", Path.home() / ".local/share/sigsearch/library"))
+
+
+class Library:
+    """Open (or create) the library in `folder`."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.db = duckdb.connect(str(self.folder / DB_FILE))
+        self.db.execute(SCHEMA)
+        self.index = self._load_index()
+        self._reconcile()
+
+    # --- model -----------------------------------------------------------------------------------
+    def setting(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM settings WHERE key = ?", [key]).fetchone()
+        return row[0] if row else None
+
+    def bind_model(self, model_name: str, fingerprint: str, dim: int) -> None:
+        """Record the library's model, or refuse one whose embeddings live in another space."""
+        stored = self.setting("fingerprint")
+        if stored is not None and stored != fingerprint:
+            raise ModelMismatch(
+                f"the library in {self.folder} was indexed with model {self.setting('model')!r} "
+                f"(fingerprint {stored}); {model_name!r} (fingerprint {fingerprint}) embeds into a "
+                f"different space. Use --model {self.setting('model')} or a new --library folder.")
+        if stored is None:
+            self.db.executemany("INSERT OR REPLACE INTO settings VALUES (?, ?)",
+                                [("model", model_name), ("fingerprint", fingerprint), ("dim", str(dim))])
+            if self.index is None:
+                self.index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+
+    # --- contents --------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self.db.execute("SELECT count(*) FROM images").fetchone()[0]
+
+    def roots(self) -> list[Path]:
+        return [Path(row[0]) for row in self.db.execute("SELECT path FROM roots ORDER BY path").fetchall()]
+
+    def add_root(self, root: Path) -> None:
+        self.db.execute("INSERT OR IGNORE INTO roots VALUES (?)", [str(root)])
+
+    def known_files(self) -> dict[str, tuple[int, float]]:
+        """path -> (size, mtime) of every indexed file and every recorded failure."""
+        rows = self.db.execute("SELECT path, size, mtime FROM images UNION ALL "
+                               "SELECT path, size, mtime FROM failures").fetchall()
+        return {path: (size, mtime) for path, size, mtime in rows}
+
+    def failures(self) -> list[tuple[str, str]]:
+        return self.db.execute("SELECT path, reason FROM failures ORDER BY path").fetchall()
+
+    def add(self, records: list[dict], vectors: np.ndarray) -> None:
+        """Store images (dicts with path, size, mtime, width, height) and their vectors."""
+        if not records:
+            return
+        first = self._next_id()
+        ids = np.arange(first, first + len(records), dtype=np.int64)
+        self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
+        self._save_index()  # vectors first: see the module docstring
+        with self._transaction():
+            self.db.executemany("DELETE FROM failures WHERE path = ?", [[r["path"]] for r in records])
+            self.db.executemany(
+                "INSERT INTO images (id, path, size, mtime, width, height) VALUES (?, ?, ?, ?, ?, ?)",
+                [[int(i), r["path"], r["size"], r["mtime"], r["width"], r["height"]]
+                 for i, r in zip(ids, records, strict=True)])
+
+    def record_failure(self, path: str, size: int | None, mtime: float | None, reason: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO failures (path, size, mtime, reason) VALUES (?, ?, ?, ?)",
+                        [path, size, mtime, reason])
+
+    def remove(self, paths: list[str]) -> None:
+        """Forget files (deleted or changed): their rows, vectors and failure records."""
+        if not paths:
+            return
+        ids = [row[0] for row in self.db.execute(
+            "SELECT id FROM images WHERE list_contains(?, path)", [paths]).fetchall()]
+        with self._transaction():
+            self.db.execute("DELETE FROM images WHERE list_contains(?, path)", [paths])
+            self.db.execute("DELETE FROM failures WHERE list_contains(?, path)", [paths])
+        if ids and self.index is not None:
+            self.index.remove_ids(np.array(ids, dtype=np.int64))
+            self._save_index()
+
+    # --- search ----------------------------------------------------------------------------------
+    def search(self, vector: np.ndarray, k: int) -> list[Hit]:
+        """The k images most similar (inner product of unit vectors) to `vector`."""
+        if self.index is None or self.index.ntotal == 0:
+            return []
+        scores, ids = self.index.search(np.asarray(vector, dtype=np.float32).reshape(1, -1), k)
+        found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+        paths = dict(self.db.execute("SELECT id, path FROM images WHERE list_contains(?, id)",
+                                     [[i for i, _ in found]]).fetchall())
+        return [Hit(i, paths[i], s) for i, s in found if i in paths]
+
+    def close(self) -> None:
+        self.db.close()
+
+    # --- internals -------------------------------------------------------------------------------
+    def _load_index(self):
+        path = self.folder / INDEX_FILE
+        return faiss.read_index(str(path)) if path.is_file() else None
+
+    def _save_index(self) -> None:
+        tmp = self.folder / (INDEX_FILE + ".tmp")
+        faiss.write_index(self.index, str(tmp))
+        os.replace(tmp, self.folder / INDEX_FILE)
+
+    def _index_ids(self) -> np.ndarray:
+        if self.index is None:
+            return np.zeros(0, dtype=np.int64)
+        return faiss.vector_to_array(self.index.id_map).astype(np.int64)
+
+    def _next_id(self) -> int:
+        db_max = self.db.execute("SELECT coalesce(max(id), 0) FROM images").fetchone()[0]
+        index_ids = self._index_ids()
+        return max(db_max, int(index_ids.max(initial=0))) + 1
+
+    def _reconcile(self) -> None:
+        """Drop vectors without rows (an interrupted add) and rows without vectors (a lost index file)."""
+        db_ids = {row[0] for row in self.db.execute("SELECT id FROM images").fetchall()}
+        index_ids = set(self._index_ids().tolist())
+        orphans = index_ids - db_ids
+        if orphans:
+            self.index.remove_ids(np.array(sorted(orphans), dtype=np.int64))
+            self._save_index()
+        lost = db_ids - index_ids
+        if lost:
+            self.db.execute("DELETE FROM images WHERE list_contains(?, id)", [sorted(lost)])
+
+    @contextmanager
+    def _transaction(self):
+        self.db.execute("BEGIN TRANSACTION")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")

@@ -1,0 +1,110 @@
+"""Shared fixtures: the real data in ../shared/data, one tiny trained run, a free port."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from embedding.checkpoint import build_model, save_checkpoint
+from embedding.tokenizer import SentencePieceTokenizer
+from train.presets import siglip_config
+from train.tokenizer import train_sentencepiece
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("SIGSEARCH_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+WORDS = "dog cat red blue snow beach man woman runs jumps Hund Katze rot 狗 猫 红色 chien chat pes kočka".split()
+TEXTS = ["a dog in the snow", "ein Hund im Schnee", "雪中的狗", "un chien dans la neige", "pes ve sněhu"]
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory):
+    """(folder, model): a randomly initialised tiny model saved in our checkpoint format; no data needed."""
+    folder = tmp_path_factory.mktemp("ckpt")
+    rng = np.random.default_rng(0)
+    sentences = [" ".join(rng.choice(WORDS, 6)) for _ in range(2000)] + TEXTS
+    sp_file = train_sentencepiece(sentences, folder / "tokenizer", vocab_size=120)
+    tokenizer = SentencePieceTokenizer(sp_file, context_length=32)
+    model_cfg, preprocess_cfg = siglip_config("tiny", vocab_size=tokenizer.vocab_size)
+    torch.manual_seed(0)
+    model = build_model(model_cfg)
+    save_checkpoint(folder, model, model_cfg, preprocess_cfg, tokenizer)
+    return folder, model
+
+
+@pytest.fixture(scope="session")
+def open_clip_folder(tmp_path_factory):
+    """A folder in open_clip's published format (as on the hub), with open_clip's own tokenizer."""
+    folder = tmp_path_factory.mktemp("published")
+    model_cfg, preprocess_cfg = siglip_config("tiny", vocab_size=49408)
+    model_cfg["text_cfg"]["context_length"] = 16
+    torch.manual_seed(1)
+    model = build_model(model_cfg)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "open_clip_model.safetensors"))
+    (folder / "open_clip_config.json").write_text(
+        json.dumps({"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}))
+    return folder, model
+
+
+@pytest.fixture(scope="session")
+def flickr() -> Path:
+    """../shared/data/flickr8k; required in CI, skipped with a message elsewhere."""
+    folder = SHARED_DATA / "flickr8k"
+    if not (folder / "captions_test.jsonl").is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI needs the shared data at {folder} (../shared/data beside the repo)")
+        pytest.skip(f"needs the shared data at {folder}")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def small_captions(flickr, tmp_path_factory) -> Path:
+    """The first 48 test images' caption lines, all five languages."""
+    path = tmp_path_factory.mktemp("captions") / "captions.jsonl"
+    lines = (flickr / "captions_test.jsonl").read_text(encoding="utf-8").splitlines()[:48]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(flickr, small_captions, tmp_path_factory) -> Path:
+    """A checkpoint from `python -m train`: a few steps on the small caption file."""
+    out = tmp_path_factory.mktemp("run") / "tiny"
+    run_module("train", "--captions", str(small_captions), "--images", str(flickr / "images"),
+               "--out", str(out), "--steps", "6", "--batch-size", "16", "--vocab-size", "400",
+               "--warmup-steps", "2")
+    return out
+
+
+@pytest.fixture(scope="session")
+def photo_folder(flickr, small_captions, tmp_path_factory) -> Path:
+    """A small photo folder: the small caption file's images, copied to a temporary directory."""
+    folder = tmp_path_factory.mktemp("photos")
+    for line in small_captions.read_text(encoding="utf-8").splitlines():
+        key = json.loads(line)["image/key"]
+        (folder / f"{key}.jpg").write_bytes((flickr / "images" / f"{key}.jpg").read_bytes())
+    return folder
+
+
+def run_module(module: str, *args: str, check: bool = True, env: dict | None = None,
+               timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `python -m module args...` from the repository root and return the finished process."""
+    result = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True,
+                            timeout=timeout, env={**os.environ, **(env or {})})
+    if check and result.returncode != 0:
+        raise AssertionError(f"python -m {module} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return result
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -1,0 +1,78 @@
+"""The app over HTTP: the page, the /search API, photos served only from the library."""
+
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+from gradio_client import Client
+
+from embedding import load_encoder
+from indexer import Library, index_folders
+from tests.conftest import REPO, free_port
+
+
+@contextmanager
+def serving(*args: str, env: dict | None = None):
+    """Run `python -m app ...` on a free port until the block ends; yields its URL."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "app", "--port", str(port), *args], cwd=REPO,
+                               env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.time() + 180
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(f"the app exited:\n{process.stdout.read()[-3000:]}")
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise AssertionError("the app did not answer within 180 s") from None
+                time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def status(url: str) -> int:
+    try:
+        return urllib.request.urlopen(url, timeout=10).status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_app_with_no_arguments_builds_a_demo_library_and_answers(tmp_path):
+    """`python -m app` as on a fresh machine: bundled model, empty default library, no network."""
+    env = {"HOME": str(tmp_path), "SIGSEARCH_LIBRARY": str(tmp_path / "library"), "HF_HUB_OFFLINE": "1",
+           "GRADIO_TEMP_DIR": str(tmp_path / "gradio"), "GRADIO_ANALYTICS_ENABLED": "False"}
+    with serving(env=env) as url:
+        results = Client(url, verbose=False).predict("a cat", 5, api_name="/search")
+        assert len(results) == 5
+        demo = tmp_path / "library" / "demo-photos"
+        assert all(Path(r["image"]).parent == demo and 0 < r["probability"] < 1 for r in results)
+        assert [r["score"] for r in results] == sorted((r["score"] for r in results), reverse=True)
+    assert len(list(demo.iterdir())) >= 12
+
+
+def test_app_serves_library_photos_and_nothing_else(tiny_run, photo_folder, tmp_path):
+    library = Library(tmp_path / "library")
+    index_folders(library, load_encoder(str(tiny_run)), [photo_folder], progress=False)
+    library.close()
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the browser")
+    env = {"GRADIO_TEMP_DIR": str(tmp_path / "gradio"), "GRADIO_ANALYTICS_ENABLED": "False"}
+    with serving("--library", str(tmp_path / "library"), env=env) as url:  # the library's own model
+        assert status(url) == 200
+        results = Client(url, verbose=False).predict("Ein Hund rennt über das Gras", 8, api_name="/search")
+        assert len(results) == 8 and all(r["image"].startswith(str(photo_folder)) for r in results)
+        assert status(f"{url}gradio_api/file={results[0]['image']}") == 200
+        assert status(f"{url}gradio_api/file={secret}") == 403
+        assert Client(url, verbose=False).predict("", 8, api_name="/search") == []

@@ -1,0 +1,93 @@
+"""The indexer: bad files recorded, incremental re-runs, model mismatch refused, crash leftovers healed."""
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from embedding import load_encoder
+from indexer import Library, ModelMismatch, index_folders
+from tests.conftest import run_module
+
+
+@pytest.fixture(scope="module")
+def encoder(checkpoint):
+    return load_encoder(str(checkpoint[0]))
+
+
+def make_photos(folder, count=4):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        pixels = rng.integers(0, 255, (32 + i, 48, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"photo{i}.jpg")
+    return folder
+
+
+def test_indexes_photos_and_records_bad_files(tmp_path, encoder):
+    photos = make_photos(tmp_path / "photos")
+    (photos / "notes.jpg").write_text("this is text, not a JPEG")
+    (photos / "empty.png").write_bytes(b"")
+    (photos / ".hidden.jpg").write_bytes((photos / "photo0.jpg").read_bytes())
+    (photos / "readme.txt").write_text("not an image suffix")
+    library = Library(tmp_path / "library")
+    summary = index_folders(library, encoder, [photos], progress=False)
+    assert summary.indexed == 4 and len(library) == 4
+    assert sorted(os.path.basename(p) for p, _ in summary.failed) == ["empty.png", "notes.jpg"]
+    assert all("UnidentifiedImageError" in reason for _, reason in library.failures())
+    hits = library.search(encoder.embed_images([photos / "photo2.jpg"])[0], k=2)
+    assert hits[0].path == str(photos / "photo2.jpg") and hits[0].score == pytest.approx(1.0, abs=1e-4)
+    rows = library.db.execute("SELECT width, height FROM images WHERE path LIKE '%photo2.jpg'").fetchall()
+    assert rows == [(48, 34)]
+
+
+def test_rerun_embeds_only_new_or_changed_files_and_drops_deleted(tmp_path, encoder):
+    photos = make_photos(tmp_path / "photos")
+    library = Library(tmp_path / "library")
+    index_folders(library, encoder, [photos], progress=False)
+    again = index_folders(library, encoder, [photos], progress=False)
+    assert (again.indexed, again.unchanged) == (0, 4)
+
+    (photos / "photo0.jpg").unlink()
+    Image.new("RGB", (20, 20), "red").save(photos / "photo1.jpg")
+    os.utime(photos / "photo1.jpg", (1, 1))  # a different mtime, whatever the clock says
+    Image.new("RGB", (20, 20), "blue").save(photos / "new.jpg")
+    changed = index_folders(library, encoder, [photos], progress=False)
+    assert (changed.indexed, changed.unchanged, changed.removed) == (2, 2, 1)
+    assert len(library) == 4 and library.index.ntotal == 4
+    hit = library.search(encoder.embed_images([Image.new("RGB", (20, 20), "red")])[0], k=1)[0]
+    assert hit.path.endswith("photo1.jpg") and hit.score == pytest.approx(1.0, abs=1e-4)
+
+
+def test_a_different_model_is_refused(tmp_path, encoder, open_clip_folder):
+    library = Library(tmp_path / "library")
+    index_folders(library, encoder, [make_photos(tmp_path / "photos")], progress=False)
+    other = load_encoder(f"local-dir:{open_clip_folder[0]}")
+    with pytest.raises(ModelMismatch, match="different space"):
+        index_folders(library, other, [tmp_path / "photos"], progress=False)
+    assert len(library) == 4
+
+
+def test_leftovers_of_an_interrupted_run_are_dropped_on_open(tmp_path, encoder):
+    photos = make_photos(tmp_path / "photos")
+    library = Library(tmp_path / "library")
+    index_folders(library, encoder, [photos], progress=False)
+    # As if killed after saving vectors but before committing their rows.
+    library.index.add_with_ids(np.ones((2, encoder.dim), dtype=np.float32), np.array([90, 91]))
+    library._save_index()
+    library.close()
+    reopened = Library(tmp_path / "library")
+    assert reopened.index.ntotal == 4 and len(reopened) == 4
+    assert index_folders(reopened, encoder, [photos], progress=False).unchanged == 4
+
+
+def test_cli_reports_a_missing_folder_and_the_offline_hub_clearly(tmp_path, checkpoint):
+    missing = run_module("indexer", str(tmp_path / "nope"), "--library", str(tmp_path / "lib"),
+                         "--model", str(checkpoint[0]), check=False)
+    assert missing.returncode == 2 and "no such folder" in missing.stderr and "Traceback" not in missing.stderr
+    offline = run_module("indexer", str(tmp_path), "--library", str(tmp_path / "lib2"),
+                         "--model", "siglip2-b16-256", check=False,
+                         env={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "cache")})
+    assert offline.returncode == 2 and "hf download timm/ViT-B-16-SigLIP2-256" in offline.stderr
+    assert "Traceback" not in offline.stderr

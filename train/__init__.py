@@ -1,0 +1,1 @@
+"""Train SigLIP-family two-tower encoders with the sigmoid loss."""
