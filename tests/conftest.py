@@ -76,11 +76,11 @@ def small_captions(flickr, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_run(flickr, small_captions, tmp_path_factory) -> Path:
-    """A checkpoint from `python -m train`: a few steps on the small caption file."""
+    """A checkpoint from `python -m train`: a few steps on the small caption file, chunked sigmoid loss."""
     out = tmp_path_factory.mktemp("run") / "tiny"
     run_module("train", "--captions", str(small_captions), "--images", str(flickr / "images"),
                "--out", str(out), "--steps", "6", "--batch-size", "16", "--vocab-size", "400",
-               "--warmup-steps", "2")
+               "--warmup-steps", "2", "--chunk", "8")
     return out
 
 

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from app.search import search_text
 from embedding import load_encoder
@@ -31,6 +32,16 @@ def test_train_index_query(tiny_run, photo_folder, tmp_path):
     again = search_text(library, load_encoder(str(tiny_run)), "Zwei Hunde spielen im Schnee", k=10)
     assert [r.path for r in again] == [r.path for r in results]
     assert search_text(library, encoder, "   ", k=10) == []
+
+
+def test_softmax_baseline_trains_without_a_bias(flickr, small_captions, tmp_path):
+    run_module("train", "--captions", str(small_captions), "--images", str(flickr / "images"), "--out",
+               str(tmp_path / "clip"), "--steps", "3", "--batch-size", "16", "--vocab-size", "400", "--loss", "softmax",
+               "--languages", "en,de")
+    encoder = load_encoder(str(tmp_path / "clip"))
+    assert encoder.bias == 0.0 and encoder.model.logit_bias is None
+    assert encoder.temperature == pytest.approx(1 / 0.07, rel=1e-2)
+    assert encoder.embed_texts(["Ein Hund"]).shape == (1, 192)
 
 
 def test_eval_xm3600_writes_recall_per_language(tiny_run, small_captions, flickr, tmp_path):

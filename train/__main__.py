@@ -4,6 +4,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from train.losses import KINDS
 from train.presets import SIZES
 from train.trainer import TrainConfig, train
 
@@ -12,7 +13,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m train",
         description="Train a SigLIP-style two-tower image-text encoder from scratch with the pairwise "
-                    "sigmoid loss (t' = log 10, b = -10 at init) on a caption file in the "
+                    "sigmoid loss (t' = log 10, b = -10 at init; or the softmax baseline) on a caption file in the "
                     "Crossmodal-3600 layout. Writes a checkpoint folder that `--model RUN_DIR` loads "
                     "in the indexer, the app and eval.",
         epilog="example: python -m train --captions ../shared/data/flickr8k/captions_train.jsonl "
@@ -21,6 +22,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=Path, required=True, help="folder with <image/key>.jpg files")
     parser.add_argument("--out", type=Path, required=True, help="run directory to write the checkpoint to")
     parser.add_argument("--size", choices=sorted(SIZES), default="tiny", help="tower sizes (default tiny)")
+    parser.add_argument("--loss", choices=KINDS, default="sigmoid",
+                        help="sigmoid: SigLIP's pairwise loss (t'=log 10, b=-10 at init); softmax: the CLIP/InfoNCE "
+                             "baseline (t=1/0.07, no bias)")
+    parser.add_argument("--chunk", type=int, help="compute the sigmoid loss in CHUNK x CHUNK blocks: same value "
+                                                  "and gradients, memory O(batch*dim + CHUNK^2)")
     parser.add_argument("--steps", type=int, help="stop after this many optimiser steps")
     parser.add_argument("--minutes", type=float, help="stop after this much wall-clock training time")
     parser.add_argument("--batch-size", type=int, default=256, help="pairs per step (default 256)")
@@ -42,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
             lang, _, weight = item.partition("=")
             weights[lang.strip()] = float(weight)
     config = TrainConfig(
-        captions=args.captions, images=args.images, out=args.out, size=args.size, steps=args.steps,
+        captions=args.captions, images=args.images, out=args.out, size=args.size, loss=args.loss,
+        chunk=args.chunk, steps=args.steps,
         minutes=args.minutes, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         warmup_steps=args.warmup_steps, vocab_size=args.vocab_size,
         languages=args.languages.split(",") if args.languages else None, language_weights=weights,

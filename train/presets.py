@@ -20,18 +20,20 @@ HEAD_WIDTH = 64
 # prior that almost every pair in the batch is a negative.
 INIT_LOGIT_SCALE = math.log(10.0)
 INIT_LOGIT_BIAS = -10.0
+# CLIP's initialisation for the softmax baseline: t = 1 / 0.07 and no bias (the softmax ignores it).
+CLIP_INIT_LOGIT_SCALE = math.log(1 / 0.07)
 
 
-def siglip_config(size: str, vocab_size: int) -> tuple[dict, dict]:
-    """(open_clip model_cfg, preprocess_cfg) for a named from-scratch size."""
+def siglip_config(size: str, vocab_size: int, loss: str = "sigmoid") -> tuple[dict, dict]:
+    """(open_clip model_cfg, preprocess_cfg) for a named from-scratch size, trained with `loss`."""
     if size not in SIZES:
         raise ValueError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
     s = SIZES[size]
     model_cfg = {
         "embed_dim": s["embed_dim"],
         "custom_text": True,
-        "init_logit_scale": INIT_LOGIT_SCALE,
-        "init_logit_bias": INIT_LOGIT_BIAS,
+        "init_logit_scale": INIT_LOGIT_SCALE if loss == "sigmoid" else CLIP_INIT_LOGIT_SCALE,
+        "init_logit_bias": INIT_LOGIT_BIAS if loss == "sigmoid" else None,
         "vision_cfg": {
             "image_size": s["image_size"], "patch_size": s["patch_size"], "width": s["width"],
             "layers": s["layers"], "head_width": HEAD_WIDTH,

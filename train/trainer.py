@@ -14,7 +14,7 @@ from embedding.checkpoint import build_model, save_checkpoint
 from embedding.tokenizer import SentencePieceTokenizer
 from eval.captions import read_captions
 from train.data import CaptionPairs
-from train.losses import sigmoid_loss
+from train.losses import make_loss
 from train.presets import SIZES, siglip_config
 from train.tokenizer import train_sentencepiece
 
@@ -25,6 +25,8 @@ class TrainConfig:
     images: Path
     out: Path
     size: str = "tiny"
+    loss: str = "sigmoid"             # "sigmoid" (SigLIP) or "softmax" (the CLIP baseline)
+    chunk: int | None = None          # compute the sigmoid loss in chunk x chunk blocks (less memory)
     batch_size: int = 256
     steps: int | None = None          # stop after this many steps ...
     minutes: float | None = None      # ... or after this much wall time (whichever comes first)
@@ -42,7 +44,7 @@ class TrainConfig:
 
 
 def train(cfg: TrainConfig) -> Path:
-    """Train a two-tower SigLIP model from scratch and write a checkpoint `load_encoder` reads."""
+    """Train a two-tower model from scratch and write a checkpoint `load_encoder` reads."""
     if cfg.steps is None and cfg.minutes is None:
         raise ValueError("give --steps or --minutes (or both)")
     random.seed(cfg.seed)
@@ -59,7 +61,7 @@ def train(cfg: TrainConfig) -> Path:
     print(f"{len(images)} images, {len(texts)} captions in {', '.join(languages)}")
     sp_file = train_sentencepiece(texts, out / "tokenizer", cfg.vocab_size)
     tokenizer = SentencePieceTokenizer(sp_file, SIZES[cfg.size]["context_length"])
-    model_cfg, preprocess_cfg = siglip_config(cfg.size, tokenizer.vocab_size)
+    model_cfg, preprocess_cfg = siglip_config(cfg.size, tokenizer.vocab_size, cfg.loss)
 
     # 2. Data, decoded once at training resolution through the same transform as inference.
     data = CaptionPairs(images, cfg.images, preprocess_cfg, tokenizer, cfg.language_weights)
@@ -67,8 +69,9 @@ def train(cfg: TrainConfig) -> Path:
         print(f"warning: {data.missing} captioned images have no file in {cfg.images}; skipped")
     batch_size = min(cfg.batch_size, len(data))
 
-    # 3. Model and optimiser. No weight decay on gains, biases, embeddings' scalars, t and b.
+    # 3. Model, loss and optimiser. No weight decay on gains, biases, t and b.
     model = build_model(model_cfg).train()
+    loss_fn = make_loss(cfg.loss, chunk=cfg.chunk)
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -98,7 +101,7 @@ def train(cfg: TrainConfig) -> Path:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
             image_features = model.encode_image(pixels, normalize=True)
             text_features = model.encode_text(tokens, normalize=True)
-        loss = sigmoid_loss(image_features.float(), text_features.float(), model.logit_scale, model.logit_bias)
+        loss = loss_fn(image_features.float(), text_features.float(), model.logit_scale, model.logit_bias)
 
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -108,7 +111,7 @@ def train(cfg: TrainConfig) -> Path:
 
         if step % cfg.log_every == 0:
             row = {"step": step, "loss": round(loss.item(), 5), "t": round(model.logit_scale.exp().item(), 4),
-                   "b": round(model.logit_bias.item(), 4), "lr": lr,
+                   "b": round(model.logit_bias.item(), 4) if model.logit_bias is not None else None, "lr": lr,
                    "pairs_per_s": round(step * batch_size / (time.time() - start), 1),
                    "elapsed_s": round(time.time() - start, 1)}
             metrics.write(json.dumps(row) + "\n")
