@@ -1,4 +1,4 @@
-"""python -m eval: measure an encoder (xm3600: text<->image retrieval recall per language)."""
+"""python -m eval: measure encoders (retrieval recall per language, zero-shot classification, reports)."""
 
 import argparse
 import json
@@ -6,42 +6,160 @@ import sys
 from pathlib import Path
 
 from embedding import EncoderUnavailable, load_encoder
-from eval.xm3600 import evaluate_xm3600, format_table
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m eval",
-        description="Measure image-text encoders on real data. `xm3600` computes Crossmodal-3600-style "
-                    "retrieval recall per language from a captions.jsonl file and its images; run "
-                    "`python -m eval xm3600 --help` for the protocol.",
+        description="Measure image-text encoders on real data. `xm3600`: Crossmodal-3600-style retrieval "
+                    "recall per language (both published protocols); `zeroshot`: zero-shot classification "
+                    "of a folder-per-class image set; `ann`: recall and latency of a library's ANN index vs exact "
+                    "search; `report`: compare training runs in one table and plot. "
+                    "Embeddings are cached per model fingerprint in $SIGSEARCH_CACHE or ~/.cache/sigsearch.",
         epilog="example: python -m eval xm3600 --captions ../shared/data/flickr8k/captions_test.jsonl "
-               "--images ../shared/data/flickr8k/images --model bundled --json recall.json")
+               "--images ../shared/data/flickr8k/images --model bundled --protocol both --json recall.json")
     commands = parser.add_subparsers(dest="command", required=True)
+
     xm = commands.add_parser(
-        "xm3600", help="Crossmodal-3600-style retrieval recall per language",
-        description="Text->image and image->text recall@1/5/10 (percent) per language and their mean, "
-                    "all-captions protocol (every caption of a language is a query; image->text hits when "
-                    "any of the image's captions is in the top k; ties count against the model). Reads "
-                    "captions.jsonl in the Crossmodal-3600 layout with images named <image/key>.jpg.")
+        "xm3600", help="retrieval recall per language, Crossmodal-3600 layout",
+        description="Text->image and image->text recall@1/5/10 (percent) per language and their mean. "
+                    "all-captions (SigLIP papers): every caption of a language is a query; image->text hits "
+                    "when any of the image's captions is in the top k. first-caption (CLIP_benchmark): one "
+                    "caption per image, a 1:1 task. The two give incomparable numbers; every output names "
+                    "its protocol. Ties count against the model. Reads captions.jsonl (real XM3600 or ours) "
+                    "with images named <image/key>.jpg.")
     xm.add_argument("--captions", type=Path, required=True, help="captions.jsonl")
     xm.add_argument("--images", type=Path, required=True, help="folder of <image/key>.jpg")
     xm.add_argument("--model", default="bundled", help="model spec (default: bundled)")
+    xm.add_argument("--protocol", choices=["all-captions", "first-caption", "both"], default="all-captions")
     xm.add_argument("--languages", help="comma-separated languages (default: all in the file)")
-    xm.add_argument("--json", type=Path, help="also write the result as JSON here")
+    xm.add_argument("--skip-missing", action="store_true", help="evaluate without missing image files "
+                    "(their count is reported) instead of stopping")
+    xm.add_argument("--json", type=Path, help="write the result as JSON")
+    xm.add_argument("--markdown", type=Path, help="write the result as Markdown tables")
+    xm.add_argument("--plot", type=Path, help="write a bar chart (PNG)")
+    xm.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
+
+    zs = commands.add_parser(
+        "zeroshot", help="zero-shot classification of a folder per class",
+        description="Top-1/top-5 accuracy and mean per-class recall of zero-shot classification: each class "
+                    "is the mean embedding of its prompts (templates per language, including 'This is a "
+                    "photo of {label}.'); class names per language from --classnames (built in for "
+                    "CIFAR-10 in en, de, fr, zh, cs).")
+    zs.add_argument("--images", type=Path, required=True, help="folder with one sub-folder of images per class")
+    zs.add_argument("--model", default="bundled")
+    zs.add_argument("--language", default="en", help="language of class names and prompts (default en)")
+    zs.add_argument("--classnames", type=Path, help='JSON {"de": {"<folder>": "<name>", ...}, ...}')
+    zs.add_argument("--templates", type=Path, help='JSON {"de": ["Das ist ein Foto von {label}.", ...], ...}')
+    zs.add_argument("--json", type=Path)
+    zs.add_argument("--no-cache", action="store_true")
+
+    an = commands.add_parser(
+        "ann", help="ANN recall of a library's index (and candidate index types) against exact search",
+        description="recall@k of the library's FAISS index, and of candidate FAISS indexes built on the same "
+                    "vectors, against exact inner-product search, with per-query latency. Queries: real texts "
+                    "(--texts, embedded with the library's model) or stored vectors plus noise.")
+    an.add_argument("--library", type=Path, default=None, help="library folder (default: the default library)")
+    an.add_argument("--k", type=int, default=10)
+    an.add_argument("--queries", type=int, default=1000, help="number of perturbed-vector queries")
+    an.add_argument("--noise", type=float, default=1.0, help="noise norm added to each perturbed query")
+    an.add_argument("--texts", type=Path, help="a file of text queries, one per line, instead")
+    an.add_argument("--try", dest="candidates", action="append", metavar="FACTORY[:PARAMS]",
+                    help="a FAISS index to compare, e.g. HNSW32:efSearch=64 or 'IVF256,PQ32:nprobe=16' "
+                         "(repeatable; default: HNSW32 at two efSearch values, and IVF-Flat above 1,000 vectors)")
+    an.add_argument("--json", type=Path)
+
+    rp = commands.add_parser(
+        "report", help="compare runs: one table and one plot",
+        description="For each run directory: its training curve (metrics.jsonl) and its recall (an xm3600 "
+                    "JSON saved in the directory, else the last validation in metrics.jsonl).")
+    rp.add_argument("runs", type=Path, nargs="+")
+    rp.add_argument("--markdown", type=Path, help="also write the table here")
+    rp.add_argument("--plot", type=Path, help="write loss curves and mean R@5 (PNG)")
     args = parser.parse_args(argv)
 
     try:
+        if args.command == "report":
+            return _report(args)
+        if args.command == "ann":
+            return _ann(args)
         encoder = load_encoder(args.model)
-        result = evaluate_xm3600(encoder, args.captions, args.images,
-                                 args.languages.split(",") if args.languages else None)
+        return _xm3600(args, encoder) if args.command == "xm3600" else _zeroshot(args, encoder)
     except (EncoderUnavailable, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"{args.model}: {result['images']} images, recall in percent ({result['protocol']} protocol)")
+
+
+def _xm3600(args, encoder) -> int:
+    from eval.xm3600 import evaluate_xm3600, format_markdown, format_table
+
+    result = evaluate_xm3600(encoder, args.captions, args.images,
+                             args.languages.split(",") if args.languages else None, args.protocol,
+                             skip_missing=args.skip_missing, cache=not args.no_cache)
+    print(f"{args.model}: recall in percent")
     print(format_table(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
+    if args.markdown:
+        args.markdown.write_text(format_markdown(result), encoding="utf-8")
+    if args.plot:
+        from eval.report import plot_recall
+        plot_recall(result, args.plot)
+    return 0
+
+
+def _zeroshot(args, encoder) -> int:
+    from eval.zeroshot import evaluate_zeroshot
+
+    result = evaluate_zeroshot(encoder, args.images, args.language, args.classnames, args.templates,
+                               cache=not args.no_cache)
+    print(f"{args.model}: zero-shot on {result['images']} images, {len(result['classes'])} classes, "
+          f"language {result['language']}, {len(result['templates'])} templates")
+    print(f"top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  "
+          f"mean per-class recall {result['mean_per_class_recall']:.2f}%")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
+    return 0
+
+
+def _ann(args) -> int:
+    from eval.ann import evaluate_ann, library_vectors, perturbed_queries
+    from indexer import Library, default_library_dir
+
+    library = Library(args.library or default_library_dir())
+    vectors = library_vectors(library)
+    if args.texts:
+        texts = [line.strip() for line in args.texts.read_text(encoding="utf-8").splitlines() if line.strip()]
+        queries = load_encoder(library.setting("model")).embed_texts(texts)
+    else:
+        queries = perturbed_queries(vectors, args.queries, args.noise)
+    candidates = args.candidates
+    if candidates is None:
+        lists = max(1, min(int(4 * len(vectors) ** 0.5), len(vectors) // 39))  # FAISS wants 39 points per list
+        candidates = ["HNSW32", "HNSW32:efSearch=128"]
+        if len(vectors) >= 1000:
+            candidates.append(f"IVF{lists},Flat:nprobe={max(1, lists // 16)}")
+    result = evaluate_ann(vectors, queries, min(args.k, len(vectors)), candidates, library.index)
+    print(f"{result['vectors']} vectors of dim {result['dim']}, {result['queries']} queries, recall@{result['k']}")
+    print(f"{'index':<36} {'recall %':>9} {'p50 ms':>8} {'p99 ms':>8} {'build s':>8}")
+    for name, row in result["indexes"].items():
+        build = f"{row['build_s']:8.2f}" if "build_s" in row else " " * 8
+        print(f"{name:<36} {row['recall']:9.2f} {row['p50_ms']:8.3f} {row['p99_ms']:8.3f} {build}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def _report(args) -> int:
+    from eval.report import collect_run, plot_runs, report_markdown
+
+    runs = [collect_run(run) for run in args.runs]
+    table = report_markdown(runs)
+    print(table)
+    if args.markdown:
+        args.markdown.write_text(table, encoding="utf-8")
+    if args.plot:
+        plot_runs(runs, args.plot)
     return 0
 
 

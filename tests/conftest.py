@@ -25,6 +25,12 @@ WORDS = "dog cat red blue snow beach man woman runs jumps Hund Katze rot 狗 猫
 TEXTS = ["a dog in the snow", "ein Hund im Schnee", "雪中的狗", "un chien dans la neige", "pes ve sněhu"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Embedding caches of the tests (and their subprocesses) go to a temporary folder, not ~/.cache."""
+    os.environ["SIGSEARCH_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+
+
 @pytest.fixture(scope="session")
 def checkpoint(tmp_path_factory):
     """(folder, model): a randomly initialised tiny model saved in our checkpoint format; no data needed."""

@@ -1,0 +1,43 @@
+"""Embeddings computed once per model and input set, kept on disk.
+
+The key is the encoder's fingerprint (weights + tokenizer + preprocessing) plus the exact inputs (texts,
+or image paths with their size and mtime), so a changed model or a changed file never hits a stale entry.
+"""
+
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from embedding import Encoder
+
+
+def cache_dir() -> Path:
+    """$SIGSEARCH_CACHE, else ~/.cache/sigsearch."""
+    return Path(os.environ.get("SIGSEARCH_CACHE", Path.home() / ".cache" / "sigsearch"))
+
+
+def image_keys(paths: list[Path]) -> list[str]:
+    """Cache keys for image files: path, size and modification time."""
+    return [f"{path.resolve()}|{path.stat().st_size}|{path.stat().st_mtime_ns}" for path in paths]
+
+
+def cached_embeddings(encoder: Encoder, kind: str, keys: list[str], compute: Callable[[], np.ndarray],
+                      enabled: bool = True) -> np.ndarray:
+    """`compute()`'s [len(keys), dim] array, from the cache when this encoder already embedded these keys."""
+    if not enabled:
+        return compute()
+    digest = hashlib.sha256("\0".join([kind, *keys]).encode()).hexdigest()[:32]
+    path = cache_dir() / "embeddings" / encoder.fingerprint / f"{kind}-{digest}.npy"
+    if path.is_file():
+        vectors = np.load(path)
+        if vectors.shape == (len(keys), encoder.dim):
+            return vectors
+    vectors = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, vectors)
+    os.replace(tmp, path)
+    return vectors
