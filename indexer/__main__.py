@@ -6,6 +6,7 @@ from pathlib import Path
 
 from embedding import EncoderUnavailable, load_encoder
 from indexer.library import Library, ModelMismatch, default_library_dir
+from indexer.metadata import DEFAULT_MAX_PIXELS
 from indexer.run import index_folders
 
 
@@ -21,12 +22,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="library folder (default: $SIGSEARCH_LIBRARY or %(default)s)")
     parser.add_argument("--model", help="model spec (default: the library's model, else 'bundled')")
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    parser.add_argument("--commit-every", type=int, default=1024,
+                        help="images per commit to the library: a killed run loses at most this much work")
+    parser.add_argument("--follow-links", action="store_true",
+                        help="also index files that symbolic links lead to outside the given folders")
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                        help="refuse (and record) images whose header announces more pixels (default %(default)s)")
     args = parser.parse_args(argv)
 
     library = Library(args.library)
     try:
         encoder = load_encoder(args.model or library.setting("model") or "bundled")
-        summary = index_folders(library, encoder, args.paths, batch_size=args.batch_size)
+        summary = index_folders(library, encoder, args.paths, batch_size=args.batch_size,
+                                commit_every=args.commit_every, max_pixels=args.max_pixels,
+                                follow_links=args.follow_links)
         print(summary)
         print(f"library: {args.library} ({len(library)} images)")
     except (EncoderUnavailable, ModelMismatch, FileNotFoundError) as error:

@@ -22,14 +22,21 @@ CREATE TABLE IF NOT EXISTS images (
     id BIGINT PRIMARY KEY,          -- also the vector's id in index.faiss
     path VARCHAR UNIQUE NOT NULL,   -- absolute path of the file
     size BIGINT, mtime DOUBLE,      -- to notice changed files
-    width INTEGER, height INTEGER,
+    width INTEGER, height INTEGER,  -- as displayed (after EXIF rotation)
     indexed_at TIMESTAMP DEFAULT current_timestamp);
+ALTER TABLE images ADD COLUMN IF NOT EXISTS taken_at TIMESTAMP;   -- EXIF DateTimeOriginal
+ALTER TABLE images ADD COLUMN IF NOT EXISTS camera VARCHAR;        -- EXIF Make + Model
+ALTER TABLE images ADD COLUMN IF NOT EXISTS gps_lat DOUBLE;        -- EXIF GPS, decimal degrees
+ALTER TABLE images ADD COLUMN IF NOT EXISTS gps_lon DOUBLE;
 CREATE TABLE IF NOT EXISTS failures (
     path VARCHAR PRIMARY KEY, size BIGINT, mtime DOUBLE, reason VARCHAR,
     failed_at TIMESTAMP DEFAULT current_timestamp);
 CREATE TABLE IF NOT EXISTS roots (path VARCHAR PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS settings (key VARCHAR PRIMARY KEY, value VARCHAR);
 """
+
+
+_IMAGE_COLUMNS = ("path", "size", "mtime", "width", "height", "taken_at", "camera", "gps_lat", "gps_lon")
 
 
 class ModelMismatch(RuntimeError):
@@ -98,7 +105,7 @@ class Library:
         return self.db.execute("SELECT path, reason FROM failures ORDER BY path").fetchall()
 
     def add(self, records: list[dict], vectors: np.ndarray) -> None:
-        """Store images (dicts with path, size, mtime, width, height) and their vectors."""
+        """Store images (dicts with path, size, mtime and the `indexer.metadata` fields) and their vectors."""
         if not records:
             return
         first = self._next_id()
@@ -108,9 +115,9 @@ class Library:
         with self._transaction():
             self.db.executemany("DELETE FROM failures WHERE path = ?", [[r["path"]] for r in records])
             self.db.executemany(
-                "INSERT INTO images (id, path, size, mtime, width, height) VALUES (?, ?, ?, ?, ?, ?)",
-                [[int(i), r["path"], r["size"], r["mtime"], r["width"], r["height"]]
-                 for i, r in zip(ids, records, strict=True)])
+                "INSERT INTO images (id, path, size, mtime, width, height, taken_at, camera, gps_lat, gps_lon) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [[int(i), *(r.get(column) for column in _IMAGE_COLUMNS)] for i, r in zip(ids, records, strict=True)])
 
     def record_failure(self, path: str, size: int | None, mtime: float | None, reason: str) -> None:
         self.db.execute("INSERT OR REPLACE INTO failures (path, size, mtime, reason) VALUES (?, ?, ?, ?)",

@@ -11,9 +11,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from embedding import Encoder, open_rgb
+from embedding import Encoder
 from indexer.crawl import find_images
 from indexer.library import Library
+from indexer.metadata import DEFAULT_MAX_PIXELS, read_metadata
 
 
 @dataclass
@@ -33,7 +34,8 @@ class Summary:
 
 
 def index_folders(library: Library, encoder: Encoder, folders: list[Path], batch_size: int = 32,
-                  progress: bool = True, commit_every: int = 1024) -> Summary:
+                  progress: bool = True, commit_every: int = 1024, max_pixels: int = DEFAULT_MAX_PIXELS,
+                  follow_links: bool = False) -> Summary:
     """Add every image under `folders` to `library`; re-embed changed files, drop deleted ones.
 
     Work is committed every `commit_every` images: a killed run loses at most that much, and the
@@ -47,13 +49,18 @@ def index_folders(library: Library, encoder: Encoder, folders: list[Path], batch
         library.add_root(root)
 
     summary = Summary()
-    files = {str(path): path for root in roots for path in find_images(root)}
+    files = {str(path): path for root in roots for path in find_images(root, follow_links)}
     known = library.known_files()
     under_roots = [p for p in known if any(Path(p).is_relative_to(root) for root in roots)]
     gone = [p for p in under_roots if p not in files]
     todo = []
     for name, path in files.items():
-        stat = path.stat()
+        try:
+            stat = path.stat()
+        except OSError as error:  # a broken link, a file deleted meanwhile, no permission
+            library.record_failure(name, None, None, f"{type(error).__name__}: {error}")
+            summary.failed.append((name, f"{type(error).__name__}: {error}"))
+            continue
         if known.get(name) == (stat.st_size, stat.st_mtime):
             summary.unchanged += 1
         else:
@@ -67,7 +74,7 @@ def index_folders(library: Library, encoder: Encoder, folders: list[Path], batch
     pending_records: list[dict] = []
     pending_vectors: list[np.ndarray] = []
     with ThreadPoolExecutor() as decoders:
-        for decoded in _prefetch(decoders, batches, lambda path: _decode(encoder, path)):
+        for decoded in _prefetch(decoders, batches, lambda path: _decode(encoder, path, max_pixels)):
             good = [d for d in decoded if "error" not in d]
             for bad in (d for d in decoded if "error" in d):
                 library.record_failure(bad["path"], bad["size"], bad["mtime"], bad["error"])
@@ -105,14 +112,14 @@ def _prefetch(pool: ThreadPoolExecutor, batches: list[list[Path]], work) -> Iter
         yield [future.result() for future in in_flight.popleft()]
 
 
-def _decode(encoder: Encoder, path: Path) -> dict:
-    """One file as a record with pixels, or with the reason it could not be read."""
+def _decode(encoder: Encoder, path: Path, max_pixels: int) -> dict:
+    """One file as a record with metadata and pixels, or with the reason it could not be read."""
     record = {"path": str(path), "size": None, "mtime": None}
     try:
         stat = path.stat()
         record.update(size=stat.st_size, mtime=stat.st_mtime)
-        image = open_rgb(path)
-        record.update(width=image.width, height=image.height, pixels=encoder.preprocess(image))
+        record.update(read_metadata(path, max_pixels))  # header only: refuses bombs before decoding
+        record["pixels"] = encoder.pixels(path)
     except Exception as error:  # any unreadable file is recorded, never fatal
         record["error"] = f"{type(error).__name__}: {error}"
     return record

@@ -1,0 +1,103 @@
+"""Every kind of odd or bad file is either indexed correctly or recorded with a reason; never fatal."""
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from embedding import load_encoder
+from indexer import Library, index_folders
+from tests.conftest import run_module
+
+
+def photo(width=64, height=48, seed=0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8))
+
+
+@pytest.fixture(scope="module")
+def odd_folder(tmp_path_factory, flickr):
+    folder = tmp_path_factory.mktemp("odd")
+    real = sorted((flickr / "images").glob("*.jpg"))[0].read_bytes()
+    # --- must be recorded as failures ---
+    (folder / "corrupt.jpg").write_bytes(np.random.default_rng(1).bytes(5000))
+    (folder / "truncated.jpg").write_bytes(real[: len(real) * 6 // 10])
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "notes.jpg").write_text("a text file with an image's name")
+    Image.new("1", (20000, 20000)).save(folder / "bomb.png")        # 400 MP: PIL's own bomb error
+    Image.new("1", (11000, 10000)).save(folder / "too-many-pixels.png")  # 110 MP: over our 100 MP limit
+    os.symlink(folder / "no-such-file.jpg", folder / "broken-link.jpg")  # unreadable (root ignores chmod)
+    # --- must be indexed ---
+    photo().convert("CMYK").save(folder / "cmyk.jpg")
+    Image.fromarray(np.full((40, 60), 50000, dtype=np.uint16)).save(folder / "sixteen-bit.png")
+    palette = photo().convert("P")
+    palette.info["transparency"] = 0
+    palette.save(folder / "palette-alpha.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6                                                # displayed rotated: 48 x 64
+    exif[0x010F], exif[0x0110] = "Canon", "EOS 5D"
+    exif.get_ifd(0x8769)[0x9003] = "2021:07:04 12:30:00"
+    exif.get_ifd(0x8825).update({1: "N", 2: (52.0, 31.0, 12.0), 3: "W", 4: (13.0, 24.0, 36.0)})
+    photo().save(folder / "rotated-with-exif.jpg", exif=exif)
+    frames = [photo(seed=s).convert("P") for s in range(3)]
+    frames[0].save(folder / "animated.gif", save_all=True, append_images=frames[1:], duration=100)
+    photo(8000, 6000).save(folder / "huge-48mp.jpg", quality=80)
+    photo().save(folder / "normal.webp")
+    photo().save(folder / "normal.bmp")
+    photo().save(folder / "normal.tiff")
+    photo().save(folder / ".hidden.jpg")
+    return folder
+
+
+def test_every_odd_file_is_indexed_or_recorded(odd_folder, checkpoint, tmp_path):
+    encoder = load_encoder(str(checkpoint[0]))
+    library = Library(tmp_path / "library")
+    summary = index_folders(library, encoder, [odd_folder], progress=False)
+    failed = {os.path.basename(path): reason for path, reason in summary.failed}
+    assert set(failed) == {"corrupt.jpg", "truncated.jpg", "empty.png", "notes.jpg", "bomb.png",
+                           "too-many-pixels.png", "broken-link.jpg"}
+    assert "DecompressionBombError" in failed["bomb.png"]
+    assert "TooManyPixels" in failed["too-many-pixels.png"] and "100,000,000" in failed["too-many-pixels.png"]
+    assert "truncated" in failed["truncated.jpg"].lower()
+    assert "FileNotFoundError" in failed["broken-link.jpg"]
+    assert dict(library.failures()).keys() == {str(odd_folder / name) for name in failed}
+
+    rows = {os.path.basename(row[0]): row[1:] for row in library.db.execute(
+        "SELECT path, width, height, taken_at, camera, gps_lat, gps_lon FROM images").fetchall()}
+    assert set(rows) == {"cmyk.jpg", "sixteen-bit.png", "palette-alpha.png", "rotated-with-exif.jpg",
+                         "animated.gif", "huge-48mp.jpg", "normal.webp", "normal.bmp", "normal.tiff"}
+    width, height, taken_at, camera, lat, lon = rows["rotated-with-exif.jpg"]
+    assert (width, height) == (48, 64) and camera == "Canon EOS 5D"
+    assert str(taken_at) == "2021-07-04 12:30:00"
+    assert lat == pytest.approx(52.52) and lon == pytest.approx(-13.41)
+    assert rows["huge-48mp.jpg"][:2] == (8000, 6000)
+    assert library.index.ntotal == 9
+
+    # A re-run embeds nothing and keeps the failures; a file that cannot even be stat-ed (the broken
+    # link) cannot be known to be unchanged, so it is reported again.
+    again = index_folders(library, encoder, [odd_folder], progress=False)
+    assert (again.indexed, again.unchanged) == (0, 15) and len(library.failures()) == 7
+    assert [os.path.basename(path) for path, _ in again.failed] == ["broken-link.jpg"]
+
+
+def test_links_out_of_the_folder_are_not_followed_unless_asked(tmp_path, checkpoint):
+    outside, inside = tmp_path / "outside", tmp_path / "photos"
+    outside.mkdir()
+    inside.mkdir()
+    photo().save(outside / "private.jpg")
+    photo(seed=1).save(inside / "mine.jpg")
+    os.symlink(outside / "private.jpg", inside / "link.jpg")
+    os.symlink(outside, inside / "linked-folder")
+    encoder = load_encoder(str(checkpoint[0]))
+    library = Library(tmp_path / "library")
+    assert index_folders(library, encoder, [inside], progress=False).indexed == 1
+    followed = Library(tmp_path / "library2")
+    assert index_folders(followed, encoder, [inside], progress=False, follow_links=True).indexed == 3
+
+
+def test_cli_lists_failures_in_its_summary(odd_folder, checkpoint, tmp_path):
+    done = run_module("indexer", str(odd_folder), "--library", str(tmp_path / "library"),
+                      "--model", str(checkpoint[0]))
+    assert "indexed 9" in done.stdout and "failed 7" in done.stdout
+    assert f"failed: {odd_folder / 'notes.jpg'}: UnidentifiedImageError" in done.stdout
