@@ -8,8 +8,10 @@ import gradio as gr
 
 from app.ui import build_ui
 from embedding import EncoderUnavailable, load_encoder
-from indexer import Library, ModelMismatch, default_library_dir, index_folders
+from indexer import Library, LibraryBusy, ModelMismatch, default_library_dir, index_folders
 from indexer.demo import copy_demo_photos
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,9 +25,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="model spec (default: the library's model, else 'bundled')")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s: this machine only)")
     parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--auth", metavar="USER:PASSWORD", help="require this login (needed for any other --host)")
+    parser.add_argument("--insecure", action="store_true",
+                        help="allow another --host without --auth (anyone who can reach it sees your photos)")
+    parser.add_argument("--max-upload-mb", type=float, default=25, help="largest accepted upload (default 25)")
     args = parser.parse_args(argv)
+    if args.host not in LOOPBACK and not (args.auth or args.insecure):
+        print(f"error: --host {args.host} exposes your photos beyond this machine: add --auth USER:PASSWORD "
+              "(or --insecure if you really mean it)", file=sys.stderr)
+        return 2
+    if args.auth and ":" not in args.auth:
+        print("error: --auth takes USER:PASSWORD", file=sys.stderr)
+        return 2
 
-    library = Library(args.library)
+    try:
+        library = Library(args.library)
+    except LibraryBusy as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     try:
         encoder = load_encoder(args.model or library.setting("model") or "bundled")
         library.bind_model(encoder.name, encoder.fingerprint, encoder.dim)
@@ -39,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     # Only the library's own folders are served; nothing else on disk is reachable through the app.
     gr.set_static_paths([str(root) for root in library.roots()])
     print(f"{len(library)} photos in {library.folder}, model {encoder.name}")
-    build_ui(library, encoder).launch(server_name=args.host, server_port=args.port)
+    build_ui(library, encoder).launch(server_name=args.host, server_port=args.port,
+                                      auth=tuple(args.auth.split(":", 1)) if args.auth else None,
+                                      max_file_size=f"{args.max_upload_mb}mb")
     return 0
 
 

@@ -1,23 +1,88 @@
-"""Text -> image search over a library, with calibrated match probabilities."""
+"""Search a library: combined text queries, image queries, "more like this", and zero-shot tags."""
 
+import re
 from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
 
 from embedding import Encoder
 from indexer import Library
+
+_WEIGHTED = re.compile(r"^([+-]?\d+(?:\.\d+)?)\s*:\s*(.+)$")
 
 
 @dataclass
 class Result:
     path: str
-    score: float        # cosine similarity
-    probability: float  # sigmoid(t * cos + b), the model's own calibration
+    score: float        # cosine similarity to the query vector
+    probability: float  # sigmoid(t * cos + b), the model's own calibration (text queries only)
 
 
-def search_text(library: Library, encoder: Encoder, query: str, k: int = 24) -> list[Result]:
-    """The k library images that best match `query` (any language the model knows)."""
-    query = query.strip()
-    if not query or k <= 0:
+@dataclass
+class Term:
+    text: str
+    weight: float
+
+
+def parse_query(query: str) -> list[Term]:
+    """`beach, -people, 2:sunset` -> terms: commas separate, a leading `-` negates, `w:` weights."""
+    terms = []
+    for part in (p.strip() for p in query.split(",")):
+        if not part:
+            continue
+        weight, text = 1.0, part
+        if match := _WEIGHTED.match(part):
+            weight, text = float(match.group(1)), match.group(2).strip()
+        elif part.startswith("-"):
+            weight, text = -1.0, part[1:].strip()
+        if not text:
+            raise ValueError(f"empty term in {query!r}")
+        if weight:
+            terms.append(Term(text, weight))
+    if terms and not any(term.weight > 0 for term in terms):
+        raise ValueError("a query needs at least one positive term (e.g. 'beach, -people')")
+    return terms
+
+
+def query_vector(encoder: Encoder, terms: list[Term]) -> np.ndarray:
+    """The weighted sum of the terms' text embeddings (negatives subtract), renormalised."""
+    vectors = encoder.embed_texts([term.text for term in terms])
+    combined = np.asarray([term.weight for term in terms], dtype=np.float32) @ vectors
+    return combined / max(float(np.linalg.norm(combined)), 1e-12)
+
+
+def search_text(library: Library, encoder: Encoder, query: str, k: int = 24,
+                min_probability: float = 0.0) -> list[Result]:
+    """The k best matches for a text or combined query, dropping those below `min_probability`."""
+    terms = parse_query(query)
+    if not terms or k <= 0:
         return []
-    hits = library.search(encoder.embed_texts([query])[0], k)
+    hits = library.search(query_vector(encoder, terms), k)
     probabilities = encoder.probability([hit.score for hit in hits])
-    return [Result(hit.path, hit.score, float(p)) for hit, p in zip(hits, probabilities, strict=True)]
+    return [Result(hit.path, hit.score, float(p)) for hit, p in zip(hits, probabilities, strict=True)
+            if p >= min_probability]
+
+
+def search_image(library: Library, encoder: Encoder, image: Image.Image, k: int = 24) -> list[Result]:
+    """The k library images most similar to `image` (cosine; no probability: t, b calibrate text-image)."""
+    hits = library.search(encoder.embed_images([image])[0], k)
+    return [Result(hit.path, hit.score, float("nan")) for hit in hits]
+
+
+def more_like_this(library: Library, path: str, k: int = 24) -> list[Result]:
+    """The k library images most similar to one already in the library (itself left out)."""
+    row = library.db.execute("SELECT id FROM images WHERE path = ?", [path]).fetchone()
+    if row is None:
+        raise ValueError(f"{path} is not in the library")
+    hits = library.search(library.index.reconstruct(int(row[0])), k + 1)
+    return [Result(hit.path, hit.score, float("nan")) for hit in hits if hit.path != path][:k]
+
+
+def tag_image(encoder: Encoder, image: Image.Image, labels: list[str]) -> dict[str, float]:
+    """Independent match probability per label (multi-label: each is its own sigmoid, not a softmax)."""
+    labels = [label.strip() for label in labels if label.strip()]
+    if not labels:
+        return {}
+    similarities = encoder.embed_texts(labels) @ encoder.embed_images([image])[0]
+    return dict(zip(labels, encoder.probability(similarities).tolist(), strict=True))

@@ -1,37 +1,108 @@
-"""The Gradio page and API: a text box in any language -> a gallery of matching photos."""
+"""The Gradio page and API: text, combined and image queries, "more like this", tagging, library status."""
 
+import math
 from pathlib import Path
 
 import gradio as gr
+from PIL import Image
 
-from app.search import search_text
+from app.search import Result, more_like_this, search_image, search_text, tag_image
 from embedding import Encoder
 from indexer import Library
 
+QUERY_HELP = ("Any language the model knows. Combine terms with commas; `-` excludes, `2:` weighs: "
+              "`beach, -people, 2:sunset`.")
+
 
 def build_ui(library: Library, encoder: Encoder) -> gr.Blocks:
-    """The search page; its API endpoint `/search` returns JSON results."""
+    """The page; API endpoints /search, /search_image, /more_like_this and /tag return JSON."""
 
-    def search(query: str, k: int = 24) -> list[dict]:
-        """Search the library: a list of {image, score, probability}, best match first."""
+    def as_json(results: list[Result]) -> list[dict]:
         # The key is not "path": gradio_client would take such dicts for files and download them.
-        return [{"image": r.path, "score": r.score, "probability": r.probability}
-                for r in search_text(library, encoder, query, int(k))]
+        return [{"image": r.path, "score": r.score,
+                 **({} if math.isnan(r.probability) else {"probability": r.probability})} for r in results]
 
-    def search_gallery(query: str, k: int) -> list[tuple[str, str]]:
-        return [(r.path, f"{r.probability:.0%} · {Path(r.path).name}")
-                for r in search_text(library, encoder, query, int(k))]
+    def gallery(results: list[Result]) -> list[tuple[str, str]]:
+        return [(r.path, (f"{r.probability:.0%}" if not math.isnan(r.probability) else f"cos {r.score:.2f}")
+                 + f" · {Path(r.path).name}") for r in results]
+
+    def checked(function, *args):
+        try:
+            return function(*args)
+        except ValueError as error:  # a bad query: shown to the user, not a server error
+            raise gr.Error(str(error)) from None
+
+    def search(query: str, k: int = 24, min_probability: float = 0.0) -> list[dict]:
+        """Text or combined query -> [{image, score, probability}], best first."""
+        return as_json(checked(search_text, library, encoder, query, int(k), float(min_probability)))
+
+    def similar(image: str, k: int = 24) -> list[dict]:
+        """Images most like one already in the library (given by its path) -> [{image, score}]."""
+        return as_json(checked(more_like_this, library, image, int(k)))
+
+    def by_image(image: Image.Image, k: int) -> list[dict]:
+        if image is None:
+            raise gr.Error("upload an image first")
+        return as_json(search_image(library, encoder, image, int(k)))
+
+    def tag(image: Image.Image, labels: str) -> dict[str, float]:
+        if image is None:
+            raise gr.Error("upload an image first")
+        return tag_image(encoder, image, labels.split(","))
+
+    def remember(event: gr.SelectData) -> str:
+        return event.value["image"]["path"]
+
+    def library_status() -> tuple[str, list[list[str]]]:
+        roots = ", ".join(f"`{root}`" for root in library.roots()) or "none"
+        failures = library.failures()
+        text = (f"**{len(library)} photos** in `{library.folder}` · model `{encoder.name}` "
+                f"(fingerprint `{encoder.fingerprint}`) · folders: {roots} · **{len(failures)} files could "
+                f"not be read** (below). Add photos with `python -m indexer FOLDER --library {library.folder}`.")
+        return text, [[path, reason] for path, reason in failures]
 
     with gr.Blocks(title="sigsearch") as ui:
-        gr.Markdown(f"## sigsearch\nSearch {len(library)} photos in any language the model knows. "
-                    f"Model: `{encoder.name}`. Captions show the match probability σ(t·cos + b).")
-        with gr.Row():
-            query = gr.Textbox(label="Search", placeholder="a dog in the snow · ein Hund im Schnee · 雪中的狗",
-                               scale=5, autofocus=True)
-            k = gr.Slider(1, 100, value=24, step=1, label="Results", scale=1)
-            button = gr.Button("Search", variant="primary", scale=1)
-        gallery = gr.Gallery(label="Results", columns=6, object_fit="cover", height="auto")
-        for trigger in (query.submit, button.click):
-            trigger(search_gallery, [query, k], gallery, api_visibility="private")
+        gr.Markdown(f"## sigsearch\nSearch {len(library)} photos. Model: `{encoder.name}`. "
+                    "Percentages are the model's match probability σ(t·cos + b).")
+        with gr.Tab("Search"):
+            with gr.Row():
+                query = gr.Textbox(label="Search", info=QUERY_HELP, scale=5, autofocus=True,
+                                   placeholder="a dog in the snow · ein Hund im Schnee · 雪中的狗")
+                k = gr.Slider(1, 100, value=24, step=1, label="Results", scale=1)
+                threshold = gr.Slider(0, 1, value=0, step=0.01, label="Hide matches below", scale=1)
+            with gr.Row():
+                go = gr.Button("Search", variant="primary")
+                like = gr.Button("More like the selected photo")
+            results = gr.Gallery(label="Results", columns=6, object_fit="cover", height="auto")
+            selected = gr.State(None)
+            for trigger in (query.submit, go.click):
+                trigger(lambda q, n, t: gallery(checked(search_text, library, encoder, q, int(n), float(t))),
+                        [query, k, threshold], results, api_visibility="private")
+            results.select(remember, None, selected, api_visibility="private")
+            like.click(lambda path, n: gallery(checked(more_like_this, library, path, int(n))) if path else [],
+                       [selected, k], results, api_visibility="private")
+        with gr.Tab("Search by image"):
+            upload = gr.Image(type="pil", label="A photo like the ones you want")
+            image_results = gr.Gallery(label="Most similar photos (cosine)", columns=6, object_fit="cover")
+            upload.change(lambda image, n: gallery(search_image(library, encoder, image, int(n)))
+                          if image is not None else [], [upload, k], image_results, api_visibility="private")
+        with gr.Tab("Tag an image"):
+            with gr.Row():
+                tag_upload = gr.Image(type="pil", label="Image")
+                with gr.Column():
+                    labels = gr.Textbox(label="Labels, comma-separated, any language",
+                                        value="dog, cat, beach, snow, people, Fahrrad, 汽车")
+                    tag_button = gr.Button("Tag", variant="primary")
+                    tags = gr.Label(label="Independent probability per label", num_top_classes=20)
+            tag_button.click(tag, [tag_upload, labels], tags, api_name="tag")
+        with gr.Tab("Library"):
+            status = gr.Markdown()
+            failed = gr.Dataframe(headers=["file", "why it could not be read"], interactive=False)
+            ui.load(library_status, None, [status, failed], api_visibility="private")
+        # JSON endpoints for scripts (gradio_client); the image one takes an uploaded file.
         gr.api(search, api_name="search")
+        gr.api(similar, api_name="more_like_this")
+        api_image = gr.Image(type="pil", visible=False)
+        api_k = gr.Number(24, visible=False)
+        gr.Button(visible=False).click(by_image, [api_image, api_k], gr.JSON(visible=False), api_name="search_image")
     return ui

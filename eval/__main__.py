@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from embedding import EncoderUnavailable, load_encoder
+from indexer import LibraryBusy
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             return _ann(args)
         encoder = load_encoder(args.model)
         return _xm3600(args, encoder) if args.command == "xm3600" else _zeroshot(args, encoder)
-    except (EncoderUnavailable, FileNotFoundError, ValueError) as error:
+    except (EncoderUnavailable, LibraryBusy, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

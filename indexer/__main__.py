@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from embedding import EncoderUnavailable, load_encoder
-from indexer.library import Library, ModelMismatch, default_library_dir
+from indexer.library import Library, LibraryBusy, ModelMismatch, default_library_dir
 from indexer.metadata import DEFAULT_MAX_PIXELS
 from indexer.run import index_folders
 
@@ -30,7 +30,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="refuse (and record) images whose header announces more pixels (default %(default)s)")
     args = parser.parse_args(argv)
 
-    library = Library(args.library)
+    try:
+        library = Library(args.library)
+    except LibraryBusy as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     try:
         encoder = load_encoder(args.model or library.setting("model") or "bundled")
         summary = index_folders(library, encoder, args.paths, batch_size=args.batch_size,

@@ -39,6 +39,10 @@ CREATE TABLE IF NOT EXISTS settings (key VARCHAR PRIMARY KEY, value VARCHAR);
 _IMAGE_COLUMNS = ("path", "size", "mtime", "width", "height", "taken_at", "camera", "gps_lat", "gps_lon")
 
 
+class LibraryBusy(RuntimeError):
+    """Another process (an app or an indexer) has the library open for writing."""
+
+
 class ModelMismatch(RuntimeError):
     """The library was built with a different embedding model than the one offered."""
 
@@ -61,7 +65,14 @@ class Library:
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.db = duckdb.connect(str(self.folder / DB_FILE))
+        try:
+            self.db = duckdb.connect(str(self.folder / DB_FILE))
+        except duckdb.IOException as error:
+            if "lock" not in str(error).lower():
+                raise
+            holder = str(error).split("Conflicting lock is held in", 1)[-1].split(".", 1)[0].strip()
+            raise LibraryBusy(f"the library in {self.folder} is open in another process ({holder}): "
+                              "stop that app or indexer first, or use another --library") from None
         self.db.execute(SCHEMA)
         self.index = self._load_index()
         self._reconcile()

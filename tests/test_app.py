@@ -9,7 +9,8 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-from gradio_client import Client
+import pytest
+from gradio_client import Client, handle_file
 
 from embedding import load_encoder
 from indexer import Library, index_folders
@@ -75,4 +76,41 @@ def test_app_serves_library_photos_and_nothing_else(tiny_run, photo_folder, tmp_
         assert len(results) == 8 and all(r["image"].startswith(str(photo_folder)) for r in results)
         assert status(f"{url}gradio_api/file={results[0]['image']}") == 200
         assert status(f"{url}gradio_api/file={secret}") == 403
-        assert Client(url, verbose=False).predict("", 8, api_name="/search") == []
+        # The running app holds the library: a second writer gets a clear message, not a traceback.
+        busy = subprocess.run([sys.executable, "-m", "indexer", str(photo_folder), "--library",
+                               str(tmp_path / "library")], cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert busy.returncode == 2 and "open in another process" in busy.stderr
+        assert "Traceback" not in busy.stderr
+        client = Client(url, verbose=False)
+        assert client.predict("", 8, api_name="/search") == []
+        combined = client.predict("Ein Hund, -ein Mann, 2:Gras", 8, 0.0, api_name="/search")
+        assert len(combined) == 8 and [r["image"] for r in combined] != [r["image"] for r in results]
+        with pytest.raises(Exception, match="positive term"):  # a bad query is a clear error, not a crash
+            client.predict("-Hund", 8, api_name="/search")
+        by_image = client.predict(handle_file(results[0]["image"]), 4, api_name="/search_image")
+        assert by_image[0]["image"] == results[0]["image"] and by_image[0]["score"] > 0.999
+        similar = client.predict(results[0]["image"], 4, api_name="/more_like_this")
+        assert len(similar) == 4 and results[0]["image"] not in [r["image"] for r in similar]
+        tags = client.predict(handle_file(results[0]["image"]), "Hund, snow, 猫", api_name="/tag")
+        assert {c["label"] for c in tags["confidences"]} == {"Hund", "snow", "猫"}
+
+
+def test_exposing_the_app_needs_a_login_or_an_explicit_insecure(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "app", "--host", "0.0.0.0", "--library", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "--auth USER:PASSWORD" in done.stderr and "Traceback" not in done.stderr
+    bad = subprocess.run([sys.executable, "-m", "app", "--auth", "nocolon", "--library", str(tmp_path)],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "USER:PASSWORD" in bad.stderr
+
+
+def test_login_is_enforced(tiny_run, photo_folder, tmp_path):
+    library = Library(tmp_path / "library")
+    index_folders(library, load_encoder(str(tiny_run)), [photo_folder], progress=False)
+    library.close()
+    env = {"GRADIO_TEMP_DIR": str(tmp_path / "gradio"), "GRADIO_ANALYTICS_ENABLED": "False"}
+    with serving("--library", str(tmp_path / "library"), "--auth", "anna:s3cret", env=env) as url:
+        photo = sorted(photo_folder.iterdir())[0]
+        assert status(f"{url}gradio_api/info") == 401 and status(f"{url}gradio_api/file={photo}") == 401
+        results = Client(url, auth=("anna", "s3cret"), verbose=False).predict("Hund", 3, api_name="/search")
+        assert len(results) == 3

@@ -1,0 +1,69 @@
+"""Queries: the combined-query syntax, negative terms, image queries, "more like this", tagging."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.search import Term, more_like_this, parse_query, query_vector, search_image, search_text, tag_image
+from embedding import load_encoder
+from indexer import Library, index_folders
+
+
+def test_parse_query():
+    assert parse_query("beach, -people, 2:sunset") == [Term("beach", 1.0), Term("people", -1.0), Term("sunset", 2.0)]
+    assert parse_query("  ein Hund im Schnee ") == [Term("ein Hund im Schnee", 1.0)]
+    assert parse_query("-0.5: crowds, 1.5:雪") == [Term("crowds", -0.5), Term("雪", 1.5)]
+    assert parse_query("dog, 0:cat") == [Term("dog", 1.0)]  # weight 0 drops a term
+    assert parse_query(" , ") == []
+    with pytest.raises(ValueError, match="positive term"):
+        parse_query("-people, -cars")
+    with pytest.raises(ValueError, match="empty term"):
+        parse_query("dog, -")
+
+
+@pytest.fixture(scope="module")
+def searchable(tiny_run, photo_folder, tmp_path_factory):
+    encoder = load_encoder(str(tiny_run))
+    library = Library(tmp_path_factory.mktemp("library"))
+    index_folders(library, encoder, [photo_folder], progress=False)
+    return library, encoder
+
+
+def test_negative_terms_push_results_away(searchable):
+    library, encoder = searchable
+    plain = query_vector(encoder, parse_query("a dog runs"))
+    minus = query_vector(encoder, parse_query("a dog runs, -a man on a bicycle"))
+    man = encoder.embed_texts(["a man on a bicycle"])[0]
+    assert float(minus @ man) < float(plain @ man)  # the query moved away from the excluded term
+    assert np.linalg.norm(minus) == pytest.approx(1.0, abs=1e-5)
+    assert [r.path for r in search_text(library, encoder, "a dog runs", 48)] != [
+        r.path for r in search_text(library, encoder, "a dog runs, -a man on a bicycle", 48)]
+
+
+def test_weak_matches_are_hidden_by_threshold(searchable):
+    library, encoder = searchable
+    everything = search_text(library, encoder, "a dog", 48)
+    cut = sorted(r.probability for r in everything)[24]
+    strong = search_text(library, encoder, "a dog", 48, min_probability=cut)
+    assert 0 < len(strong) < 48 and all(r.probability >= cut for r in strong)
+
+
+def test_image_queries_and_more_like_this(searchable, photo_folder):
+    library, encoder = searchable
+    first = sorted(photo_folder.iterdir())[0]
+    by_image = search_image(library, encoder, Image.open(first), k=5)
+    assert by_image[0].path == str(first) and by_image[0].score == pytest.approx(1.0, abs=1e-3)
+    similar = more_like_this(library, str(first), k=5)
+    assert len(similar) == 5 and str(first) not in [r.path for r in similar]
+    assert [r.path for r in similar] == [r.path for r in by_image[1:5]] + [similar[-1].path]
+    with pytest.raises(ValueError, match="not in the library"):
+        more_like_this(library, "/nowhere.jpg")
+
+
+def test_tags_are_independent_probabilities(searchable, photo_folder):
+    _, encoder = searchable
+    image = Image.open(sorted(photo_folder.iterdir())[0])
+    tags = tag_image(encoder, image, ["dog", " snow ", "", "Katze"])
+    assert list(tags) == ["dog", "snow", "Katze"] and all(0 < p < 1 for p in tags.values())
+    alone = tag_image(encoder, image, ["dog"])
+    assert alone["dog"] == pytest.approx(tags["dog"], rel=1e-5)  # no softmax: other labels change nothing
