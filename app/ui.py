@@ -66,14 +66,14 @@ def build_ui(library: Library, encoder: Encoder) -> gr.Blocks:
                     "Percentages are the model's match probability σ(t·cos + b).")
         with gr.Tab("Search"):
             with gr.Row():
-                query = gr.Textbox(label="Search", info=QUERY_HELP, scale=5, autofocus=True,
+                query = gr.Textbox(label="Search", info=QUERY_HELP, scale=5, autofocus=True, elem_id="query",
                                    placeholder="a dog in the snow · ein Hund im Schnee · 雪中的狗")
                 k = gr.Slider(1, 100, value=24, step=1, label="Results", scale=1)
                 threshold = gr.Slider(0, 1, value=0, step=0.01, label="Hide matches below", scale=1)
             with gr.Row():
                 go = gr.Button("Search", variant="primary")
                 like = gr.Button("More like the selected photo")
-            results = gr.Gallery(label="Results", columns=6, object_fit="cover", height="auto")
+            results = gr.Gallery(label="Results", columns=6, object_fit="cover", height="auto", elem_id="results")
             selected = gr.State(None)
             for trigger in (query.submit, go.click):
                 trigger(lambda q, n, t: gallery(checked(search_text, library, encoder, q, int(n), float(t))),
@@ -88,12 +88,12 @@ def build_ui(library: Library, encoder: Encoder) -> gr.Blocks:
                           if image is not None else [], [upload, k], image_results, api_visibility="private")
         with gr.Tab("Tag an image"):
             with gr.Row():
-                tag_upload = gr.Image(type="pil", label="Image")
+                tag_upload = gr.Image(type="pil", label="Image", elem_id="tag-image")
                 with gr.Column():
-                    labels = gr.Textbox(label="Labels, comma-separated, any language",
+                    labels = gr.Textbox(label="Labels, comma-separated, any language", elem_id="tag-labels",
                                         value="dog, cat, beach, snow, people, Fahrrad, 汽车")
-                    tag_button = gr.Button("Tag", variant="primary")
-                    tags = gr.Label(label="Independent probability per label", num_top_classes=20)
+                    tag_button = gr.Button("Tag", variant="primary", elem_id="tag-button")
+                    tags = gr.Label(label="Independent probability per label", num_top_classes=20, elem_id="tags")
             tag_button.click(tag, [tag_upload, labels], tags, api_name="tag")
         with gr.Tab("Library"):
             status = gr.Markdown()

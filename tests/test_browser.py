@@ -1,0 +1,100 @@
+"""The app in a real browser (Debian's chromium driven by playwright): what a person sees and clicks."""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from embedding import load_encoder
+from indexer import Library, index_folders
+from tests.conftest import REPO
+from tests.test_app import serving
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(os.environ.get("SIGSEARCH_ARTIFACTS", REPO / "test-artifacts"))
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not shutil.which(CHROMIUM):
+        if os.environ.get("CI"):
+            pytest.fail(f"CI needs {CHROMIUM}: .ci/run installs Debian's chromium")
+        pytest.skip(f"needs {CHROMIUM} (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def app_url(tiny_run, photo_folder, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("browser")
+    library = Library(folder / "library")
+    index_folders(library, load_encoder(str(tiny_run)), [photo_folder], progress=False)
+    library.close()
+    env = {"GRADIO_TEMP_DIR": str(folder / "gradio"), "GRADIO_ANALYTICS_ENABLED": "False"}
+    with serving("--library", str(folder / "library"), env=env) as url:
+        yield url
+
+
+@pytest.fixture
+def page(browser):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    yield page
+    page.close()
+
+
+def search(page, url: str, query: str) -> list[str]:
+    """Type a query, press Enter, wait for the gallery; returns the captions shown, in order."""
+    page.goto(url)
+    box = page.locator("#query textarea")
+    box.fill(query)
+    box.press("Enter")
+    page.locator("#results img").first.wait_for(timeout=30_000)
+    page.wait_for_timeout(500)
+    return page.locator("#results .caption-label").all_inner_texts()
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_a_german_query_shows_photos_that_really_load(page, app_url, photo_folder):
+    captions = search(page, app_url, "Zwei Hunde spielen im Schnee")
+    assert len(captions) == 24 and all("%" in c and ".jpg" in c for c in captions)
+    images = page.locator("#results img")
+    for i in range(images.count()):  # galleries load lazily: bring each into view, then check it decoded
+        images.nth(i).scroll_into_view_if_needed()
+        images.nth(i).evaluate("img => img.decode()")
+        assert images.nth(i).evaluate("img => img.naturalWidth") > 0
+    shot(page, "german-query")
+
+
+def test_a_negative_term_changes_the_results(page, app_url):
+    plain = search(page, app_url, "Hund")
+    without = search(page, app_url, "Hund, -Gras, -ein Mann")
+    assert plain != without
+    shot(page, "negative-term")
+
+
+def test_an_uploaded_image_gets_tags(page, app_url, photo_folder):
+    page.goto(app_url)
+    page.get_by_role("tab", name="Tag an image").click()
+    page.locator("#tag-image input[type=file]").set_input_files(str(sorted(photo_folder.iterdir())[0]))
+    page.locator("#tag-labels textarea").fill("Hund, snow, 猫")
+    page.locator("#tag-button").click()
+    page.locator("#tags").get_by_text("猫").first.wait_for(timeout=30_000)
+    text = page.locator("#tags").inner_text()
+    assert "Hund" in text and "snow" in text and "%" in text
+    shot(page, "tags")
+
+
+def test_a_path_outside_the_library_is_forbidden(page, app_url):
+    response = page.request.get(f"{app_url}gradio_api/file=/etc/passwd")
+    assert response.status == 403
