@@ -2,12 +2,13 @@
 
 import re
 from dataclasses import dataclass
+from datetime import date
 
 import numpy as np
 from PIL import Image
 
 from embedding import Encoder
-from indexer import Library
+from indexer import Filters, Library
 
 _WEIGHTED = re.compile(r"^([+-]?\d+(?:\.\d+)?)\s*:\s*(.+)$")
 
@@ -52,30 +53,47 @@ def query_vector(encoder: Encoder, terms: list[Term]) -> np.ndarray:
     return combined / max(float(np.linalg.norm(combined)), 1e-12)
 
 
-def search_text(library: Library, encoder: Encoder, query: str, k: int = 24,
-                min_probability: float = 0.0) -> list[Result]:
-    """The k best matches for a text or combined query, dropping those below `min_probability`."""
+def make_filters(folder: str | None = "", taken_from: str | None = "", taken_to: str | None = "",
+                 gps: str | None = "any", tag: str | None = "") -> Filters:
+    """Filters from form or API strings: dates as YYYY-MM-DD, gps as any / yes / no; blank or None: no filter."""
+    def day(text: str | None) -> date | None:
+        try:
+            return date.fromisoformat(text.strip()) if text and text.strip() else None
+        except ValueError:
+            raise ValueError(f"dates are YYYY-MM-DD, not {text!r}") from None
+
+    gps = gps or "any"
+    if gps not in ("any", "yes", "no"):
+        raise ValueError(f"gps is any, yes or no, not {gps!r}")
+    return Filters(folder=(folder or "").strip() or None, taken_from=day(taken_from), taken_to=day(taken_to),
+                   has_gps=None if gps == "any" else gps == "yes", tag=(tag or "").strip() or None)
+
+
+def search_text(library: Library, encoder: Encoder, query: str, k: int = 24, min_probability: float = 0.0,
+                filters: Filters | None = None) -> list[Result]:
+    """The k best matches for a text or combined query among photos passing `filters`, weak ones dropped."""
     terms = parse_query(query)
     if not terms or k <= 0:
         return []
-    hits = library.search(query_vector(encoder, terms), k)
+    hits = library.search(query_vector(encoder, terms), k, filters)
     probabilities = encoder.probability([hit.score for hit in hits])
     return [Result(hit.path, hit.score, float(p)) for hit, p in zip(hits, probabilities, strict=True)
             if p >= min_probability]
 
 
-def search_image(library: Library, encoder: Encoder, image: Image.Image, k: int = 24) -> list[Result]:
+def search_image(library: Library, encoder: Encoder, image: Image.Image, k: int = 24,
+                 filters: Filters | None = None) -> list[Result]:
     """The k library images most similar to `image` (cosine; no probability: t, b calibrate text-image)."""
-    hits = library.search(encoder.embed_images([image])[0], k)
+    hits = library.search(encoder.embed_images([image])[0], k, filters)
     return [Result(hit.path, hit.score, float("nan")) for hit in hits]
 
 
-def more_like_this(library: Library, path: str, k: int = 24) -> list[Result]:
+def more_like_this(library: Library, path: str, k: int = 24, filters: Filters | None = None) -> list[Result]:
     """The k library images most similar to one already in the library (itself left out)."""
     row = library.db.execute("SELECT id FROM images WHERE path = ?", [path]).fetchone()
     if row is None:
         raise ValueError(f"{path} is not in the library")
-    hits = library.search(library.index.reconstruct(int(row[0])), k + 1)
+    hits = library.search(library.index.reconstruct(int(row[0])), k + 1, filters)
     return [Result(hit.path, hit.score, float("nan")) for hit in hits if hit.path != path][:k]
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import gradio as gr
 from PIL import Image
 
-from app.search import Result, more_like_this, search_image, search_text, tag_image
+from app.search import Result, make_filters, more_like_this, search_image, search_text, tag_image
 from embedding import Encoder
 from indexer import Library
 
@@ -26,19 +26,26 @@ def build_ui(library: Library, encoder: Encoder) -> gr.Blocks:
         return [(r.path, (f"{r.probability:.0%}" if not math.isnan(r.probability) else f"cos {r.score:.2f}")
                  + f" · {Path(r.path).name}") for r in results]
 
-    def checked(function, *args):
+    def checked(run):
         try:
-            return function(*args)
-        except ValueError as error:  # a bad query: shown to the user, not a server error
+            return run()
+        except ValueError as error:  # a bad query or filter: shown to the user, not a server error
             raise gr.Error(str(error)) from None
 
-    def search(query: str, k: int = 24, min_probability: float = 0.0) -> list[dict]:
-        """Text or combined query -> [{image, score, probability}], best first."""
-        return as_json(checked(search_text, library, encoder, query, int(k), float(min_probability)))
+    def search_gallery(query, n, threshold, folder, taken_from, taken_to, gps, tag):
+        return gallery(checked(lambda: search_text(library, encoder, query, int(n), float(threshold),
+                                                   make_filters(folder, taken_from, taken_to, gps, tag))))
+
+    def search(query: str, k: int = 24, min_probability: float = 0.0, folder: str = "", taken_from: str = "",
+               taken_to: str = "", gps: str = "any", tag: str = "") -> list[dict]:
+        """Text or combined query, optionally filtered (folder, dates YYYY-MM-DD, gps any/yes/no, tag)
+        -> [{image, score, probability}], best first."""
+        return as_json(checked(lambda: search_text(library, encoder, query, int(k), float(min_probability),
+                                                   make_filters(folder, taken_from, taken_to, gps, tag))))
 
     def similar(image: str, k: int = 24) -> list[dict]:
         """Images most like one already in the library (given by its path) -> [{image, score}]."""
-        return as_json(checked(more_like_this, library, image, int(k)))
+        return as_json(checked(lambda: more_like_this(library, image, int(k))))
 
     def by_image(image: Image.Image, k: int) -> list[dict]:
         if image is None:
@@ -56,9 +63,11 @@ def build_ui(library: Library, encoder: Encoder) -> gr.Blocks:
     def library_status() -> tuple[str, list[list[str]]]:
         roots = ", ".join(f"`{root}`" for root in library.roots()) or "none"
         failures = library.failures()
+        tags = ", ".join(f"{tag} (≥ {threshold:.2f})" for tag, threshold in library.vocabulary().items()) or "none"
         text = (f"**{len(library)} photos** in `{library.folder}` · model `{encoder.name}` "
-                f"(fingerprint `{encoder.fingerprint}`) · folders: {roots} · **{len(failures)} files could "
-                f"not be read** (below). Add photos with `python -m indexer FOLDER --library {library.folder}`.")
+                f"(fingerprint `{encoder.fingerprint}`) · folders: {roots} · tags: {tags} · **{len(failures)} "
+                f"files could not be read** (below). Add photos with "
+                f"`python -m indexer FOLDER --library {library.folder}`, tags with `--tag LABEL[=THRESHOLD]`.")
         return text, [[path, reason] for path, reason in failures]
 
     with gr.Blocks(title="sigsearch") as ui:
@@ -73,13 +82,20 @@ def build_ui(library: Library, encoder: Encoder) -> gr.Blocks:
             with gr.Row():
                 go = gr.Button("Search", variant="primary")
                 like = gr.Button("More like the selected photo")
+            with gr.Accordion("Filters", open=False):
+                with gr.Row():
+                    folder = gr.Textbox(label="Only below folder", placeholder="/home/me/Pictures/2024")
+                    taken_from = gr.Textbox(label="Taken from (YYYY-MM-DD)")
+                    taken_to = gr.Textbox(label="Taken until (YYYY-MM-DD)")
+                    gps = gr.Radio(["any", "yes", "no"], value="any", label="Has GPS")
+                    tagged = gr.Dropdown(["", *library.vocabulary()], value="", label="Tagged", allow_custom_value=True)
             results = gr.Gallery(label="Results", columns=6, object_fit="cover", height="auto", elem_id="results")
             selected = gr.State(None)
             for trigger in (query.submit, go.click):
-                trigger(lambda q, n, t: gallery(checked(search_text, library, encoder, q, int(n), float(t))),
-                        [query, k, threshold], results, api_visibility="private")
+                trigger(search_gallery, [query, k, threshold, folder, taken_from, taken_to, gps, tagged], results,
+                        api_visibility="private")
             results.select(remember, None, selected, api_visibility="private")
-            like.click(lambda path, n: gallery(checked(more_like_this, library, path, int(n))) if path else [],
+            like.click(lambda path, n: gallery(checked(lambda: more_like_this(library, path, int(n)))) if path else [],
                        [selected, k], results, api_visibility="private")
         with gr.Tab("Search by image"):
             upload = gr.Image(type="pil", label="A photo like the ones you want")

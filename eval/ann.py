@@ -13,13 +13,11 @@ from indexer import Library
 
 
 def library_vectors(library: Library) -> np.ndarray:
-    """The library's stored vectors (its index keeps them exactly)."""
-    if library.index is None or library.index.ntotal == 0:
+    """The library's stored vectors, in the order of its index."""
+    _, vectors = library.vectors()
+    if len(vectors) == 0:
         raise ValueError(f"the library in {library.folder} has no vectors: index some photos first")
-    inner = faiss.downcast_index(library.index.index)
-    if not isinstance(inner, faiss.IndexFlat):
-        raise ValueError(f"the library's index ({type(inner).__name__}) does not keep exact vectors")
-    return inner.reconstruct_n(0, inner.ntotal)
+    return vectors
 
 
 def perturbed_queries(vectors: np.ndarray, count: int, noise: float, seed: int = 0) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Embed photo collections into a FAISS index with their metadata in DuckDB."""
 
-from indexer.library import Hit, Library, LibraryBusy, ModelMismatch, default_library_dir
+from indexer.library import Filters, Hit, Library, LibraryBusy, ModelMismatch, default_library_dir
 from indexer.run import Summary, index_folders
 
-__all__ = ["Hit", "Library", "LibraryBusy", "ModelMismatch", "Summary", "default_library_dir", "index_folders"]
+__all__ = ["Filters", "Hit", "Library", "LibraryBusy", "ModelMismatch", "Summary", "default_library_dir",
+           "index_folders"]

@@ -8,6 +8,7 @@ from embedding import EncoderUnavailable, load_encoder
 from indexer.library import Library, LibraryBusy, ModelMismatch, default_library_dir
 from indexer.metadata import DEFAULT_MAX_PIXELS
 from indexer.run import index_folders
+from indexer.tags import parse_tag, read_vocabulary, tag_library
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
     parser.add_argument("--commit-every", type=int, default=1024,
                         help="images per commit to the library: a killed run loses at most this much work")
+    parser.add_argument("--tags", type=Path, metavar="FILE",
+                        help="zero-shot tag vocabulary: one tag per line in any language, optionally 'tag = threshold'")
+    parser.add_argument("--tag", action="append", default=[], metavar="TAG[=THRESHOLD]",
+                        help="add one zero-shot tag (repeatable); the vocabulary is kept in the library")
     parser.add_argument("--follow-links", action="store_true",
                         help="also index files that symbolic links lead to outside the given folders")
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
@@ -41,8 +46,13 @@ def main(argv: list[str] | None = None) -> int:
                                 commit_every=args.commit_every, max_pixels=args.max_pixels,
                                 follow_links=args.follow_links)
         print(summary)
+        vocabulary = {**library.vocabulary(), **(read_vocabulary(args.tags) if args.tags else {}),
+                      **dict(parse_tag(tag) for tag in args.tag)}
+        if vocabulary:
+            tagged = tag_library(library, encoder, vocabulary)
+            print(f"tagged {tagged} images with {len(vocabulary)} tags")
         print(f"library: {args.library} ({len(library)} images)")
-    except (EncoderUnavailable, ModelMismatch, FileNotFoundError) as error:
+    except (EncoderUnavailable, ModelMismatch, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     finally:

@@ -6,8 +6,10 @@ rows never landed; `Library.__init__` drops those. DuckDB is the source of truth
 """
 
 import os
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import duckdb
@@ -32,6 +34,9 @@ CREATE TABLE IF NOT EXISTS failures (
     path VARCHAR PRIMARY KEY, size BIGINT, mtime DOUBLE, reason VARCHAR,
     failed_at TIMESTAMP DEFAULT current_timestamp);
 CREATE TABLE IF NOT EXISTS roots (path VARCHAR PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS tags (tag VARCHAR PRIMARY KEY, threshold DOUBLE);  -- the zero-shot vocabulary
+CREATE TABLE IF NOT EXISTS image_tags (        -- sigmoid(t * cos(image, tag) + b) for every image and tag
+    id BIGINT, tag VARCHAR, probability DOUBLE, PRIMARY KEY (id, tag));
 CREATE TABLE IF NOT EXISTS settings (key VARCHAR PRIMARY KEY, value VARCHAR);
 """
 
@@ -45,6 +50,19 @@ class LibraryBusy(RuntimeError):
 
 class ModelMismatch(RuntimeError):
     """The library was built with a different embedding model than the one offered."""
+
+
+@dataclass
+class Filters:
+    """Restrictions applied inside the vector search (so k results still come back when k match)."""
+    folder: str | None = None         # only photos below this folder
+    taken_from: date | None = None    # EXIF date taken, inclusive
+    taken_to: date | None = None      # inclusive
+    has_gps: bool | None = None
+    tag: str | None = None            # the tag's probability reaches its threshold
+
+    def active(self) -> bool:
+        return any(value is not None for value in vars(self).values())
 
 
 @dataclass
@@ -70,8 +88,9 @@ class Library:
         except duckdb.IOException as error:
             if "lock" not in str(error).lower():
                 raise
-            holder = str(error).split("Conflicting lock is held in", 1)[-1].split(".", 1)[0].strip()
-            raise LibraryBusy(f"the library in {self.folder} is open in another process ({holder}): "
+            holder = re.search(r"held in (\S+) \(PID (\d+)\)", str(error))
+            who = f"{Path(holder.group(1)).name}, PID {holder.group(2)}" if holder else "unknown"
+            raise LibraryBusy(f"the library in {self.folder} is open in another process ({who}): "
                               "stop that app or indexer first, or use another --library") from None
         self.db.execute(SCHEMA)
         self.index = self._load_index()
@@ -141,18 +160,75 @@ class Library:
         ids = [row[0] for row in self.db.execute(
             "SELECT id FROM images WHERE list_contains(?, path)", [paths]).fetchall()]
         with self._transaction():
+            self.db.execute("DELETE FROM image_tags WHERE list_contains(?, id)", [ids])
             self.db.execute("DELETE FROM images WHERE list_contains(?, path)", [paths])
             self.db.execute("DELETE FROM failures WHERE list_contains(?, path)", [paths])
         if ids and self.index is not None:
             self.index.remove_ids(np.array(ids, dtype=np.int64))
             self._save_index()
 
+    def vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) of every stored image; the exact index keeps the vectors."""
+        if self.index is None or self.index.ntotal == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, int(self.setting("dim") or 0)), dtype=np.float32)
+        inner = faiss.downcast_index(self.index.index)
+        return self._index_ids(), inner.reconstruct_n(0, inner.ntotal)
+
+    # --- tags ------------------------------------------------------------------------------------
+    def vocabulary(self) -> dict[str, float]:
+        return dict(self.db.execute("SELECT tag, threshold FROM tags ORDER BY tag").fetchall())
+
+    def set_tags(self, vocabulary: dict[str, float], ids: np.ndarray, probabilities: np.ndarray) -> None:
+        """Store the vocabulary and the [images, tags] probability matrix (replacing those tags' old values)."""
+        tags = list(vocabulary)
+        self.db.register("new_tags", {  # columns straight from numpy: millions of rows in one statement
+            "id": np.repeat(ids.astype(np.int64), len(tags)), "tag": np.tile(np.array(tags), len(ids)),
+            "probability": probabilities.astype(np.float64).reshape(-1)})
+        with self._transaction():
+            self.db.executemany("INSERT OR REPLACE INTO tags VALUES (?, ?)", list(vocabulary.items()))
+            self.db.execute("DELETE FROM image_tags WHERE list_contains(?, tag)", [tags])
+            self.db.execute("INSERT INTO image_tags SELECT * FROM new_tags")
+        self.db.unregister("new_tags")
+
+    def image_tags(self, path: str) -> dict[str, float]:
+        """An image's tags that reach their thresholds, most probable first."""
+        return dict(self.db.execute(
+            "SELECT t.tag, t.probability FROM image_tags t JOIN tags v USING (tag) JOIN images i USING (id) "
+            "WHERE i.path = ? AND t.probability >= v.threshold ORDER BY t.probability DESC", [path]).fetchall())
+
     # --- search ----------------------------------------------------------------------------------
-    def search(self, vector: np.ndarray, k: int) -> list[Hit]:
-        """The k images most similar (inner product of unit vectors) to `vector`."""
+    def filtered_ids(self, filters: Filters) -> np.ndarray:
+        """Ids of the images that pass `filters` (one SQL query over the metadata)."""
+        conditions, values = ["TRUE"], []
+        if filters.folder:
+            conditions.append("starts_with(path, ?)")
+            values.append(str(Path(filters.folder).expanduser().resolve()).rstrip(os.sep) + os.sep)
+        if filters.taken_from:
+            conditions.append("taken_at >= ?")
+            values.append(filters.taken_from)
+        if filters.taken_to:
+            conditions.append("taken_at < ? + INTERVAL 1 DAY")
+            values.append(filters.taken_to)
+        if filters.has_gps is not None:
+            conditions.append("gps_lat IS NOT NULL" if filters.has_gps else "gps_lat IS NULL")
+        if filters.tag:
+            conditions.append("id IN (SELECT t.id FROM image_tags t JOIN tags v USING (tag) "
+                              "WHERE t.tag = ? AND t.probability >= v.threshold)")
+            values.append(filters.tag)
+        rows = self.db.execute(f"SELECT id FROM images WHERE {' AND '.join(conditions)}", values).fetchall()
+        return np.array([row[0] for row in rows], dtype=np.int64)
+
+    def search(self, vector: np.ndarray, k: int, filters: Filters | None = None) -> list[Hit]:
+        """The k images most similar (inner product of unit vectors) to `vector` among those passing `filters`."""
         if self.index is None or self.index.ntotal == 0:
             return []
-        scores, ids = self.index.search(np.asarray(vector, dtype=np.float32).reshape(1, -1), k)
+        params = None
+        if filters is not None and filters.active():
+            allowed = self.filtered_ids(filters)
+            if len(allowed) == 0:
+                return []
+            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))  # FAISS skips the rest
+        scores, ids = self.index.search(np.asarray(vector, dtype=np.float32).reshape(1, -1), k, params=params)
         found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
         paths = dict(self.db.execute("SELECT id, path FROM images WHERE list_contains(?, id)",
                                      [[i for i, _ in found]]).fetchall())
@@ -192,6 +268,7 @@ class Library:
         lost = db_ids - index_ids
         if lost:
             self.db.execute("DELETE FROM images WHERE list_contains(?, id)", [sorted(lost)])
+        self.db.execute("DELETE FROM image_tags WHERE id NOT IN (SELECT id FROM images)")
 
     @contextmanager
     def _transaction(self):

@@ -79,7 +79,7 @@ def test_app_serves_library_photos_and_nothing_else(tiny_run, photo_folder, tmp_
         # The running app holds the library: a second writer gets a clear message, not a traceback.
         busy = subprocess.run([sys.executable, "-m", "indexer", str(photo_folder), "--library",
                                str(tmp_path / "library")], cwd=REPO, capture_output=True, text=True, timeout=120)
-        assert busy.returncode == 2 and "open in another process" in busy.stderr
+        assert busy.returncode == 2 and "open in another process (python" in busy.stderr and "PID" in busy.stderr
         assert "Traceback" not in busy.stderr
         client = Client(url, verbose=False)
         assert client.predict("", 8, api_name="/search") == []

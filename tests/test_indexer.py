@@ -91,3 +91,29 @@ def test_cli_reports_a_missing_folder_and_the_offline_hub_clearly(tmp_path, chec
                          env={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "cache")})
     assert offline.returncode == 2 and "hf download timm/ViT-B-16-SigLIP2-256" in offline.stderr
     assert "Traceback" not in offline.stderr
+
+
+def test_tag_vocabulary_file_and_cli(tmp_path, checkpoint):
+    from indexer.tags import parse_tag, read_vocabulary
+
+    assert parse_tag("Hund") == ("Hund", 0.5) and parse_tag(" plage = 0.2 ") == ("plage", 0.2)
+    with pytest.raises(ValueError, match="probability"):
+        parse_tag("dog = 3")
+    with pytest.raises(ValueError, match="not a number"):
+        parse_tag("dog = high")
+    vocabulary = tmp_path / "tags.txt"
+    vocabulary.write_text("# my tags\nHund = 0.0\n\n猫  # cats\nplage=1\n", encoding="utf-8")
+    assert read_vocabulary(vocabulary) == {"Hund": 0.0, "猫": 0.5, "plage": 1.0}
+
+    photos = make_photos(tmp_path / "photos")
+    args = [str(photos), "--library", str(tmp_path / "library"), "--model", str(checkpoint[0])]
+    done = run_module("indexer", *args, "--tags", str(vocabulary), "--tag", "snow=0.25")
+    assert "tagged 4 images with 4 tags" in done.stdout
+    again = run_module("indexer", *args)  # the vocabulary is kept in the library
+    assert "tagged 4 images with 4 tags" in again.stdout
+    library = Library(tmp_path / "library")
+    assert library.vocabulary() == {"Hund": 0.0, "plage": 1.0, "snow": 0.25, "猫": 0.5}
+    assert list(library.image_tags(str(photos / "photo0.jpg")))[:1] == ["Hund"]  # threshold 0: always
+    library.close()
+    bad = run_module("indexer", *args, "--tag", "x=2", check=False)
+    assert bad.returncode == 2 and "probability" in bad.stderr

@@ -4,9 +4,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.search import Term, more_like_this, parse_query, query_vector, search_image, search_text, tag_image
+from app.search import (
+    Term,
+    make_filters,
+    more_like_this,
+    parse_query,
+    query_vector,
+    search_image,
+    search_text,
+    tag_image,
+)
 from embedding import load_encoder
 from indexer import Library, index_folders
+from indexer.tags import tag_library
 
 
 def test_parse_query():
@@ -67,3 +77,48 @@ def test_tags_are_independent_probabilities(searchable, photo_folder):
     assert list(tags) == ["dog", "snow", "Katze"] and all(0 < p < 1 for p in tags.values())
     alone = tag_image(encoder, image, ["dog"])
     assert alone["dog"] == pytest.approx(tags["dog"], rel=1e-5)  # no softmax: other labels change nothing
+
+
+def test_make_filters_reads_form_values():
+    assert not make_filters().active() and not make_filters(None, None, None, None, None).active()
+    f = make_filters(" /photos ", "2024-01-01", "2024-12-31", "yes", "Hund")
+    assert (f.folder, str(f.taken_from), str(f.taken_to), f.has_gps, f.tag) == (
+        "/photos", "2024-01-01", "2024-12-31", True, "Hund")
+    assert make_filters(gps="no").has_gps is False
+    with pytest.raises(ValueError, match="YYYY-MM-DD"):
+        make_filters(taken_from="1.1.2024")
+    with pytest.raises(ValueError, match="any, yes or no"):
+        make_filters(gps="maybe")
+
+
+def test_filters_restrict_the_vector_search_itself(tmp_path, checkpoint):
+    """k results come back from the allowed photos even when better matches are filtered out."""
+    encoder = load_encoder(str(checkpoint[0]))
+    rng = np.random.default_rng(0)
+    for folder, count in (("2023", 6), ("2024", 6)):
+        (tmp_path / "photos" / folder).mkdir(parents=True)
+        for i in range(count):
+            image = Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+            exif = Image.Exif()
+            exif.get_ifd(0x8769)[0x9003] = f"{folder}:0{i + 1}:15 10:00:00"
+            if i % 2:
+                exif.get_ifd(0x8825).update({1: "N", 2: (48.0, 8.0, 0.0), 3: "E", 4: (11.0, 34.0, 0.0)})
+            image.save(tmp_path / "photos" / folder / f"{i}.jpg", exif=exif)
+    library = Library(tmp_path / "library")
+    index_folders(library, encoder, [tmp_path / "photos"], progress=False)
+
+    def paths(filters, k=12):
+        return [r.path for r in search_text(library, encoder, "dog", k, filters=filters)]
+
+    assert len(paths(None)) == 12
+    in_2024 = paths(make_filters(folder=str(tmp_path / "photos" / "2024")), k=5)
+    assert len(in_2024) == 5 and all("/2024/" in p for p in in_2024)
+    spring = paths(make_filters(taken_from="2023-02-01", taken_to="2023-04-15"))
+    assert sorted(p.rsplit("/", 2)[-2:][1] for p in spring) == ["1.jpg", "2.jpg", "3.jpg"]
+    with_gps = paths(make_filters(gps="yes"))
+    assert len(with_gps) == 6 and all(int(p[-5]) % 2 for p in with_gps)
+    assert paths(make_filters(folder=str(tmp_path / "nowhere"))) == []
+
+    tag_library(library, encoder, {"Hund": 0.0, "cat": 1.0})  # thresholds: everything, nothing
+    assert len(paths(make_filters(tag="Hund"))) == 12 and paths(make_filters(tag="cat")) == []
+    assert set(library.image_tags(with_gps[0])) == {"Hund"}
