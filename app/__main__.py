@@ -6,6 +6,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from app.thumbnails import thumbnail_dir
 from app.ui import build_ui
 from embedding import EncoderUnavailable, load_encoder
 from indexer import Library, LibraryBusy, ModelMismatch, default_library_dir, index_folders
@@ -53,8 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     except (EncoderUnavailable, ModelMismatch) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    # Only the library's own folders are served; nothing else on disk is reachable through the app.
-    gr.set_static_paths([str(root) for root in library.roots()])
+    # Only the library's own folders and its thumbnails are served; nothing else on disk is reachable.
+    thumbnail_dir(library.folder).mkdir(exist_ok=True)
+    gr.set_static_paths([str(root) for root in library.roots()] + [str(thumbnail_dir(library.folder))])
     print(f"{len(library)} photos in {library.folder}, model {encoder.name}")
     build_ui(library, encoder).launch(server_name=args.host, server_port=args.port,
                                       auth=tuple(args.auth.split(":", 1)) if args.auth else None,

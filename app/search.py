@@ -15,6 +15,7 @@ _WEIGHTED = re.compile(r"^([+-]?\d+(?:\.\d+)?)\s*:\s*(.+)$")
 
 @dataclass
 class Result:
+    id: int             # the image's id in the library
     path: str
     score: float        # cosine similarity to the query vector
     probability: float  # sigmoid(t * cos + b), the model's own calibration (text queries only)
@@ -77,7 +78,7 @@ def search_text(library: Library, encoder: Encoder, query: str, k: int = 24, min
         return []
     hits = library.search(query_vector(encoder, terms), k, filters)
     probabilities = encoder.probability([hit.score for hit in hits])
-    return [Result(hit.path, hit.score, float(p)) for hit, p in zip(hits, probabilities, strict=True)
+    return [Result(hit.id, hit.path, hit.score, float(p)) for hit, p in zip(hits, probabilities, strict=True)
             if p >= min_probability]
 
 
@@ -85,7 +86,7 @@ def search_image(library: Library, encoder: Encoder, image: Image.Image, k: int 
                  filters: Filters | None = None) -> list[Result]:
     """The k library images most similar to `image` (cosine; no probability: t, b calibrate text-image)."""
     hits = library.search(encoder.embed_images([image])[0], k, filters)
-    return [Result(hit.path, hit.score, float("nan")) for hit in hits]
+    return [Result(hit.id, hit.path, hit.score, float("nan")) for hit in hits]
 
 
 def more_like_this(library: Library, path: str, k: int = 24, filters: Filters | None = None) -> list[Result]:
@@ -94,7 +95,7 @@ def more_like_this(library: Library, path: str, k: int = 24, filters: Filters | 
     if row is None:
         raise ValueError(f"{path} is not in the library")
     hits = library.search(library.index.reconstruct(int(row[0])), k + 1, filters)
-    return [Result(hit.path, hit.score, float("nan")) for hit in hits if hit.path != path][:k]
+    return [Result(hit.id, hit.path, hit.score, float("nan")) for hit in hits if hit.path != path][:k]
 
 
 def tag_image(encoder: Encoder, image: Image.Image, labels: list[str]) -> dict[str, float]:

@@ -7,6 +7,7 @@ import gradio as gr
 from PIL import Image
 
 from app.search import Result, make_filters, more_like_this, search_image, search_text, tag_image
+from app.thumbnails import thumbnail
 from embedding import Encoder
 from indexer import Library
 
@@ -22,9 +23,12 @@ def build_ui(library: Library, encoder: Encoder) -> gr.Blocks:
         return [{"image": r.path, "score": r.score,
                  **({} if math.isnan(r.probability) else {"probability": r.probability})} for r in results]
 
-    def gallery(results: list[Result]) -> list[tuple[str, str]]:
-        return [(r.path, (f"{r.probability:.0%}" if not math.isnan(r.probability) else f"cos {r.score:.2f}")
-                 + f" · {Path(r.path).name}") for r in results]
+    def gallery(results: list[Result]) -> tuple[list[tuple[str, str]], list[str]]:
+        """Thumbnails with captions for the gallery, and the originals' paths (to act on a selection)."""
+        shown = [(thumbnail(library.folder, r.id, r.path),
+                  (f"{r.probability:.0%}" if not math.isnan(r.probability) else f"cos {r.score:.2f}")
+                  + f" · {Path(r.path).name}") for r in results]
+        return shown, [r.path for r in results]
 
     def checked(run):
         try:
@@ -32,7 +36,7 @@ def build_ui(library: Library, encoder: Encoder) -> gr.Blocks:
         except ValueError as error:  # a bad query or filter: shown to the user, not a server error
             raise gr.Error(str(error)) from None
 
-    def search_gallery(query, n, threshold, folder, taken_from, taken_to, gps, tag):
+    def search_gallery(query, n, threshold, folder, taken_from, taken_to, gps, tag):  # -> gallery, originals
         return gallery(checked(lambda: search_text(library, encoder, query, int(n), float(threshold),
                                                    make_filters(folder, taken_from, taken_to, gps, tag))))
 
@@ -57,8 +61,11 @@ def build_ui(library: Library, encoder: Encoder) -> gr.Blocks:
             raise gr.Error("upload an image first")
         return tag_image(encoder, image, labels.split(","))
 
-    def remember(event: gr.SelectData) -> str:
-        return event.value["image"]["path"]
+    def remember(originals: list[str], event: gr.SelectData) -> str:
+        return originals[event.index]
+
+    def similar_gallery(path: str | None, n: int):
+        return gallery(checked(lambda: more_like_this(library, path, int(n)))) if path else ([], [])
 
     def library_status() -> tuple[str, list[list[str]]]:
         roots = ", ".join(f"`{root}`" for root in library.roots()) or "none"
@@ -90,17 +97,16 @@ def build_ui(library: Library, encoder: Encoder) -> gr.Blocks:
                     gps = gr.Radio(["any", "yes", "no"], value="any", label="Has GPS")
                     tagged = gr.Dropdown(["", *library.vocabulary()], value="", label="Tagged", allow_custom_value=True)
             results = gr.Gallery(label="Results", columns=6, object_fit="cover", height="auto", elem_id="results")
-            selected = gr.State(None)
+            originals, selected = gr.State([]), gr.State(None)
             for trigger in (query.submit, go.click):
-                trigger(search_gallery, [query, k, threshold, folder, taken_from, taken_to, gps, tagged], results,
-                        api_visibility="private")
-            results.select(remember, None, selected, api_visibility="private")
-            like.click(lambda path, n: gallery(checked(lambda: more_like_this(library, path, int(n)))) if path else [],
-                       [selected, k], results, api_visibility="private")
+                trigger(search_gallery, [query, k, threshold, folder, taken_from, taken_to, gps, tagged],
+                        [results, originals], api_visibility="private")
+            results.select(remember, originals, selected, api_visibility="private")
+            like.click(similar_gallery, [selected, k], [results, originals], api_visibility="private")
         with gr.Tab("Search by image"):
             upload = gr.Image(type="pil", label="A photo like the ones you want")
             image_results = gr.Gallery(label="Most similar photos (cosine)", columns=6, object_fit="cover")
-            upload.change(lambda image, n: gallery(search_image(library, encoder, image, int(n)))
+            upload.change(lambda image, n: gallery(search_image(library, encoder, image, int(n)))[0]
                           if image is not None else [], [upload, k], image_results, api_visibility="private")
         with gr.Tab("Tag an image"):
             with gr.Row():

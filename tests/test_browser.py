@@ -73,7 +73,19 @@ def test_a_german_query_shows_photos_that_really_load(page, app_url, photo_folde
         images.nth(i).scroll_into_view_if_needed()
         images.nth(i).evaluate("img => img.decode()")
         assert images.nth(i).evaluate("img => img.naturalWidth") > 0
+    assert "/thumbnails/" in images.first.get_attribute("src")  # previews, not multi-megabyte originals
     shot(page, "german-query")
+
+
+def test_more_like_the_selected_photo(page, app_url):
+    before = search(page, app_url, "Ein Hund rennt")
+    page.locator("#results img").nth(3).click()
+    page.get_by_role("button", name="More like the selected photo").click()
+    page.wait_for_function("first => document.querySelector('#results .caption-label')?.innerText !== first",
+                           arg=before[0], timeout=30_000)
+    after = page.locator("#results .caption-label").all_inner_texts()
+    assert after != before and all(c.startswith("cos ") for c in after)
+    shot(page, "more-like-this")
 
 
 def test_a_negative_term_changes_the_results(page, app_url):

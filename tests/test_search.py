@@ -122,3 +122,17 @@ def test_filters_restrict_the_vector_search_itself(tmp_path, checkpoint):
     tag_library(library, encoder, {"Hund": 0.0, "cat": 1.0})  # thresholds: everything, nothing
     assert len(paths(make_filters(tag="Hund"))) == 12 and paths(make_filters(tag="cat")) == []
     assert set(library.image_tags(with_gps[0])) == {"Hund"}
+
+
+def test_thumbnails_are_small_cached_and_fall_back_to_the_original(tmp_path):
+    from app.thumbnails import SIDE, thumbnail
+
+    big = tmp_path / "big.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (3000, 4000, 3), dtype=np.uint8)).save(big)
+    made = thumbnail(tmp_path / "library", 7, str(big))
+    assert made == str(tmp_path / "library" / "thumbnails" / "7.jpg")
+    with Image.open(made) as preview:
+        assert max(preview.size) == SIDE and preview.size[0] > preview.size[1]  # aspect kept
+    big.unlink()
+    assert thumbnail(tmp_path / "library", 7, str(big)) == made  # cached: the original is not read again
+    assert thumbnail(tmp_path / "library", 8, str(big)) == str(big)  # unreadable: the original path

@@ -1,0 +1,33 @@
+"""Small JPEG previews for the gallery, made on first display and kept in the library folder."""
+
+import os
+from pathlib import Path
+
+from PIL import Image
+
+from embedding import to_rgb
+
+SIDE = 320
+
+
+def thumbnail_dir(library_folder: Path) -> Path:
+    return library_folder / "thumbnails"
+
+
+def thumbnail(library_folder: Path, image_id: int, path: str) -> str:
+    """The preview of library image `image_id` (made now if missing); the original if it cannot be read."""
+    target = thumbnail_dir(library_folder) / f"{image_id}.jpg"
+    if target.is_file():
+        return str(target)
+    try:
+        with Image.open(path) as image:
+            image.draft(image.mode, (SIDE, SIDE))  # JPEGs decode at reduced scale: fast for camera photos
+            preview = to_rgb(image)
+        preview.thumbnail((SIDE, SIDE))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".tmp.jpg")
+        preview.save(tmp, quality=85)
+        os.replace(tmp, target)
+        return str(target)
+    except OSError:  # moved or broken since indexing: the gallery shows what the browser can make of it
+        return path
