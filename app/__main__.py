@@ -41,17 +41,13 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         library = Library(args.library)
-    except LibraryBusy as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    try:
         encoder = load_encoder(args.model or library.setting("model") or "bundled")
         library.bind_model(encoder.name, encoder.fingerprint, encoder.dim)
         if len(library) == 0 and not library.roots():
             demo = copy_demo_photos(library.folder / "demo-photos")
             print(f"empty library: indexing the demo photos in {demo}")
             print(index_folders(library, encoder, [demo]))
-    except (EncoderUnavailable, ModelMismatch) as error:
+    except (EncoderUnavailable, LibraryBusy, ModelMismatch) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     # Only the library's own folders and its thumbnails are served; nothing else on disk is reachable.

@@ -2,6 +2,7 @@
 
 import argparse
 import sys
+from contextlib import closing
 from pathlib import Path
 
 from embedding import EncoderUnavailable, load_encoder
@@ -36,27 +37,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     try:
-        library = Library(args.library)
-    except LibraryBusy as error:
+        with closing(Library(args.library)) as library:
+            encoder = load_encoder(args.model or library.setting("model") or "bundled")
+            summary = index_folders(library, encoder, args.paths, batch_size=args.batch_size,
+                                    commit_every=args.commit_every, max_pixels=args.max_pixels,
+                                    follow_links=args.follow_links)
+            print(summary)
+            vocabulary = {**library.vocabulary(), **(read_vocabulary(args.tags) if args.tags else {}),
+                          **dict(parse_tag(tag) for tag in args.tag)}
+            if vocabulary:
+                tagged = tag_library(library, encoder, vocabulary)
+                print(f"tagged {tagged} images with {len(vocabulary)} tags")
+            print(f"library: {args.library} ({len(library)} images)")
+    except (EncoderUnavailable, LibraryBusy, ModelMismatch, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    try:
-        encoder = load_encoder(args.model or library.setting("model") or "bundled")
-        summary = index_folders(library, encoder, args.paths, batch_size=args.batch_size,
-                                commit_every=args.commit_every, max_pixels=args.max_pixels,
-                                follow_links=args.follow_links)
-        print(summary)
-        vocabulary = {**library.vocabulary(), **(read_vocabulary(args.tags) if args.tags else {}),
-                      **dict(parse_tag(tag) for tag in args.tag)}
-        if vocabulary:
-            tagged = tag_library(library, encoder, vocabulary)
-            print(f"tagged {tagged} images with {len(vocabulary)} tags")
-        print(f"library: {args.library} ({len(library)} images)")
-    except (EncoderUnavailable, ModelMismatch, FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    finally:
-        library.close()
     return 0
 
 
