@@ -91,10 +91,10 @@ def search_image(library: Library, encoder: Encoder, image: Image.Image, k: int 
 
 def more_like_this(library: Library, path: str, k: int = 24, filters: Filters | None = None) -> list[Result]:
     """The k library images most similar to one already in the library (itself left out)."""
-    row = library.db.execute("SELECT id FROM images WHERE path = ?", [path]).fetchone()
-    if row is None:
+    vector = library.vector(path)
+    if vector is None:
         raise ValueError(f"{path} is not in the library")
-    hits = library.search(library.index.reconstruct(int(row[0])), k + 1, filters)
+    hits = library.search(vector, k + 1, filters)
     return [Result(hit.id, hit.path, hit.score, float("nan")) for hit in hits if hit.path != path][:k]
 
 

@@ -3,9 +3,7 @@
 import os
 from pathlib import Path
 
-from PIL import Image
-
-from embedding import to_rgb
+from embedding import open_rgb
 
 SIDE = 320
 
@@ -20,9 +18,7 @@ def thumbnail(library_folder: Path, image_id: int, path: str) -> str:
     if target.is_file():
         return str(target)
     try:
-        with Image.open(path) as image:
-            image.draft(image.mode, (SIDE, SIDE))  # JPEGs decode at reduced scale: fast for camera photos
-            preview = to_rgb(image)
+        preview = open_rgb(path, min_side=SIDE)  # JPEGs decode at reduced scale: fast for camera photos
         preview.thumbnail((SIDE, SIDE))
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(".tmp.jpg")

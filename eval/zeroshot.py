@@ -11,6 +11,7 @@ import numpy as np
 
 from embedding import Encoder
 from eval.cache import cached_embeddings, image_keys
+from eval.xm3600 import target_ranks
 from indexer.crawl import find_images
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -48,9 +49,7 @@ def load_templates(templates_file: Path | None, language: str) -> list[str]:
 
 def accuracy(image_emb: np.ndarray, class_emb: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Top-1 / top-5 accuracy and mean per-class recall (percent); ties count against the model."""
-    sims = image_emb @ class_emb.T
-    own = sims[np.arange(len(labels)), labels]
-    rank = (sims >= own[:, None]).sum(axis=1) - 1
+    rank = target_ranks(image_emb @ class_emb.T, labels)
     top1 = rank < 1
     per_class = [top1[labels == c].mean() for c in range(len(class_emb)) if (labels == c).any()]
     return {"top1": 100.0 * float(top1.mean()), "top5": 100.0 * float((rank < 5).mean()),

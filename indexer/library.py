@@ -174,6 +174,11 @@ class Library:
         inner = faiss.downcast_index(self.index.index)
         return self._index_ids(), inner.reconstruct_n(0, inner.ntotal)
 
+    def vector(self, path: str) -> np.ndarray | None:
+        """The stored vector of one indexed file, or None if the file is not in the library."""
+        row = self.db.execute("SELECT id FROM images WHERE path = ?", [path]).fetchone()
+        return None if row is None else self.index.reconstruct(int(row[0]))
+
     # --- tags ------------------------------------------------------------------------------------
     def vocabulary(self) -> dict[str, float]:
         return dict(self.db.execute("SELECT tag, threshold FROM tags ORDER BY tag").fetchall())

@@ -5,13 +5,11 @@ from datetime import datetime
 from pathlib import Path
 
 from PIL import Image
+from PIL.ExifTags import GPS, IFD, Base
 
 DEFAULT_MAX_PIXELS = 100_000_000  # above any camera's photo; beyond it a file is treated as a bomb
 # We enforce our own limit before decoding, so PIL's warning between its two thresholds is noise.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
-
-_ORIENTATION, _MAKE, _MODEL, _DATETIME = 0x0112, 0x010F, 0x0110, 0x0132
-_EXIF_IFD, _GPS_IFD, _DATETIME_ORIGINAL = 0x8769, 0x8825, 0x9003
 
 
 class TooManyPixels(ValueError):
@@ -25,13 +23,13 @@ def read_metadata(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
         if width * height > max_pixels:
             raise TooManyPixels(f"{width}x{height} = {width * height:,} pixels is over the limit of {max_pixels:,}")
         exif = image.getexif()
-    if exif.get(_ORIENTATION) in (5, 6, 7, 8):  # stored rotated by 90 degrees
+    if exif.get(Base.Orientation) in (5, 6, 7, 8):  # stored rotated by 90 degrees
         width, height = height, width
-    details = exif.get_ifd(_EXIF_IFD)
-    camera = " ".join(str(exif.get(tag, "")).strip("\x00 ") for tag in (_MAKE, _MODEL)).strip()
-    latitude, longitude = _gps(exif.get_ifd(_GPS_IFD))
+    details = exif.get_ifd(IFD.Exif)
+    camera = " ".join(str(exif.get(tag, "")).strip("\x00 ") for tag in (Base.Make, Base.Model)).strip()
+    latitude, longitude = _gps(exif.get_ifd(IFD.GPSInfo))
     return {"width": width, "height": height,
-            "taken_at": _date(details.get(_DATETIME_ORIGINAL) or exif.get(_DATETIME)),
+            "taken_at": _date(details.get(Base.DateTimeOriginal) or exif.get(Base.DateTime)),
             "camera": camera or None, "gps_lat": latitude, "gps_lon": longitude}
 
 
@@ -46,7 +44,8 @@ def _gps(gps: dict) -> tuple[float | None, float | None]:
     """Decimal degrees from EXIF's (degrees, minutes, seconds) rationals and N/S, E/W references."""
     try:
         coordinates = []
-        for value_tag, reference_tag, negative in ((2, 1, "S"), (4, 3, "W")):
+        for value_tag, reference_tag, negative in ((GPS.GPSLatitude, GPS.GPSLatitudeRef, "S"),
+                                                   (GPS.GPSLongitude, GPS.GPSLongitudeRef, "W")):
             degrees, minutes, seconds = (float(part) for part in gps[value_tag])
             sign = -1.0 if str(gps[reference_tag]).strip("\x00 ").upper() == negative else 1.0
             coordinates.append(sign * (degrees + minutes / 60 + seconds / 3600))

@@ -60,6 +60,11 @@ def sigmoid_block_sums(x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, b: tor
     return BlockSums(loss, grad_x, grad_y, grad_log_t, grad_b)
 
 
+def scaled_grads(grad_output: torch.Tensor, grads: tuple[torch.Tensor, ...], dtypes: tuple) -> list[torch.Tensor]:
+    """Backward of a loss whose gradients forward already computed: scale them, cast to the inputs' types."""
+    return [(grad_output * grad).to(dtype) for grad, dtype in zip(grads, dtypes, strict=True)]
+
+
 class _ChunkedSigmoidLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, y, logit_scale, logit_bias, chunk):
@@ -76,8 +81,7 @@ class _ChunkedSigmoidLoss(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):
-        grads = ctx.saved_tensors
-        return (*[(grad_output * g).to(dtype) for g, dtype in zip(grads, ctx.dtypes, strict=True)], None)
+        return (*scaled_grads(grad_output, ctx.saved_tensors, ctx.dtypes), None)
 
 
 def chunked_sigmoid_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor,

@@ -7,8 +7,9 @@ so the gradient accumulator of a text block travels with it and, after one last 
 the block's owner, holding the contributions of every rank. The next block's transfer overlaps the
 current block's compute. No rank ever holds more than two text blocks or a B x B matrix.
 
-Per rank and step it sends (W-1) text blocks and W gradient blocks of b x d values: the same bytes as
-an all-gather plus reduce-scatter, but memory stays flat as W grows.
+Per rank and step it sends (W-1) text blocks and W gradient blocks of b x d values, one block more
+than an all-gather plus reduce-scatter (2W-2; measured in bench/RESULTS.md), but memory stays nearly
+flat as W grows.
 
 Each rank returns L_r = (W / B) * (its images' share of the loss), so the mean of L_r over ranks is the
 global loss L, and DDP's gradient averaging yields exactly dL/dtheta.
@@ -17,7 +18,8 @@ global loss L, and DDP's gradient averaging yields exactly dL/dtheta.
 import torch
 import torch.distributed as dist
 
-from train.losses.chunked import DEFAULT_CHUNK, sigmoid_block_sums
+from train.losses.chunked import DEFAULT_CHUNK, scaled_grads, sigmoid_block_sums
+from train.losses.ranks import batch_sizes
 
 
 def _exchange(send: torch.Tensor, receive: torch.Tensor, rank: int, world: int, group) -> list:
@@ -36,9 +38,7 @@ class _RingSigmoidLoss(torch.autograd.Function):
         t, b = logit_scale.detach().to(dtype).exp(), logit_bias.detach().to(dtype)
         with_grads = any(ctx.needs_input_grad[:4])
 
-        sizes = [torch.zeros(1, dtype=torch.long) for _ in range(world)]  # batch sizes may differ by rank
-        dist.all_gather(sizes, torch.tensor([len(x)]), group=group)
-        sizes = [int(s) for s in sizes]
+        sizes = batch_sizes(len(x), group)
         total = sum(sizes)
 
         loss = x_.new_zeros(())
@@ -88,8 +88,7 @@ class _RingSigmoidLoss(torch.autograd.Function):
             dist.all_reduce(spread, op=dist.ReduceOp.MAX, group=ctx.group)
             if not torch.isclose(spread[0], -spread[1], rtol=1e-6):
                 raise RuntimeError("ring_sigmoid_loss: every rank must backpropagate its loss with the same scale")
-        grads = ctx.saved_tensors
-        return (*[(grad_output * g).to(dtype) for g, dtype in zip(grads, ctx.dtypes, strict=True)], None, None)
+        return (*scaled_grads(grad_output, ctx.saved_tensors, ctx.dtypes), None, None)
 
 
 def ring_sigmoid_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor,

@@ -11,6 +11,8 @@ import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
 import torch.nn.functional as F
 
+from train.losses.ranks import batch_sizes
+
 
 def softmax_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor,
                  logit_bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -24,9 +26,7 @@ def gathered_softmax_loss(image_features: torch.Tensor, text_features: torch.Ten
                           logit_bias: torch.Tensor | None = None, group=None) -> torch.Tensor:
     """This rank's share of the global softmax loss (mean over ranks = the loss of the whole batch)."""
     rank, world = dist.get_rank(group), dist.get_world_size(group)
-    sizes = [torch.zeros(1, dtype=torch.long) for _ in range(world)]
-    dist.all_gather(sizes, torch.tensor([len(image_features)]), group=group)
-    sizes = [int(s) for s in sizes]
+    sizes = batch_sizes(len(image_features), group)
     all_images = _gather_rows(image_features, sizes, group)
     all_texts = _gather_rows(text_features, sizes, group)
     t = logit_scale.exp()
