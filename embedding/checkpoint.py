@@ -51,13 +51,13 @@ def save_checkpoint(run_dir: str | Path, model: torch.nn.Module, model_cfg: dict
     if tokenizer.model_file.resolve() != tokenizer_path.resolve():
         shutil.copyfile(tokenizer.model_file, tokenizer_path)
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    _atomic_write(run_dir / WEIGHTS_FILE, lambda tmp: save_file(state, tmp))
+    atomic_write(run_dir / WEIGHTS_FILE, lambda tmp: save_file(state, tmp))
     config = {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg, "tokenizer": tokenizer.config()}
-    _atomic_write(run_dir / CONFIG_FILE,
+    atomic_write(run_dir / CONFIG_FILE,
                   lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2), encoding="utf-8"))
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
     tmp = path.with_name(path.name + ".tmp")
     write(str(tmp))
     os.replace(tmp, path)

@@ -8,9 +8,12 @@ from urllib.parse import urlparse
 
 import open_clip
 
-from embedding.checkpoint import CONFIG_FILE, read_config
+from embedding.checkpoint import CONFIG_FILE, build_preprocess, read_config
 from embedding.encoder import Encoder
 from embedding.tokenizer import SentencePieceTokenizer
+from embedding.towers import BaseUnavailable
+from embedding.two_towers import CONFIG_FILE as TWO_TOWERS_FILE
+from embedding.two_towers import load_two_towers, preprocess_config
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "models" / "bundled"
 
@@ -38,7 +41,7 @@ def load_encoder(spec: str = "bundled", device: str = "cpu", hub_cache: str | No
     """Load `bundled`, a preset name, a run directory, `local-dir:DIR` or `hf-hub:ORG/NAME`."""
     spec = PRESETS.get(spec, spec)
     if spec == "bundled":
-        if not (BUNDLED_DIR / CONFIG_FILE).is_file():
+        if not any((BUNDLED_DIR / name).is_file() for name in (CONFIG_FILE, TWO_TOWERS_FILE)):
             raise EncoderUnavailable(f"the bundled model is missing from {BUNDLED_DIR}")
         return _load_dir(BUNDLED_DIR, "bundled", device)
     if spec.startswith("hf-hub:"):
@@ -52,6 +55,8 @@ def load_encoder(spec: str = "bundled", device: str = "cpu", hub_cache: str | No
 
 
 def _load_dir(folder: Path, name: str, device: str) -> Encoder:
+    if (folder / TWO_TOWERS_FILE).is_file():
+        return _load_two_towers(folder, name, device)
     try:
         config = read_config(folder)
     except FileNotFoundError as error:
@@ -69,6 +74,18 @@ def _load_dir(folder: Path, name: str, device: str) -> Encoder:
                          text_cfg.get("tokenizer_kwargs"), text_cfg.get("vocab_size")]).encode()
     return Encoder(model, tokenizer, preprocess, name=name, dim=int(config["model_cfg"]["embed_dim"]),
                    tokenizer_identity=identity, preprocess_cfg=model.visual.preprocess_cfg)
+
+
+def _load_two_towers(folder: Path, name: str, device: str) -> Encoder:
+    """One of our models on pretrained bases: the bases from their pip packages, the trained part from the folder."""
+    try:
+        model = load_two_towers(folder).to(device)
+    except BaseUnavailable as error:
+        raise EncoderUnavailable(f"{folder}: {error}") from None
+    preprocess_cfg = preprocess_config(model.config)
+    identity = repr([model.config["bases"], model.tokenizer.config()]).encode()
+    return Encoder(model, model.tokenizer, build_preprocess(preprocess_cfg), name=name,
+                   dim=int(model.config["embed_dim"]), tokenizer_identity=identity, preprocess_cfg=preprocess_cfg)
 
 
 def _resolve_hub(repo_id: str, cache_dir: str | None) -> Path:

@@ -1,65 +1,156 @@
-"""python -m train: train a two-tower SigLIP encoder from scratch with the sigmoid loss."""
+"""python -m train: train a SigLIP-family two-tower encoder (from scratch or SigLiT on pretrained towers)."""
 
 import argparse
 import sys
+from dataclasses import fields
 from pathlib import Path
 
+from embedding.towers import BASES, BaseUnavailable
 from train.losses import KINDS
 from train.presets import SIZES
-from train.trainer import TrainConfig, train
+from train.recipes import RECIPES, load_recipe
+from train.trainer import TrainConfig, resume_training, train
+
+EXAMPLES = """examples:
+  the bundled model's recipe (SigLiT: both pretrained trunks locked, heads on cached features):
+    python -m train --recipe bundled --out runs/bundled
+  from scratch, 15 minutes:
+    python -m train --captions ../shared/data/flickr8k/captions_train.jsonl \\
+        --images ../shared/data/flickr8k/images --out runs/tiny --minutes 15
+  continue a run stopped by --stop-after (or killed after a checkpoint):
+    python -m train --resume runs/tiny
+  a multilingual SentencePiece tokenizer on caption files:
+    python -m train tokenizer --captions ../shared/data/flickr8k/captions_train.jsonl --vocab 8000 --out tok
+"""
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m train",
-        description="Train a SigLIP-style two-tower image-text encoder from scratch with the pairwise "
-                    "sigmoid loss (t' = log 10, b = -10 at init; or the softmax baseline) on a caption file in the "
-                    "Crossmodal-3600 layout. Writes a checkpoint folder that `--model RUN_DIR` loads "
-                    "in the indexer, the app and eval.",
-        epilog="example: python -m train --captions ../shared/data/flickr8k/captions_train.jsonl "
-               "--images ../shared/data/flickr8k/images --out runs/tiny --minutes 15")
-    parser.add_argument("--captions", type=Path, required=True, help="captions.jsonl (one image per line)")
-    parser.add_argument("--images", type=Path, required=True, help="folder with <image/key>.jpg files")
-    parser.add_argument("--out", type=Path, required=True, help="run directory to write the checkpoint to")
-    parser.add_argument("--size", choices=sorted(SIZES), default="tiny", help="tower sizes (default tiny)")
-    parser.add_argument("--loss", choices=KINDS, default="sigmoid",
-                        help="sigmoid: SigLIP's pairwise loss (t'=log 10, b=-10 at init); softmax: the CLIP/InfoNCE "
-                             "baseline (t=1/0.07, no bias)")
-    parser.add_argument("--chunk", type=int, help="compute the sigmoid loss in CHUNK x CHUNK blocks: same value "
-                                                  "and gradients, memory O(batch*dim + CHUNK^2)")
-    parser.add_argument("--steps", type=int, help="stop after this many optimiser steps")
-    parser.add_argument("--minutes", type=float, help="stop after this much wall-clock training time")
-    parser.add_argument("--batch-size", type=int, default=256, help="pairs per step (default 256)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
-    parser.add_argument("--weight-decay", type=float, default=0.1)
-    parser.add_argument("--warmup-steps", type=int, default=100)
-    parser.add_argument("--vocab-size", type=int, default=6000, help="SentencePiece vocabulary size")
-    parser.add_argument("--languages", help="comma-separated caption languages to use (default: all)")
-    parser.add_argument("--language-weights", help="e.g. en=1,zh=1,fr=2: how often each language is drawn")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--bf16", action="store_true", help="bf16 autocast for the towers (loss stays fp32)")
-    parser.add_argument("--val-captions", type=Path, help="after training, report recall on this file")
-    parser.add_argument("--val-images", type=Path, help="images for --val-captions (default: --images)")
-    args = parser.parse_args(argv)
-
-    weights = {}
-    for item in (args.language_weights or "").split(","):
-        if item:
-            lang, _, weight = item.partition("=")
-            weights[lang.strip()] = float(weight)
-    config = TrainConfig(
-        captions=args.captions, images=args.images, out=args.out, size=args.size, loss=args.loss,
-        chunk=args.chunk, steps=args.steps,
-        minutes=args.minutes, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-        warmup_steps=args.warmup_steps, vocab_size=args.vocab_size,
-        languages=args.languages.split(",") if args.languages else None, language_weights=weights,
-        seed=args.seed, bf16=args.bf16, val_captions=args.val_captions, val_images=args.val_images)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["tokenizer"]:
+        return tokenizer_main(argv[1:])
+    parser = _parser()
+    recipe_args, _ = parser.parse_known_args(argv)
     try:
-        train(config)
-    except (ValueError, FileNotFoundError) as error:
+        if recipe_args.recipe:  # a recipe supplies defaults; flags given on the command line win
+            parser.set_defaults(**load_recipe(recipe_args.recipe))
+        args = parser.parse_args(argv)
+        if args.resume:
+            resume_training(args.resume, stop_after=args.stop_after)
+            return 0
+        missing = [name for name in ("captions", "images", "out") if getattr(args, name) is None]
+        if missing:
+            parser.error("needs " + ", ".join(f"--{name}" for name in missing) + " (or --recipe / --resume)")
+        known = {f.name for f in fields(TrainConfig)}
+        values = {key: value for key, value in vars(args).items() if key in known}
+        values["languages"] = args.languages.split(",") if isinstance(args.languages, str) else args.languages
+        values["language_weights"] = _weights(args.language_weights)
+        train(TrainConfig(**values))
+    except (ValueError, FileNotFoundError, BaseUnavailable) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    image_bases = [name for name, base in BASES.items() if base.kind == "image"]
+    text_bases = [name for name, base in BASES.items() if base.kind == "text"]
+    parser = argparse.ArgumentParser(
+        prog="python -m train", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train a SigLIP-style two-tower image-text encoder with the pairwise sigmoid loss "
+                    "(t' = log 10, b = -10 at init; or the softmax baseline) on a caption file in the "
+                    "Crossmodal-3600 layout. Either from scratch (--size), or on pretrained towers that install "
+                    "from pip (--image-base/--text-base): SigLiT locks the image trunk; each trunk can be locked, "
+                    "partly unlocked or trained, and locked trunks run once over the data (features cached on disk) "
+                    "so training runs only the heads. Writes a checkpoint folder that `--model RUN_DIR` loads in "
+                    "the indexer, the app and eval; `python -m train tokenizer --help` trains a tokenizer.",
+        epilog=EXAMPLES + "\nrecipes: " + ", ".join(RECIPES))
+    data = parser.add_argument_group("data and run")
+    data.add_argument("--recipe", choices=RECIPES, help="start from a recipe in train/recipes (flags override it)")
+    data.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a stopped run with its own config")
+    data.add_argument("--captions", type=Path, help="captions.jsonl (one image per line)")
+    data.add_argument("--images", type=Path, help="folder with <image/key>.jpg files")
+    data.add_argument("--out", type=Path, help="run directory to write the checkpoint to")
+    data.add_argument("--languages", help="comma-separated caption languages to use (default: all)")
+    data.add_argument("--language-weights", help="e.g. en=1,zh=1,fr=2: how often each language is drawn")
+    data.add_argument("--val-captions", type=Path, help="report recall on this caption file (see --eval-every)")
+    data.add_argument("--val-images", type=Path, help="images for --val-captions (default: --images)")
+    data.add_argument("--eval-every", type=int, help="validate every N steps (always once at the end)")
+    model = parser.add_argument_group("model")
+    model.add_argument("--size", choices=sorted(SIZES), default="tiny", help="from-scratch tower sizes (default tiny)")
+    model.add_argument("--image-base", choices=image_bases, help="pretrained image trunk (pip-installed weights)")
+    model.add_argument("--text-base", choices=text_bases, help="pretrained text trunk (pip-installed weights)")
+    model.add_argument("--embed-dim", type=int, default=512, help="joint embedding size on pretrained bases")
+    model.add_argument("--proj", choices=("linear", "mlp"), default="linear", help="heads on pretrained trunks")
+    model.add_argument("--image-unlocked", type=int, default=0,
+                       help="top blocks of the image trunk to train: 0 = locked (SigLiT, default), -1 = all")
+    model.add_argument("--text-unlocked", type=int, default=0,
+                       help="top layers of the text trunk to train: 0 = locked (default), -1 = all")
+    model.add_argument("--context-length", type=int, default=64, help="text tokens of a pretrained text tower")
+    model.add_argument("--vocab-size", type=int, default=6000, help="SentencePiece vocabulary (from scratch)")
+    opt = parser.add_argument_group("optimisation")
+    opt.add_argument("--loss", choices=KINDS, default="sigmoid",
+                     help="sigmoid: SigLIP's pairwise loss (t'=log 10, b=-10 at init); softmax: the CLIP/InfoNCE "
+                          "baseline (t=1/0.07, no bias)")
+    opt.add_argument("--chunk", type=int, help="compute the sigmoid loss in CHUNK x CHUNK blocks: same value "
+                                               "and gradients, memory O(batch*dim + CHUNK^2)")
+    opt.add_argument("--steps", type=int, help="optimiser steps (the cosine schedule spans them)")
+    opt.add_argument("--minutes", type=float, help="training-time budget (the schedule spans it)")
+    opt.add_argument("--stop-after", type=int, help="leave the run after this step, resumable with --resume")
+    opt.add_argument("--batch-size", type=int, default=256, help="pairs per batch (default 256)")
+    opt.add_argument("--accum-steps", type=int, default=1, help="batches per optimiser step (gradient accumulation)")
+    opt.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
+    opt.add_argument("--tb-lr", type=float, help="own peak learning rate for t and b (default: --lr)")
+    opt.add_argument("--weight-decay", type=float, default=0.1)
+    opt.add_argument("--warmup-steps", type=int, default=100)
+    opt.add_argument("--grad-clip", type=float, default=1.0, help="clip the gradient norm (default 1.0)")
+    opt.add_argument("--seed", type=int, default=0)
+    opt.add_argument("--bf16", action="store_true", help="bf16 autocast for the towers (loss stays fp32); measure "
+                                                         "first: slower than fp32 on CPUs without AMX")
+    opt.add_argument("--grad-checkpointing", action="store_true", help="less activation memory, ~30%% more time")
+    opt.add_argument("--checkpoint-every", type=int, default=500, help="steps between resumable checkpoints")
+    opt.add_argument("--log-every", type=int, default=10, help="steps between metrics.jsonl rows")
+    return parser
+
+
+def tokenizer_main(argv: list[str]) -> int:
+    """python -m train tokenizer: a multilingual SentencePiece model from caption files."""
+    from eval.captions import read_captions
+    from train.tokenizer import train_sentencepiece
+
+    parser = argparse.ArgumentParser(
+        prog="python -m train tokenizer",
+        description="Train a unigram SentencePiece tokenizer (lowercased, all languages of the files) for "
+                    "from-scratch text towers; writes DIR/tokenizer.model.")
+    parser.add_argument("--captions", type=Path, nargs="+", required=True, help="caption files (XM3600 layout)")
+    parser.add_argument("--vocab", type=int, default=8000, help="vocabulary size (default 8000)")
+    parser.add_argument("--languages", help="comma-separated languages to use (default: all)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    args = parser.parse_args(argv)
+    languages = args.languages.split(",") if args.languages else None
+    try:
+        texts = [caption for path in args.captions for image in read_captions(path, languages)
+                 for captions in image.captions.values() for caption in captions]
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if not texts:
+        print("error: the caption files hold no captions", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    model = train_sentencepiece(texts, args.out / "tokenizer", args.vocab)
+    print(f"{model}: {len(texts)} captions")
+    return 0
+
+
+def _weights(text: str | dict | None) -> dict[str, float]:
+    if isinstance(text, dict):
+        return text
+    weights = {}
+    for item in (text or "").split(","):
+        if item:
+            lang, _, weight = item.partition("=")
+            weights[lang.strip()] = float(weight)
+    return weights
 
 
 if __name__ == "__main__":

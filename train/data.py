@@ -1,7 +1,13 @@
-"""Image-caption pairs for training: images decoded once at training resolution, captions pre-tokenised."""
+"""Image-caption pairs for training, held in RAM as what the trainable part of the model reads.
+
+Images: uint8 pixels decoded once at training resolution, or a locked image trunk's cached features.
+Captions: token ids, or a locked text trunk's cached features; one flat row per caption.
+"""
 
 import random
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -10,38 +16,71 @@ from tqdm import tqdm
 from embedding.checkpoint import build_preprocess
 from embedding.images import open_rgb
 from eval.captions import CaptionedImage, image_file
+from train.features import image_features, text_features
+
+
+@dataclass
+class LockedTrunk:
+    """A frozen trunk whose outputs are cached: the function, and an id naming its weights and inputs."""
+    run: Callable[[torch.Tensor], torch.Tensor]
+    id: str
 
 
 class CaptionPairs:
-    """All images of a caption file as uint8 tensors in RAM, plus every caption as token ids."""
+    """All images of a caption file with all their captions; `batch` draws one caption per image."""
 
-    def __init__(self, images: list[CaptionedImage], images_dir: str | Path, preprocess_cfg: dict,
-                 tokenizer, language_weights: dict[str, float] | None = None):
+    def __init__(self, images: list[CaptionedImage], images_dir: str | Path, preprocess_cfg: dict, tokenizer,
+                 language_weights: dict[str, float] | None = None, pad_id: int = 0,
+                 image_trunk: LockedTrunk | None = None, text_trunk: LockedTrunk | None = None):
         present = [image for image in images if image_file(images_dir, image.key).is_file()]
         if not present:
             raise FileNotFoundError(f"none of the {len(images)} captioned images is in {images_dir}")
         self.missing = len(images) - len(present)
-        self.pixels = _decode_all([image_file(images_dir, image.key) for image in present], preprocess_cfg)
-        self.mean = torch.tensor(preprocess_cfg["mean"]).view(1, 3, 1, 1)
-        self.std = torch.tensor(preprocess_cfg["std"]).view(1, 3, 1, 1)
+        paths = [image_file(images_dir, image.key) for image in present]
         self.language_weights = language_weights or {}
-        # tokens[i][lang] -> LongTensor [n_captions, context_length]
-        self.tokens = [{lang: tokenizer(captions) for lang, captions in image.captions.items()}
-                       for image in tqdm(present, desc="tokenising", unit="image", leave=False)]
+        captions, self.caption_image, self.caption_language = [], [], []
+        self.rows: list[dict[str, list[int]]] = []  # rows[image][language] -> caption rows
+        for index, image in enumerate(present):
+            self.rows.append({})
+            for language, texts in image.captions.items():
+                self.rows[index][language] = list(range(len(captions), len(captions) + len(texts)))
+                captions += texts
+                self.caption_image += [index] * len(texts)
+                self.caption_language += [language] * len(texts)
+        tokens = tokenizer(captions)
+        self.texts_cached = text_trunk is not None
+        self.texts = text_features(text_trunk.run, text_trunk.id, captions, tokens, pad_id) if text_trunk else tokens
+        self.images_cached = image_trunk is not None
+        if image_trunk:
+            self.images = image_features(image_trunk.run, image_trunk.id, paths, preprocess_cfg)
+        else:
+            self.images = _decode_all(paths, preprocess_cfg)
+            self.mean = torch.tensor(preprocess_cfg["mean"]).view(1, 3, 1, 1)
+            self.std = torch.tensor(preprocess_cfg["std"]).view(1, 3, 1, 1)
 
     def __len__(self) -> int:
-        return len(self.pixels)
+        return len(self.images)
 
     def batch(self, indices: list[int], rng: random.Random) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalised images and one caption per image, its language drawn by the language weights."""
-        images = (self.pixels[indices].float() / 255.0 - self.mean) / self.std
-        texts = []
+        """Each image, mirrored or not at random, and one caption of a language drawn by the weights."""
+        flips = [rng.random() < 0.5 for _ in indices]
+        images = self.image_inputs(indices, flips)
+        rows = []
         for index in indices:
-            languages = list(self.tokens[index])
+            languages = list(self.rows[index])
             weights = [self.language_weights.get(lang, 1.0) for lang in languages]
-            captions = self.tokens[index][rng.choices(languages, weights)[0]]
-            texts.append(captions[rng.randrange(len(captions))])
-        return images, torch.stack(texts)
+            rows.append(rng.choice(self.rows[index][rng.choices(languages, weights)[0]]))
+        return images, self.texts[rows]
+
+    def image_inputs(self, indices: list[int], flips: list[bool] | None = None) -> torch.Tensor:
+        """The images as the model's trainable part reads them (cached features or normalised pixels)."""
+        flips = flips or [False] * len(indices)
+        if self.images_cached:
+            return self.images[indices, torch.tensor(flips, dtype=torch.long)]
+        pixels = (self.images[indices].float() / 255.0 - self.mean) / self.std
+        mirrored = torch.tensor(flips)
+        pixels[mirrored] = pixels[mirrored].flip(-1)
+        return pixels
 
 
 def _decode_all(paths: list[Path], preprocess_cfg: dict) -> torch.Tensor:

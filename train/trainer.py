@@ -1,22 +1,38 @@
-"""The training loop: read it top to bottom. Data -> two towers -> sigmoid loss -> AdamW -> checkpoint."""
+"""The training loop: read it top to bottom. Data -> two towers -> sigmoid loss -> AdamW -> checkpoint.
+
+Two kinds of model go through the same loop:
+- from scratch: SigLIP towers of a named size (train.presets), with a SentencePiece tokenizer trained
+  on the captions;
+- on pretrained bases (embedding.towers): the paper's SigLiT locks the image trunk; either trunk can be
+  locked, partly unlocked (top N blocks) or trained. A locked trunk runs once per image or caption
+  before training (train.features), so each step runs only what is trained.
+"""
 
 import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from embedding.checkpoint import build_model, save_checkpoint
-from embedding.tokenizer import SentencePieceTokenizer
+from embedding.tokenizer import PAD_ID, SentencePieceTokenizer
+from embedding.towers import BASES
+from embedding.two_towers import TwoTowers, preprocess_config, save_two_towers
 from eval.captions import read_captions
-from train.data import CaptionPairs
+from eval.report import plot_training
+from eval.xm3600 import recall_all_captions
+from train.data import CaptionPairs, LockedTrunk
 from train.losses import make_loss
-from train.presets import SIZES, siglip_config
+from train.presets import CLIP_INIT_LOGIT_SCALE, INIT_LOGIT_BIAS, INIT_LOGIT_SCALE, SIZES, siglip_config
 from train.tokenizer import train_sentencepiece
+
+RESUME_FILE = "resume.pt"
 
 
 @dataclass
@@ -24,121 +40,286 @@ class TrainConfig:
     captions: Path
     images: Path
     out: Path
+    # The model: from scratch at `size`, or on pretrained bases when both bases are named.
     size: str = "tiny"
+    image_base: str | None = None     # e.g. efficientnet-lite0 (embedding.towers.BASES)
+    text_base: str | None = None      # e.g. e5-small
+    embed_dim: int = 512              # joint space of a model on pretrained bases
+    proj: str = "linear"              # heads on pretrained trunks: "linear" or "mlp"
+    image_unlocked: int = 0           # top blocks of a pretrained trunk to train: 0 locked, -1 all
+    text_unlocked: int = 0
+    context_length: int = 64          # text tokens of a pretrained text tower
     loss: str = "sigmoid"             # "sigmoid" (SigLIP) or "softmax" (the CLIP baseline)
     chunk: int | None = None          # compute the sigmoid loss in chunk x chunk blocks (less memory)
     batch_size: int = 256
-    steps: int | None = None          # stop after this many steps ...
-    minutes: float | None = None      # ... or after this much wall time (whichever comes first)
+    accum_steps: int = 1              # batches whose gradients add up to one optimiser step
+    steps: int | None = None          # stop after this many optimiser steps ...
+    minutes: float | None = None      # ... or after this much training time (whichever comes first)
     lr: float = 1e-3
+    tb_lr: float | None = None        # own learning rate for t and b (default: lr)
     weight_decay: float = 0.1
     warmup_steps: int = 100
+    grad_clip: float = 1.0
     vocab_size: int = 6000
     languages: list[str] | None = None
     language_weights: dict[str, float] = field(default_factory=dict)
     seed: int = 0
-    bf16: bool = False                # bf16 autocast for the towers (the loss stays fp32); slower for tiny
+    bf16: bool = False                # bf16 autocast for the towers (the loss stays fp32)
+    grad_checkpointing: bool = False  # recompute tower activations in backward: less memory, more time
     log_every: int = 10
-    val_captions: Path | None = None  # evaluate recall on this caption file after training
+    checkpoint_every: int = 500       # steps between resumable checkpoints
+    stop_after: int | None = None     # leave the run after this many steps, resumable (split a run over jobs)
+    eval_every: int | None = None     # steps between validation recalls (and one at the end)
+    val_captions: Path | None = None
     val_images: Path | None = None
 
+    def __post_init__(self):
+        for name in ("captions", "images", "out", "val_captions", "val_images"):
+            if getattr(self, name) is not None:
+                setattr(self, name, Path(getattr(self, name)))
 
-def train(cfg: TrainConfig) -> Path:
-    """Train a two-tower model from scratch and write a checkpoint `load_encoder` reads."""
-    if cfg.steps is None and cfg.minutes is None:
-        raise ValueError("give --steps or --minutes (or both)")
+    @property
+    def pretrained(self) -> bool:
+        return self.image_base is not None or self.text_base is not None
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> Path:
+    """Train and write a checkpoint folder that `load_encoder` reads; `resume` continues a stopped run."""
+    _check(cfg)
+    out = Path(cfg.out)
+    if (out / RESUME_FILE).is_file() and not resume:
+        raise ValueError(f"{out} holds a stopped run: continue it with `python -m train --resume {out}` "
+                         f"or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
 
-    # 1. Tokenizer: a multilingual SentencePiece model trained on this caption file.
+    # 1. Model and tokenizer; the trunks that stay locked are run once over the data, not every step.
     images = read_captions(cfg.captions, cfg.languages)
-    texts = [caption for image in images for captions in image.captions.values() for caption in captions]
     languages = sorted({lang for image in images for lang in image.captions})
-    print(f"{len(images)} images, {len(texts)} captions in {', '.join(languages)}")
-    sp_file = train_sentencepiece(texts, out / "tokenizer", cfg.vocab_size)
-    tokenizer = SentencePieceTokenizer(sp_file, SIZES[cfg.size]["context_length"])
-    model_cfg, preprocess_cfg = siglip_config(cfg.size, tokenizer.vocab_size, cfg.loss)
+    print(f"{len(images)} images, {sum(len(c) for i in images for c in i.captions.values())} captions "
+          f"in {', '.join(languages)}")
+    model, tokenizer, preprocess_cfg, pad_id, locked, save = _build_model(cfg, images, out)
 
-    # 2. Data, decoded once at training resolution through the same transform as inference.
-    data = CaptionPairs(images, cfg.images, preprocess_cfg, tokenizer, cfg.language_weights)
+    # 2. Data: images decoded once at training resolution (or their cached trunk features).
+    data = CaptionPairs(images, cfg.images, preprocess_cfg, tokenizer, cfg.language_weights, pad_id, *locked)
     if data.missing:
         print(f"warning: {data.missing} captioned images have no file in {cfg.images}; skipped")
+    val = None
+    if cfg.val_captions:
+        val = CaptionPairs(read_captions(cfg.val_captions, cfg.languages), cfg.val_images or cfg.images,
+                           preprocess_cfg, tokenizer, None, pad_id, *locked)
     batch_size = min(cfg.batch_size, len(data))
 
-    # 3. Model, loss and optimiser. No weight decay on gains, biases, t and b.
-    model = build_model(model_cfg).train()
+    # 3. Loss and optimiser: no weight decay on gains, biases, t and b; t and b may have their own rate.
     loss_fn = make_loss(cfg.loss, chunk=cfg.chunk)
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+    optimizer = _optimizer(model, cfg)
 
-    # 4. The loop.
+    # 4. Resumable state: everything that decides the rest of the run.
+    step, elapsed, order = 0, 0.0, []
+    if resume:
+        step, elapsed, order = _load_resume(out, model, optimizer, rng)
+        print(f"resuming {out} at step {step} ({elapsed / 60:.1f} min trained)")
+
+    # 5. The loop.
     budget_s = cfg.minutes * 60 if cfg.minutes is not None else math.inf
-    metrics = open(out / "metrics.jsonl", "a", encoding="utf-8")
-    bar = tqdm(total=cfg.steps, unit="step", desc="training")
-    order: list[int] = []
-    step, start = 0, time.time()
+    metrics = open(out / "metrics.jsonl", "a" if resume else "w", encoding="utf-8")
+    bar = tqdm(total=cfg.steps, initial=step, unit="step", desc="training")
+    start = time.time() - elapsed
+    model.train()
     while True:
         elapsed = time.time() - start
         progress = max(step / cfg.steps if cfg.steps else 0.0, elapsed / budget_s)
-        if progress >= 1.0:
+        if progress >= 1.0 or (cfg.stop_after is not None and step >= cfg.stop_after):
             break
-        lr = _learning_rate(cfg, step, progress)
+        factor = _schedule(cfg, step, progress)
         for group in optimizer.param_groups:
-            group["lr"] = lr
-
-        if len(order) < batch_size:  # a new epoch: every image once, in a fresh order
-            order = list(range(len(data)))
-            rng.shuffle(order)
-        indices, order = order[:batch_size], order[batch_size:]
-        pixels, tokens = data.batch(indices, rng)
-
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-            image_features = model.encode_image(pixels, normalize=True)
-            text_features = model.encode_text(tokens, normalize=True)
-        loss = loss_fn(image_features.float(), text_features.float(), model.logit_scale, model.logit_bias)
+            group["lr"] = group["peak_lr"] * factor
 
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        for _ in range(cfg.accum_steps):
+            if len(order) < batch_size:  # a new epoch: every image once, in a fresh order
+                order = list(range(len(data)))
+                rng.shuffle(order)
+            indices, order = order[:batch_size], order[batch_size:]
+            image_input, text_input = data.batch(indices, rng)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                image_features = _image_embeddings(model, data, image_input)
+                text_features = _text_embeddings(model, data, text_input)
+            loss = loss_fn(image_features.float(), text_features.float(), model.logit_scale, model.logit_bias)
+            (loss / cfg.accum_steps).backward()
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
         optimizer.step()
         step += 1
+        bar.update(1)
 
         if step % cfg.log_every == 0:
             row = {"step": step, "loss": round(loss.item(), 5), "t": round(model.logit_scale.exp().item(), 4),
-                   "b": round(model.logit_bias.item(), 4) if model.logit_bias is not None else None, "lr": lr,
-                   "pairs_per_s": round(step * batch_size / (time.time() - start), 1),
+                   "b": round(model.logit_bias.item(), 4) if model.logit_bias is not None else None,
+                   "lr": round(cfg.lr * factor, 8), "pairs_per_s": round(
+                       step * batch_size * cfg.accum_steps / max(time.time() - start, 1e-9), 1),
                    "elapsed_s": round(time.time() - start, 1)}
             metrics.write(json.dumps(row) + "\n")
             metrics.flush()
-            bar.set_postfix(loss=row["loss"], t=row["t"], b=row["b"], pairs_s=row["pairs_per_s"])
-        bar.update(1)
+            postfix = {"loss": row["loss"], "t": row["t"], "b": row["b"], "pairs_s": row["pairs_per_s"]}
+            if budget_s < math.inf:
+                postfix["left"] = f"{max(budget_s - row['elapsed_s'], 0) / 60:.1f}min"
+            bar.set_postfix(postfix)
+        if val is not None and cfg.eval_every and step % cfg.eval_every == 0:
+            _log_validation(model, val, metrics, step)
+        if step % cfg.checkpoint_every == 0:
+            save(out)
+            _save_resume(out, model, optimizer, rng, step, time.time() - start, order)
     bar.close()
 
-    save_checkpoint(out, model.eval(), model_cfg, preprocess_cfg, tokenizer)
-    print(f"trained {step} steps ({step * batch_size} pairs) in {time.time() - start:.0f} s; checkpoint in {out}")
-    if cfg.val_captions:
-        _evaluate(out, cfg, metrics, step)
+    save(out)
+    stopped = cfg.stop_after is not None and step >= cfg.stop_after and progress < 1.0
+    if stopped:
+        _save_resume(out, model, optimizer, rng, step, time.time() - start, order)
+        print(f"stopped at step {step}; continue with: python -m train --resume {out}")
+    else:
+        (out / RESUME_FILE).unlink(missing_ok=True)
+        if val is not None and not (cfg.eval_every and step % cfg.eval_every == 0):  # not just validated
+            _log_validation(model, val, metrics, step)
     metrics.close()
+    plot_training(out / "metrics.jsonl", out / "training.png")
+    print(f"trained {step} steps ({step * batch_size * cfg.accum_steps} pairs) in {time.time() - start:.0f} s; "
+          f"checkpoint in {out}")
     return out
 
 
-def _learning_rate(cfg: TrainConfig, step: int, progress: float) -> float:
-    """Linear warmup, then cosine decay to zero over the run's progress (steps or time)."""
+def resume_training(out: str | Path, stop_after: int | None = None) -> Path:
+    """Continue the stopped run in `out` with its own config (optionally to a new stopping step)."""
+    path = Path(out) / "train_config.json"
+    if not (Path(out) / RESUME_FILE).is_file() or not path.is_file():
+        raise FileNotFoundError(f"{out} has no stopped run to resume ({RESUME_FILE} is missing)")
+    known = {f.name for f in fields(TrainConfig)}
+    cfg = TrainConfig(**{k: v for k, v in json.loads(path.read_text()).items() if k in known})
+    cfg.stop_after = stop_after
+    return train(cfg, resume=True)
+
+
+def _check(cfg: TrainConfig) -> None:
+    if cfg.steps is None and cfg.minutes is None:
+        raise ValueError("give --steps or --minutes (or both)")
+    if cfg.pretrained and not (cfg.image_base and cfg.text_base):
+        raise ValueError("a model on pretrained bases needs both --image-base and --text-base")
+    for base, kind in ((cfg.image_base, "image"), (cfg.text_base, "text")):
+        if base is not None and (base not in BASES or BASES[base].kind != kind):
+            known = [name for name, b in BASES.items() if b.kind == kind]
+            raise ValueError(f"unknown {kind} base {base!r}; choose one of {', '.join(known)}")
+
+
+def _build_model(cfg: TrainConfig, images, out: Path):
+    """(model, tokenizer, preprocess_cfg, pad id, (locked image trunk, locked text trunk), save(folder))."""
+    if not cfg.pretrained:
+        texts = [caption for image in images for captions in image.captions.values() for caption in captions]
+        sp_file = out / "tokenizer.model"
+        if not sp_file.is_file():  # a resumed run keeps its tokenizer
+            sp_file = train_sentencepiece(texts, out / "tokenizer", cfg.vocab_size)
+        tokenizer = SentencePieceTokenizer(sp_file, SIZES[cfg.size]["context_length"])
+        model_cfg, preprocess_cfg = siglip_config(cfg.size, tokenizer.vocab_size, cfg.loss)
+        model = build_model(model_cfg)
+        if cfg.grad_checkpointing:
+            model.set_grad_checkpointing(True)
+        return model, tokenizer, preprocess_cfg, PAD_ID, (None, None), lambda folder: save_checkpoint(
+            folder, model, model_cfg, preprocess_cfg, tokenizer)
+
+    sigmoid = cfg.loss == "sigmoid"
+    model = TwoTowers({
+        "embed_dim": cfg.embed_dim, "image": {"base": cfg.image_base, "proj": cfg.proj},
+        "text": {"base": cfg.text_base, "proj": cfg.proj, "context_length": cfg.context_length},
+        "init_logit_scale": INIT_LOGIT_SCALE if sigmoid else CLIP_INIT_LOGIT_SCALE,
+        "init_logit_bias": INIT_LOGIT_BIAS if sigmoid else None})
+    model.lock(cfg.image_unlocked, cfg.text_unlocked)
+    if cfg.grad_checkpointing:
+        model.visual.set_grad_checkpointing(True)
+        model.text.set_grad_checkpointing(True)
+    preprocess_cfg = preprocess_config(model.config)
+    image_id = f"{cfg.image_base}-{BASES[cfg.image_base].sha256[:12]}"
+    text_id = f"{cfg.text_base}-{BASES[cfg.text_base].sha256[:12]}-{json.dumps(model.tokenizer.config())}"
+    model.eval()  # the locked trunks run once, now, in inference mode
+    locked = (LockedTrunk(model.image_trunk, image_id) if cfg.image_unlocked == 0 else None,
+              LockedTrunk(model.text_trunk, text_id) if cfg.text_unlocked == 0 else None)
+    return model, model.tokenizer, preprocess_cfg, model.pad_id, locked, lambda folder: save_two_towers(folder, model)
+
+
+def _image_embeddings(model, data: CaptionPairs, inputs: torch.Tensor) -> torch.Tensor:
+    """Unit-norm image embeddings; a locked trunk's cached features go through the head only."""
+    features = model.image_head(inputs) if data.images_cached else model.encode_image(inputs)
+    return F.normalize(features, dim=-1)
+
+
+def _text_embeddings(model, data: CaptionPairs, inputs: torch.Tensor) -> torch.Tensor:
+    """Unit-norm text embeddings; a locked trunk's cached features go through the head only."""
+    features = model.text_head(inputs) if data.texts_cached else model.encode_text(inputs)
+    return F.normalize(features, dim=-1)
+
+
+def _optimizer(model, cfg: TrainConfig) -> torch.optim.AdamW:
+    tb = [p for p in (model.logit_scale, model.logit_bias) if p is not None]
+    rest = [p for p in model.parameters() if p.requires_grad and all(p is not q for q in tb)]
+    groups = [{"params": [p for p in rest if p.ndim >= 2], "weight_decay": cfg.weight_decay, "peak_lr": cfg.lr},
+              {"params": [p for p in rest if p.ndim < 2], "weight_decay": 0.0, "peak_lr": cfg.lr},
+              {"params": tb, "weight_decay": 0.0, "peak_lr": cfg.tb_lr or cfg.lr}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
+
+
+def _schedule(cfg: TrainConfig, step: int, progress: float) -> float:
+    """Learning-rate factor: linear warmup, then cosine decay to zero over the run's progress (steps or time)."""
     if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return (step + 1) / cfg.warmup_steps
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def _evaluate(out: Path, cfg: TrainConfig, metrics, step: int) -> None:
-    from embedding import load_encoder
-    from eval.xm3600 import evaluate_xm3600, format_table
+def _trainable_state(model) -> dict[str, torch.Tensor]:
+    return model.trained_state() if isinstance(model, TwoTowers) else model.state_dict()
 
-    result = evaluate_xm3600(load_encoder(str(out)), cfg.val_captions, cfg.val_images or cfg.images)
-    print(format_table(result))
-    metrics.write(json.dumps({"step": step, "val": result["mean"]}) + "\n")
+
+def _save_resume(out: Path, model, optimizer, rng: random.Random, step: int, elapsed: float,
+                 order: list[int]) -> None:
+    state = {"model": _trainable_state(model), "optimizer": optimizer.state_dict(), "step": step,
+             "elapsed": elapsed, "order": order, "python_rng": rng.getstate(), "torch_rng": torch.get_rng_state()}
+    tmp = out / (RESUME_FILE + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(out / RESUME_FILE)
+
+
+def _load_resume(out: Path, model, optimizer, rng: random.Random) -> tuple[int, float, list[int]]:
+    state = torch.load(out / RESUME_FILE, weights_only=True)  # tensors and plain containers only
+    model.load_state_dict(state["model"], strict=False)
+    optimizer.load_state_dict(state["optimizer"])
+    version, internal, gauss = state["python_rng"]
+    rng.setstate((version, tuple(internal), gauss))
+    torch.set_rng_state(state["torch_rng"])
+    return state["step"], state["elapsed"], list(state["order"])
+
+
+@torch.inference_mode()
+def _validate(model, val: CaptionPairs) -> dict:
+    """Recall (all-captions protocol) per language and the mean, on the in-memory model."""
+    was_training = model.training
+    model.eval()
+    indices = list(range(len(val)))
+    image_emb = torch.cat([_image_embeddings(model, val, val.image_inputs(indices[i:i + 256]))
+                           for i in range(0, len(indices), 256)])
+    text_emb = torch.cat([_text_embeddings(model, val, val.texts[i:i + 256]) for i in range(0, len(val.texts), 256)])
+    model.train(was_training)
+    image_emb, text_emb = image_emb.numpy(), text_emb.numpy()
+    caption_image, caption_language = np.array(val.caption_image), np.array(val.caption_language)
+    result = {lang: recall_all_captions(image_emb, text_emb[caption_language == lang],
+                                        caption_image[caption_language == lang])
+              for lang in sorted(set(val.caption_language))}
+    mean = {key: float(np.mean([r[key] for r in result.values()])) for key in next(iter(result.values()))}
+    return {"languages": result, "mean": mean}
+
+
+def _log_validation(model, val: CaptionPairs, metrics, step: int) -> None:
+    result = _validate(model, val)
+    metrics.write(json.dumps({"step": step, "val": result["mean"], "val_languages": result["languages"]}) + "\n")
+    metrics.flush()
+    mean = result["mean"]
+    tqdm.write(f"step {step}: val T->I R@1/5/10 {mean['t2i_r1']:.1f}/{mean['t2i_r5']:.1f}/{mean['t2i_r10']:.1f}, "
+               f"I->T {mean['i2t_r1']:.1f}/{mean['i2t_r5']:.1f}/{mean['i2t_r10']:.1f}")

@@ -1,0 +1,135 @@
+"""A two-tower model on pretrained bases (SigLiT and friends), and its checkpoint.
+
+Each tower is a pretrained trunk from `embedding.towers` plus a fresh projection head; t and b are
+SigLIP's learned temperature and bias. The checkpoint holds only what training produced (heads,
+t, b, unlocked blocks) in `trained.safetensors`; the base weights come from the installed packages,
+checked by hash, so a SigLiT model on a 100 MB base commits in well under a megabyte.
+"""
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from timm.models import group_modules
+from timm.utils.model import freeze
+from torch import nn
+
+from embedding.checkpoint import atomic_write
+from embedding.e5 import E5Tokenizer
+from embedding.towers import BASES, BaseUnavailable, image_tower, text_tower
+
+CONFIG_FILE = "two_towers.json"
+WEIGHTS_FILE = "trained.safetensors"
+
+
+class TwoTowers(nn.Module):
+    """Image trunk -> head, text trunk -> head, with t' (logit_scale) and b (logit_bias) as parameters."""
+
+    def __init__(self, config: dict):
+        super().__init__()
+        self.config = config
+        image, text = config["image"], config["text"]
+        self.visual = image_tower(image["base"], config["embed_dim"], image.get("proj", "linear"))
+        self.text, e5 = text_tower(text["base"], config["embed_dim"], text.get("proj", "linear"))
+        self.tokenizer = E5Tokenizer(e5, text.get("context_length", 64), text.get("prefix", "query: "))
+        self.logit_scale = nn.Parameter(torch.tensor(float(config["init_logit_scale"])))
+        bias = config.get("init_logit_bias")
+        self.logit_bias = nn.Parameter(torch.tensor(float(bias))) if bias is not None else None
+        self.pad_id = e5.specials["pad"]
+
+    # The trunks and heads are separate so that a locked trunk's features can be computed once and cached.
+    def image_trunk(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.visual.trunk(pixels)
+
+    def image_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.visual.head(features)
+
+    def text_trunk(self, tokens: torch.Tensor) -> torch.Tensor:
+        mask = (tokens != self.pad_id).long()
+        return self.text.pooler(self.text.transformer(input_ids=tokens, attention_mask=mask), mask)
+
+    def text_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.text.proj(features)
+
+    def encode_image(self, pixels: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        features = self.image_head(self.image_trunk(pixels))
+        return F.normalize(features, dim=-1) if normalize else features
+
+    def encode_text(self, tokens: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        features = self.text_head(self.text_trunk(tokens))
+        return F.normalize(features, dim=-1) if normalize else features
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor) -> dict:
+        """open_clip's output dict, so t and b leave forward (what DistributedDataParallel needs)."""
+        return {"image_features": self.encode_image(image, normalize=True),
+                "text_features": self.encode_text(text, normalize=True),
+                "logit_scale": self.logit_scale.exp(), "logit_bias": self.logit_bias}
+
+    def lock(self, image_unlocked: int = 0, text_unlocked: int = 0) -> None:
+        """Freeze the trunks except their top N blocks (0: whole trunk locked, -1: nothing locked)."""
+        if image_unlocked >= 0:
+            _freeze_groups(self.visual.trunk, image_unlocked)
+        if text_unlocked >= 0:  # (open_clip's HFTextEncoder.lock does not know BERT's layer names)
+            bert = self.text.transformer
+            layers = list(bert.encoder.layer)
+            for module in [bert.embeddings, *layers[: len(layers) - text_unlocked]]:
+                module.requires_grad_(False)
+
+    def trained_state(self) -> dict[str, torch.Tensor]:
+        """What training may change, which is all a checkpoint stores: trainable parameters, and the
+        statistics of BatchNorm layers left unfrozen (an unlocked image block updates them)."""
+        state = {name: p for name, p in self.named_parameters() if p.requires_grad}
+        for prefix, module in self.named_modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                state.update({f"{prefix}.{name}": buffer for name, buffer in module.named_buffers()})
+        return {name: tensor.detach().cpu().contiguous() for name, tensor in state.items()}
+
+
+def _freeze_groups(trunk: nn.Module, unlocked: int) -> None:
+    """Freeze all but the top `unlocked` layer groups of a timm trunk, BatchNorm statistics included.
+
+    timm's own `freeze`, not open_clip's `TimmModel.lock`: open_clip swaps timm's BatchNormAct2d for a plain
+    FrozenBatchNorm2d and so silently drops the activation fused into it (EfficientNet's ReLU6).
+    """
+    groups = group_modules(trunk, trunk.group_matcher(), reverse=True)  # module name -> group index
+    last_locked = max(groups.values()) - unlocked
+    freeze(trunk, [] if unlocked == 0 else [name for name, group in groups.items() if group <= last_locked])
+
+
+def preprocess_config(config: dict) -> dict:
+    """The image transform for the model's image base: its input size, [-1, 1] normalisation, no crop."""
+    size = BASES[config["image"]["base"]].image_size
+    return {"size": size, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "interpolation": "bicubic",
+            "resize_mode": "squash"}
+
+
+def save_two_towers(folder: str | Path, model: TwoTowers) -> None:
+    """Write the trained parameters, then the config (last, so a half-written folder never loads)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = model.trained_state()
+    atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(state, tmp))
+    config = {**model.config, "bases": {role: {"name": model.config[role]["base"],
+                                               "sha256": BASES[model.config[role]["base"]].sha256}
+                                        for role in ("image", "text")},
+              "preprocess_cfg": preprocess_config(model.config), "tokenizer": model.tokenizer.config()}
+    atomic_write(folder / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2)))
+
+
+def load_two_towers(folder: str | Path) -> TwoTowers:
+    """Build the towers from their installed bases and load the trained parameters on top."""
+    folder = Path(folder)
+    config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    for role, base in config["bases"].items():
+        if BASES[base["name"]].sha256 != base["sha256"]:
+            raise BaseUnavailable(f"the {role} base {base['name']} installed here is not the one this model was "
+                                  f"trained on (sha256 {base['sha256'][:12]}...)")
+    model = TwoTowers(config)
+    trained = load_file(str(folder / WEIGHTS_FILE))
+    unknown = set(trained) - set(model.state_dict())
+    if unknown:
+        raise ValueError(f"{folder / WEIGHTS_FILE} has parameters this model lacks: {sorted(unknown)[:5]}")
+    model.load_state_dict(trained, strict=False)
+    return model.eval()

