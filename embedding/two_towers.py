@@ -18,6 +18,7 @@ from torch import nn
 
 from embedding.checkpoint import atomic_write
 from embedding.e5 import E5Tokenizer
+from embedding.onnx_trunk import onnx_image_trunk
 from embedding.towers import BASES, BaseUnavailable, image_tower, text_tower
 
 CONFIG_FILE = "two_towers.json"
@@ -38,9 +39,17 @@ class TwoTowers(nn.Module):
         bias = config.get("init_logit_bias")
         self.logit_bias = nn.Parameter(torch.tensor(float(bias))) if bias is not None else None
         self.pad_id = e5.specials["pad"]
+        self.onnx_image_trunk = None  # set by use_onnx_image_trunk: a faster runtime for inference
+
+    def use_onnx_image_trunk(self) -> None:
+        """Run the image trunk in onnxruntime whenever no gradient is needed (inference only: the export is
+        made once from the current weights, so call this after training, not before)."""
+        self.onnx_image_trunk = onnx_image_trunk(self.visual.trunk, BASES[self.config["image"]["base"]].image_size)
 
     # The trunks and heads are separate so that a locked trunk's features can be computed once and cached.
     def image_trunk(self, pixels: torch.Tensor) -> torch.Tensor:
+        if self.onnx_image_trunk is not None and not torch.is_grad_enabled():
+            return self.onnx_image_trunk(pixels)
         return self.visual.trunk(pixels)
 
     def image_head(self, features: torch.Tensor) -> torch.Tensor:

@@ -12,11 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from embedding import Encoder
-
-
-def cache_dir() -> Path:
-    """$SIGSEARCH_CACHE, else ~/.cache/sigsearch."""
-    return Path(os.environ.get("SIGSEARCH_CACHE", Path.home() / ".cache" / "sigsearch"))
+from embedding.cache import cache_dir
 
 
 def image_keys(paths: list[Path]) -> list[str]:

@@ -126,3 +126,17 @@ def test_locking_leaves_only_the_asked_blocks_trainable(two_towers):
     assert not any(name.startswith("embeddings") for name in text)
     image = trainable(two_towers.visual.trunk)
     assert image and all(name.startswith(("blocks.6.", "conv_head", "bn2")) for name in image), sorted(image)[:4]
+
+
+def test_onnx_image_trunk_gives_the_eager_vectors():
+    """The bundled model embeds images through onnxruntime; its vectors equal eager PyTorch's (any batch size)."""
+    encoder = load_encoder("bundled")
+    assert encoder.model.onnx_image_trunk is not None
+    photos = [Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
+              for name in ("chelsea", "coffee", "astronaut", "rocket", "hubble_deep_field")]
+    fast = np.concatenate([encoder.embed_images(photos[:1]), encoder.embed_images(photos[1:])])
+    encoder.model.onnx_image_trunk = None
+    eager = encoder.embed_images(photos)
+    cosines = (fast * eager).sum(axis=1)
+    assert cosines.min() > 1 - 1e-5, cosines
+    assert np.abs(fast - eager).max() < 1e-4

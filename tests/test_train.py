@@ -1,6 +1,9 @@
 """The trainer: SigLiT on pip-installed towers, exact resume, recipes, the tokenizer command."""
 
 import json
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -8,7 +11,7 @@ import sentencepiece as spm
 from safetensors.torch import load_file
 
 from embedding import load_encoder
-from tests.conftest import TEXTS, run_module
+from tests.conftest import REPO, TEXTS, run_module
 from train.recipes import RECIPES, load_recipe
 from train.trainer import TrainConfig
 
@@ -41,6 +44,24 @@ def test_a_resumed_run_continues_the_same_loss_curve(flickr, small_captions, tmp
     assert _curve(tmp_path / "split") == _curve(tmp_path / "straight")
     assert len(_curve(tmp_path / "straight")) == 8
     assert not (tmp_path / "split" / "resume.pt").exists()
+
+
+@pytest.mark.parametrize("model", [["--vocab-size", "400"], SIGLIT], ids=["scratch", "siglit"])
+def test_two_processes_under_torchrun_take_the_steps_of_one(flickr, small_captions, tmp_path, model):
+    """torchrun with 2 processes (gloo, the ring sigmoid loss, DDP) logs the loss, t and b of one process."""
+    _train(flickr, small_captions, tmp_path / "one", *model, "--steps", "6")
+    torchrun = shutil.which("torchrun") or f"{sys.executable} -m torch.distributed.run"
+    done = subprocess.run([*torchrun.split(), "--standalone", "--nproc_per_node", "2", "-m", "train",
+                           "--captions", str(small_captions), "--images", str(flickr / "images"),
+                           "--out", str(tmp_path / "two"), "--steps", "6", "--batch-size", "16",
+                           "--warmup-steps", "2", "--log-every", "1", *model],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    one, two = _curve(tmp_path / "one"), _curve(tmp_path / "two")
+    assert [row[0] for row in two] == list(range(1, 7))
+    np.testing.assert_allclose(np.array(two)[:, 1:], np.array(one)[:, 1:], rtol=2e-4, atol=1e-4)
+    assert one[-1][1] != one[0][1]  # the steps did change the model
+    load_encoder(str(tmp_path / "two"))  # the lead process wrote a complete checkpoint
 
 
 def test_siglit_trains_the_heads_and_t_b_and_loads_everywhere(flickr, small_captions, tmp_path):

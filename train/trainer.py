@@ -6,10 +6,16 @@ Two kinds of model go through the same loop:
 - on pretrained bases (embedding.towers): the paper's SigLiT locks the image trunk; either trunk can be
   locked, partly unlocked (top N blocks) or trained. A locked trunk runs once per image or caption
   before training (train.features), so each step runs only what is trained.
+
+Under `torchrun --nproc_per_node N -m train ...` every process draws the same global batch and trains
+on its 1/N of the rows; the multi-device loss (train.losses) sees all pairs of the global batch and
+DistributedDataParallel averages the gradients, so N processes take the steps one process would.
 """
 
+import contextlib
 import json
 import math
+import os
 import random
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -17,10 +23,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from embedding.checkpoint import build_model, save_checkpoint
+from embedding.onnx_trunk import onnx_image_trunk
 from embedding.tokenizer import PAD_ID, SentencePieceTokenizer
 from embedding.towers import BASES
 from embedding.two_towers import TwoTowers, preprocess_config, save_two_towers
@@ -90,48 +100,62 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     if (out / RESUME_FILE).is_file() and not resume:
         raise ValueError(f"{out} holds a stopped run: continue it with `python -m train --resume {out}` "
                          f"or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
+    rank, world = _init_distributed()
+    if cfg.batch_size % world:
+        raise ValueError(f"--batch-size {cfg.batch_size} does not split over {world} processes")
+    lead = rank == 0  # the process that writes files and reports
+    if lead:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    rng = random.Random(cfg.seed)
+    rng = random.Random(cfg.seed)  # the same stream in every process: same batches, flips, captions
 
     # 1. Model and tokenizer; the trunks that stay locked are run once over the data, not every step.
-    images = read_captions(cfg.captions, cfg.languages)
-    languages = sorted({lang for image in images for lang in image.captions})
-    print(f"{len(images)} images, {sum(len(c) for i in images for c in i.captions.values())} captions "
-          f"in {', '.join(languages)}")
-    model, tokenizer, preprocess_cfg, pad_id, locked, save = _build_model(cfg, images, out)
+    #    Under torchrun the lead goes first and the others find its tokenizer and cached features.
+    with _lead_first(rank, world):
+        images = read_captions(cfg.captions, cfg.languages)
+        languages = sorted({lang for image in images for lang in image.captions})
+        if lead:
+            print(f"{len(images)} images, {sum(len(c) for i in images for c in i.captions.values())} captions "
+                  f"in {', '.join(languages)}" + (f"; {world} processes" if world > 1 else ""))
+        model, tokenizer, preprocess_cfg, pad_id, locked, save = _build_model(cfg, images, out)
 
-    # 2. Data: images decoded once at training resolution (or their cached trunk features).
-    data = CaptionPairs(images, cfg.images, preprocess_cfg, tokenizer, cfg.language_weights, pad_id, *locked)
-    if data.missing:
-        print(f"warning: {data.missing} captioned images have no file in {cfg.images}; skipped")
-    val = None
-    if cfg.val_captions:
-        val = CaptionPairs(read_captions(cfg.val_captions, cfg.languages), cfg.val_images or cfg.images,
-                           preprocess_cfg, tokenizer, None, pad_id, *locked)
-    batch_size = min(cfg.batch_size, len(data))
+        # 2. Data: images decoded once at training resolution (or their cached trunk features).
+        data = CaptionPairs(images, cfg.images, preprocess_cfg, tokenizer, cfg.language_weights, pad_id, *locked)
+        if data.missing and lead:
+            print(f"warning: {data.missing} captioned images have no file in {cfg.images}; skipped")
+        val = None
+        if cfg.val_captions and lead:
+            val = CaptionPairs(read_captions(cfg.val_captions, cfg.languages), cfg.val_images or cfg.images,
+                               preprocess_cfg, tokenizer, None, pad_id, *locked)
+    batch_size = min(cfg.batch_size, len(data) - len(data) % world)
+    embed = _Embed(model, data.images_cached, data.texts_cached)
+    if world > 1:
+        embed = DistributedDataParallel(embed)
 
     # 3. Loss and optimiser: no weight decay on gains, biases, t and b; t and b may have their own rate.
-    loss_fn = make_loss(cfg.loss, chunk=cfg.chunk)
+    loss_fn = make_loss(cfg.loss, chunk=cfg.chunk, distributed=world > 1)
     optimizer = _optimizer(model, cfg)
 
     # 4. Resumable state: everything that decides the rest of the run.
     step, elapsed, order = 0, 0.0, []
     if resume:
         step, elapsed, order = _load_resume(out, model, optimizer, rng)
-        print(f"resuming {out} at step {step} ({elapsed / 60:.1f} min trained)")
+        if lead:
+            print(f"resuming {out} at step {step} ({elapsed / 60:.1f} min trained)")
 
     # 5. The loop.
     budget_s = cfg.minutes * 60 if cfg.minutes is not None else math.inf
-    metrics = open(out / "metrics.jsonl", "a" if resume else "w", encoding="utf-8")
-    bar = tqdm(total=cfg.steps, initial=step, unit="step", desc="training")
+    metrics = open(out / "metrics.jsonl", "a" if resume else "w", encoding="utf-8") if lead else None
+    bar = tqdm(total=cfg.steps, initial=step, unit="step", desc="training", disable=not lead)
     start = time.time() - elapsed
     model.train()
     while True:
         elapsed = time.time() - start
         progress = max(step / cfg.steps if cfg.steps else 0.0, elapsed / budget_s)
+        if world > 1:  # all processes must take the same steps: the lead's clock decides
+            progress = _broadcast(progress)
         if progress >= 1.0 or (cfg.stop_after is not None and step >= cfg.stop_after):
             break
         factor = _schedule(cfg, step, progress)
@@ -139,23 +163,29 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             group["lr"] = group["peak_lr"] * factor
 
         optimizer.zero_grad(set_to_none=True)
-        for _ in range(cfg.accum_steps):
+        for micro in range(cfg.accum_steps):
             if len(order) < batch_size:  # a new epoch: every image once, in a fresh order
                 order = list(range(len(data)))
                 rng.shuffle(order)
             indices, order = order[:batch_size], order[batch_size:]
             image_input, text_input = data.batch(indices, rng)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-                image_features = _image_embeddings(model, data, image_input)
-                text_features = _text_embeddings(model, data, text_input)
-            loss = loss_fn(image_features.float(), text_features.float(), model.logit_scale, model.logit_bias)
-            (loss / cfg.accum_steps).backward()
+            mine = slice(rank * batch_size // world, (rank + 1) * batch_size // world)  # this process's rows
+            last = micro == cfg.accum_steps - 1  # DDP averages gradients once, after the last micro-batch
+            with embed.no_sync() if world > 1 and not last else contextlib.nullcontext():
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                    image_features, text_features = embed(image_input[mine], text_input[mine])
+                loss = loss_fn(image_features.float(), text_features.float(), model.logit_scale, model.logit_bias)
+                (loss / cfg.accum_steps).backward()
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
         optimizer.step()
         step += 1
         bar.update(1)
 
-        if step % cfg.log_every == 0:
+        if step % cfg.log_every == 0 and world > 1:  # each process holds its share; the mean is the batch's loss
+            loss = loss.detach().clone()
+            dist.all_reduce(loss)
+            loss /= world
+        if step % cfg.log_every == 0 and lead:
             row = {"step": step, "loss": round(loss.item(), 5), "t": round(model.logit_scale.exp().item(), 4),
                    "b": round(model.logit_bias.item(), 4) if model.logit_bias is not None else None,
                    "lr": round(cfg.lr * factor, 8), "pairs_per_s": round(
@@ -169,10 +199,14 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             bar.set_postfix(postfix)
         if val is not None and cfg.eval_every and step % cfg.eval_every == 0:
             _log_validation(model, val, metrics, step)
-        if step % cfg.checkpoint_every == 0:
+        if step % cfg.checkpoint_every == 0 and lead:
             save(out)
             _save_resume(out, model, optimizer, rng, step, time.time() - start, order)
     bar.close()
+    if world > 1:
+        dist.destroy_process_group()
+    if not lead:
+        return out
 
     save(out)
     stopped = cfg.stop_after is not None and step >= cfg.stop_after and progress < 1.0
@@ -241,21 +275,54 @@ def _build_model(cfg: TrainConfig, images, out: Path):
     image_id = f"{cfg.image_base}-{BASES[cfg.image_base].sha256[:12]}"
     text_id = f"{cfg.text_base}-{BASES[cfg.text_base].sha256[:12]}-{json.dumps(model.tokenizer.config())}"
     model.eval()  # the locked trunks run once, now, in inference mode
-    locked = (LockedTrunk(model.image_trunk, image_id) if cfg.image_unlocked == 0 else None,
+    image_trunk = onnx_image_trunk(model.visual.trunk, preprocess_cfg["size"])  # the fast runtime for a frozen trunk
+    locked = (LockedTrunk(image_trunk, image_id) if cfg.image_unlocked == 0 else None,
               LockedTrunk(model.text_trunk, text_id) if cfg.text_unlocked == 0 else None)
     return model, model.tokenizer, preprocess_cfg, model.pad_id, locked, lambda folder: save_two_towers(folder, model)
 
 
-def _image_embeddings(model, data: CaptionPairs, inputs: torch.Tensor) -> torch.Tensor:
-    """Unit-norm image embeddings; a locked trunk's cached features go through the head only."""
-    features = model.image_head(inputs) if data.images_cached else model.encode_image(inputs)
-    return F.normalize(features, dim=-1)
+def _init_distributed() -> tuple[int, int]:
+    """(rank, world size): from torchrun's environment, else a single process (0, 1)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return 0, 1
+    dist.init_process_group("gloo")  # the trainer runs on CPU; gloo is torch.distributed's CPU backend
+    return dist.get_rank(), dist.get_world_size()
 
 
-def _text_embeddings(model, data: CaptionPairs, inputs: torch.Tensor) -> torch.Tensor:
-    """Unit-norm text embeddings; a locked trunk's cached features go through the head only."""
-    features = model.text_head(inputs) if data.texts_cached else model.encode_text(inputs)
-    return F.normalize(features, dim=-1)
+def _broadcast(value: float) -> float:
+    tensor = torch.tensor([value], dtype=torch.float64)
+    dist.broadcast(tensor, src=0)
+    return float(tensor)
+
+
+@contextlib.contextmanager
+def _lead_first(rank: int, world: int):
+    """Run the block in the lead process first, then in the others (they reuse what it wrote to disk)."""
+    if rank > 0:
+        dist.barrier()
+    yield
+    if rank == 0 and world > 1:
+        dist.barrier()
+
+
+class _Embed(nn.Module):
+    """The trained part of a step: inputs -> unit-norm embeddings (a locked trunk's cached features go through
+    the head only). DistributedDataParallel wraps this module."""
+
+    def __init__(self, model: nn.Module, images_cached: bool, texts_cached: bool):
+        super().__init__()
+        self.model, self.images_cached, self.texts_cached = model, images_cached, texts_cached
+
+    def images(self, inputs: torch.Tensor) -> torch.Tensor:
+        features = self.model.image_head(inputs) if self.images_cached else self.model.encode_image(inputs)
+        return F.normalize(features, dim=-1)
+
+    def texts(self, inputs: torch.Tensor) -> torch.Tensor:
+        features = self.model.text_head(inputs) if self.texts_cached else self.model.encode_text(inputs)
+        return F.normalize(features, dim=-1)
+
+    def forward(self, image_input: torch.Tensor, text_input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images(image_input), self.texts(text_input)
 
 
 def _optimizer(model, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -303,9 +370,9 @@ def _validate(model, val: CaptionPairs) -> dict:
     was_training = model.training
     model.eval()
     indices = list(range(len(val)))
-    image_emb = torch.cat([_image_embeddings(model, val, val.image_inputs(indices[i:i + 256]))
-                           for i in range(0, len(indices), 256)])
-    text_emb = torch.cat([_text_embeddings(model, val, val.texts[i:i + 256]) for i in range(0, len(val.texts), 256)])
+    embed = _Embed(model, val.images_cached, val.texts_cached)
+    image_emb = torch.cat([embed.images(val.image_inputs(indices[i:i + 256])) for i in range(0, len(indices), 256)])
+    text_emb = torch.cat([embed.texts(val.texts[i:i + 256]) for i in range(0, len(val.texts), 256)])
     model.train(was_training)
     image_emb, text_emb = image_emb.numpy(), text_emb.numpy()
     caption_image, caption_language = np.array(val.caption_image), np.array(val.caption_language)
