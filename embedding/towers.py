@@ -17,6 +17,7 @@ import timm
 import torch
 from open_clip.hf_model import HFTextEncoder
 from open_clip.timm_model import TimmModel
+from torch import nn
 
 from embedding.e5 import E5File, bert_state_dict, read_e5_file
 
@@ -67,10 +68,11 @@ def base_file(name: str) -> Path:
     return path
 
 
-def image_tower(name: str, embed_dim: int, proj: str = "linear") -> TimmModel:
-    """open_clip's timm adapter around base `name`, ImageNet weights loaded, a fresh `proj` head."""
+def image_tower(name: str, embed_dim: int, proj: str = "linear", dropout: float = 0.0) -> TimmModel:
+    """open_clip's timm adapter around base `name`, ImageNet weights loaded, a fresh `proj` head
+    (`dropout` before a linear head, after the MLP's hidden layer)."""
     base = BASES[name]
-    tower = TimmModel(base.timm_name, embed_dim, image_size=base.image_size, pool="avg", proj=proj)
+    tower = TimmModel(base.timm_name, embed_dim, image_size=base.image_size, pool="avg", proj=proj, drop=dropout)
     weights = timm_state_dict(name)
     tower.trunk.load_state_dict({key: value for key, value in weights.items() if not key.startswith("classifier.")})
     return tower
@@ -94,13 +96,18 @@ def timm_state_dict(name: str) -> dict[str, torch.Tensor]:
     return mapped
 
 
-def text_tower(name: str, embed_dim: int, proj: str = "linear") -> tuple[HFTextEncoder, E5File]:
-    """open_clip's Hugging Face adapter (mean pooling) around base `name` with its weights, and its file."""
+def text_tower(name: str, embed_dim: int, proj: str = "linear", dropout: float = 0.0) -> tuple[HFTextEncoder, E5File]:
+    """open_clip's Hugging Face adapter (mean pooling) around base `name` with its weights, and its file
+    (`dropout` placed as in `image_tower`)."""
     from transformers import BertConfig
 
     e5 = read_e5_file(base_file(name))
     config = BertConfig(**e5.config, pad_token_id=e5.specials["pad"])
     tower = HFTextEncoder(name, embed_dim, config=config, pooler_type="mean_pooler", proj_type=proj)
     tower.transformer.pooler = None  # BERT's CLS pooler: unused under mean pooling, so never trained
+    if dropout and proj == "linear":
+        tower.proj = nn.Sequential(nn.Dropout(dropout), tower.proj)
+    elif dropout:  # open_clip's text MLP has no dropout; add it after GELU, keeping the weights' names
+        tower.proj[1] = nn.Sequential(tower.proj[1], nn.Dropout(dropout))
     tower.transformer.load_state_dict(bert_state_dict(e5))
     return tower, e5

@@ -32,8 +32,10 @@ class TwoTowers(nn.Module):
         super().__init__()
         self.config = config
         image, text = config["image"], config["text"]
-        self.visual = image_tower(image["base"], config["embed_dim"], image.get("proj", "linear"))
-        self.text, e5 = text_tower(text["base"], config["embed_dim"], text.get("proj", "linear"))
+        self.visual = image_tower(image["base"], config["embed_dim"], image.get("proj", "linear"),
+                                  image.get("dropout", 0.0))
+        self.text, e5 = text_tower(text["base"], config["embed_dim"], text.get("proj", "linear"),
+                                   text.get("dropout", 0.0))
         self.tokenizer = E5Tokenizer(e5, text.get("context_length", 64), text.get("prefix", "query: "))
         self.logit_scale = nn.Parameter(torch.tensor(float(config["init_logit_scale"])))
         bias = config.get("init_logit_bias")

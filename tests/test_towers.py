@@ -140,3 +140,22 @@ def test_onnx_image_trunk_gives_the_eager_vectors():
     cosines = (fast * eager).sum(axis=1)
     assert cosines.min() > 1 - 1e-5, cosines
     assert np.abs(fast - eager).max() < 1e-4
+
+
+def test_head_dropout_trains_noisy_and_embeds_deterministic():
+    """Dropout in the MLP heads: active in training only; the heads' weight names do not change."""
+    torch.manual_seed(0)
+    config = {"embed_dim": 32, "image": {"base": "efficientnet-lite0", "proj": "mlp", "dropout": 0.5},
+              "text": {"base": "e5-small", "proj": "mlp", "dropout": 0.5, "context_length": 32},
+              "init_logit_scale": 2.3, "init_logit_bias": -10.0}
+    model = TwoTowers(config)
+    plain = TwoTowers({**config, "image": {**config["image"], "dropout": 0.0},
+                       "text": {**config["text"], "dropout": 0.0}})
+    assert set(model.state_dict()) == set(plain.state_dict())
+    features = torch.randn(4, 1280), torch.randn(4, 384)
+    model.train()
+    assert not torch.equal(model.image_head(features[0]), model.image_head(features[0]))
+    assert not torch.equal(model.text_head(features[1]), model.text_head(features[1]))
+    model.eval()
+    assert torch.equal(model.image_head(features[0]), model.image_head(features[0]))
+    assert torch.equal(model.text_head(features[1]), model.text_head(features[1]))

@@ -56,6 +56,7 @@ class TrainConfig:
     text_base: str | None = None      # e.g. e5-small
     embed_dim: int = 512              # joint space of a model on pretrained bases
     proj: str = "linear"              # heads on pretrained trunks: "linear" or "mlp"
+    head_dropout: float = 0.0         # dropout in those heads (6k images overfit without it)
     image_unlocked: int = 0           # top blocks of a pretrained trunk to train: 0 locked, -1 all
     text_unlocked: int = 0
     context_length: int = 64          # text tokens of a pretrained text tower
@@ -263,8 +264,9 @@ def _build_model(cfg: TrainConfig, images, out: Path):
 
     sigmoid = cfg.loss == "sigmoid"
     model = TwoTowers({
-        "embed_dim": cfg.embed_dim, "image": {"base": cfg.image_base, "proj": cfg.proj},
-        "text": {"base": cfg.text_base, "proj": cfg.proj, "context_length": cfg.context_length},
+        "embed_dim": cfg.embed_dim, "image": {"base": cfg.image_base, "proj": cfg.proj, "dropout": cfg.head_dropout},
+        "text": {"base": cfg.text_base, "proj": cfg.proj, "dropout": cfg.head_dropout,
+                 "context_length": cfg.context_length},
         "init_logit_scale": INIT_LOGIT_SCALE if sigmoid else CLIP_INIT_LOGIT_SCALE,
         "init_logit_bias": INIT_LOGIT_BIAS if sigmoid else None})
     model.lock(cfg.image_unlocked, cfg.text_unlocked)
