@@ -57,6 +57,21 @@ def save_checkpoint(run_dir: str | Path, model: torch.nn.Module, model_cfg: dict
                   lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2), encoding="utf-8"))
 
 
+def save_fine_tuned(run_dir: str | Path, model: torch.nn.Module, source: str | Path) -> None:
+    """Write `model`'s weights in the layout of the open_clip folder it was fine-tuned from: the source's
+    config and tokenizer files are copied, the weights replaced, the config written last."""
+    run_dir, source = Path(run_dir), Path(source)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for path in source.iterdir():
+        if path.is_file() and path.name not in (CONFIG_FILE, WEIGHTS_FILE) and not path.name.startswith("."):
+            if path.resolve() != (run_dir / path.name).resolve():
+                shutil.copyfile(path, run_dir / path.name)
+    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    atomic_write(run_dir / WEIGHTS_FILE, lambda tmp: save_file(state, tmp))
+    if (source / CONFIG_FILE).resolve() != (run_dir / CONFIG_FILE).resolve():
+        atomic_write(run_dir / CONFIG_FILE, lambda tmp: shutil.copyfile(source / CONFIG_FILE, tmp))
+
+
 def atomic_write(path: Path, write) -> None:
     tmp = path.with_name(path.name + ".tmp")
     write(str(tmp))

@@ -39,16 +39,21 @@ class EncoderUnavailable(RuntimeError):
 
 def load_encoder(spec: str = "bundled", device: str = "cpu", hub_cache: str | None = None) -> Encoder:
     """Load `bundled`, a preset name, a run directory, `local-dir:DIR` or `hf-hub:ORG/NAME`."""
+    return _load_dir(model_folder(spec, hub_cache), PRESETS.get(spec, spec), device)
+
+
+def model_folder(spec: str = "bundled", hub_cache: str | None = None) -> Path:
+    """The local folder holding model `spec` (as `load_encoder` takes it); a hub model is fetched or explained."""
     spec = PRESETS.get(spec, spec)
     if spec == "bundled":
         if not any((BUNDLED_DIR / name).is_file() for name in (CONFIG_FILE, TWO_TOWERS_FILE)):
             raise EncoderUnavailable(f"the bundled model is missing from {BUNDLED_DIR}")
-        return _load_dir(BUNDLED_DIR, "bundled", device)
+        return BUNDLED_DIR
     if spec.startswith("hf-hub:"):
-        return _load_dir(_resolve_hub(spec.removeprefix("hf-hub:"), hub_cache), spec, device)
+        return _resolve_hub(spec.removeprefix("hf-hub:"), hub_cache)
     folder = Path(spec.removeprefix("local-dir:")).expanduser()
     if folder.is_dir():
-        return _load_dir(folder, spec, device)
+        return folder
     raise EncoderUnavailable(
         f"unknown model {spec!r}: expected 'bundled', a run directory, 'local-dir:DIR', "
         f"'hf-hub:ORG/NAME' or one of the presets {', '.join(sorted(PRESETS))}")

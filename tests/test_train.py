@@ -8,7 +8,8 @@ import sys
 import numpy as np
 import pytest
 import sentencepiece as spm
-from safetensors.torch import load_file
+import torch
+from safetensors.torch import load_file, save_file
 
 from embedding import load_encoder
 from tests.conftest import REPO, TEXTS, run_module
@@ -62,6 +63,31 @@ def test_two_processes_under_torchrun_take_the_steps_of_one(flickr, small_captio
     np.testing.assert_allclose(np.array(two)[:, 1:], np.array(one)[:, 1:], rtol=2e-4, atol=1e-4)
     assert one[-1][1] != one[0][1]  # the steps did change the model
     load_encoder(str(tmp_path / "two"))  # the lead process wrote a complete checkpoint
+
+
+@pytest.mark.parametrize("source", ["open_clip_folder", "checkpoint"], ids=["published-format", "ours"])
+def test_fine_tuning_an_open_clip_model_keeps_its_tokenizer_and_unclamped_t(flickr, small_captions, tmp_path,
+                                                                            source, request):
+    """--init: every weight trains; t stays above open_clip's clamp at 100; the result loads like its source."""
+    original, _ = request.getfixturevalue(source)
+    init = tmp_path / "init"
+    shutil.copytree(original, init)
+    weights = load_file(str(init / "open_clip_model.safetensors"))
+    weights["logit_scale"] = torch.tensor(np.log(300.0), dtype=weights["logit_scale"].dtype)  # t = 300
+    save_file(weights, str(init / "open_clip_model.safetensors"))
+    out = tmp_path / "tuned"
+    run_module("train", "--init", f"local-dir:{init}", "--captions", str(small_captions),
+               "--images", str(flickr / "images"), "--out", str(out), "--steps", "3", "--batch-size", "8",
+               "--warmup-steps", "1", "--log-every", "1", "--lr", "1e-4", "--tb-lr", "1e-3")
+    tuned = load_file(str(out / "open_clip_model.safetensors"))
+    assert set(tuned) == set(weights)
+    changed = [name for name in weights if not torch.equal(tuned[name], weights[name])]
+    assert any(name.startswith("visual.") for name in changed) and any(name.startswith("text.") for name in changed)
+    assert float(tuned["logit_scale"].exp()) > 250  # trained, not clamped to 100
+    assert sorted(p.name for p in init.iterdir()) == sorted(p.name for p in out.iterdir() if p.suffix != ".jsonl"
+                                                            and p.name not in ("train_config.json", "training.png"))
+    encoder = load_encoder(str(out))  # with the source's own tokenizer
+    assert encoder.temperature > 250 and encoder.embed_texts(TEXTS).shape[0] == len(TEXTS)
 
 
 def test_siglit_trains_the_heads_and_t_b_and_loads_everywhere(flickr, small_captions, tmp_path):

@@ -5,6 +5,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+from embedding.loading import EncoderUnavailable
 from embedding.towers import BASES, BaseUnavailable
 from train.losses import KINDS
 from train.presets import SIZES
@@ -19,6 +20,9 @@ EXAMPLES = """examples:
         --images ../shared/data/flickr8k/images --out runs/tiny --minutes 15
   data-parallel over 2 processes (--batch-size is the global batch; gloo on CPU):
     torchrun --standalone --nproc_per_node 2 -m train --recipe bundled --out runs/ddp
+  fine-tune a published SigLIP 2 checkpoint (downloaded beforehand; see the README):
+    python -m train --init local-dir:ViT-B-16-SigLIP2-256 --captions ... --images ... --out runs/ft \\
+        --lr 1e-5 --tb-lr 1e-4 --batch-size 64 --minutes 30
   continue a run stopped by --stop-after (or killed after a checkpoint):
     python -m train --resume runs/tiny
   a multilingual SentencePiece tokenizer on caption files:
@@ -47,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         values["languages"] = args.languages.split(",") if isinstance(args.languages, str) else args.languages
         values["language_weights"] = _weights(args.language_weights)
         train(TrainConfig(**values))
-    except (ValueError, FileNotFoundError, BaseUnavailable) as error:
+    except (ValueError, FileNotFoundError, BaseUnavailable, EncoderUnavailable) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
@@ -79,6 +83,9 @@ def _parser() -> argparse.ArgumentParser:
     data.add_argument("--eval-every", type=int, help="validate every N steps (always once at the end)")
     model = parser.add_argument_group("model")
     model.add_argument("--size", choices=sorted(SIZES), default="tiny", help="from-scratch tower sizes (default tiny)")
+    model.add_argument("--init", metavar="MODEL",
+                       help="fine-tune this open_clip-format model (a run dir, local-dir:DIR, hf-hub:ORG/NAME or a "
+                            "preset such as siglip2-b16-256), every weight trainable, its t and b as learned")
     model.add_argument("--image-base", choices=image_bases, help="pretrained image trunk (pip-installed weights)")
     model.add_argument("--text-base", choices=text_bases, help="pretrained text trunk (pip-installed weights)")
     model.add_argument("--embed-dim", type=int, default=512, help="joint embedding size on pretrained bases")

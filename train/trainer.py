@@ -29,7 +29,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from embedding.checkpoint import build_model, save_checkpoint
+from embedding.checkpoint import CONFIG_FILE, build_model, save_checkpoint, save_fine_tuned
+from embedding.loading import load_encoder, model_folder
 from embedding.onnx_trunk import onnx_image_trunk
 from embedding.tokenizer import PAD_ID, SentencePieceTokenizer
 from embedding.towers import BASES
@@ -50,8 +51,10 @@ class TrainConfig:
     captions: Path
     images: Path
     out: Path
-    # The model: from scratch at `size`, or on pretrained bases when both bases are named.
+    # The model: from scratch at `size`, on pretrained bases when both bases are named, or fine-tuned
+    # from an open_clip-format model (`init`: run dir, local-dir:, hf-hub: or a preset).
     size: str = "tiny"
+    init: str | None = None
     image_base: str | None = None     # e.g. efficientnet-lite0 (embedding.towers.BASES)
     text_base: str | None = None      # e.g. e5-small
     embed_dim: int = 512              # joint space of a model on pretrained bases
@@ -239,6 +242,8 @@ def resume_training(out: str | Path, stop_after: int | None = None) -> Path:
 def _check(cfg: TrainConfig) -> None:
     if cfg.steps is None and cfg.minutes is None:
         raise ValueError("give --steps or --minutes (or both)")
+    if cfg.init and cfg.pretrained:
+        raise ValueError("--init fine-tunes a whole model; it does not combine with --image-base/--text-base")
     if cfg.pretrained and not (cfg.image_base and cfg.text_base):
         raise ValueError("a model on pretrained bases needs both --image-base and --text-base")
     for base, kind in ((cfg.image_base, "image"), (cfg.text_base, "text")):
@@ -249,6 +254,8 @@ def _check(cfg: TrainConfig) -> None:
 
 def _build_model(cfg: TrainConfig, images, out: Path):
     """(model, tokenizer, preprocess_cfg, pad id, (locked image trunk, locked text trunk), save(folder))."""
+    if cfg.init:
+        return _fine_tune_model(cfg)
     if not cfg.pretrained:
         texts = [caption for image in images for captions in image.captions.values() for caption in captions]
         sp_file = out / "tokenizer.model"
@@ -281,6 +288,24 @@ def _build_model(cfg: TrainConfig, images, out: Path):
     locked = (LockedTrunk(image_trunk, image_id) if cfg.image_unlocked == 0 else None,
               LockedTrunk(model.text_trunk, text_id) if cfg.text_unlocked == 0 else None)
     return model, model.tokenizer, preprocess_cfg, model.pad_id, locked, lambda folder: save_two_towers(folder, model)
+
+
+def _fine_tune_model(cfg: TrainConfig):
+    """A published (or our own) open_clip-format model with its own tokenizer, every weight trainable.
+
+    Its learned t and b are kept as they are: this loop never clamps the temperature (open_clip's CLIP
+    training clamps t at 100, which would silently cap a SigLIP checkpoint's learned value)."""
+    folder = model_folder(cfg.init)
+    if not (folder / CONFIG_FILE).is_file():
+        raise ValueError(f"--init needs an open_clip-format model ({CONFIG_FILE}); {folder} has none "
+                         f"(a model on pretrained bases trains with --image-base/--text-base)")
+    encoder = load_encoder(str(folder))
+    model = encoder.model
+    if cfg.loss == "sigmoid" and getattr(model, "logit_bias", None) is None:
+        raise ValueError(f"{cfg.init} has no logit bias (a softmax-trained CLIP): fine-tune it with --loss softmax")
+    model.requires_grad_(True)
+    return (model, encoder.tokenizer, model.visual.preprocess_cfg, PAD_ID, (None, None),
+            lambda run_dir: save_fine_tuned(run_dir, model, folder))
 
 
 def _init_distributed() -> tuple[int, int]:
