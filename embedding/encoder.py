@@ -68,11 +68,17 @@ class Encoder:
 
 def _fingerprint(model: torch.nn.Module, tokenizer_identity: bytes, preprocess_cfg: dict) -> str:
     """A stable hash of weights + tokenizer + preprocessing: equal only for the same embedding space."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(str(tensor.dtype).encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    digest = weights_hash(model)
     digest.update(tokenizer_identity)
     digest.update(json.dumps(preprocess_cfg, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:20]
+
+
+def weights_hash(module: torch.nn.Module) -> "hashlib._Hash":
+    """sha256 over a module's parameter and buffer names, dtypes and bytes (update it with more if needed)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(str(tensor.dtype).encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest

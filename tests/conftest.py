@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -108,6 +109,13 @@ def run_module(module: str, *args: str, check: bool = True, env: dict | None = N
     if check and result.returncode != 0:
         raise AssertionError(f"python -m {module} failed ({result.returncode}):\n{result.stderr[-3000:]}")
     return result
+
+
+def torchrun(nproc: int, module: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `torchrun --standalone --nproc_per_node nproc -m module args...` from the repository root."""
+    launcher = shutil.which("torchrun") or f"{sys.executable} -m torch.distributed.run"
+    return subprocess.run([*launcher.split(), "--standalone", "--nproc_per_node", str(nproc), "-m", module, *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
 def free_port() -> int:

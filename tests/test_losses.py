@@ -1,16 +1,13 @@
 """The losses: chunked and multi-device forms equal dense; dense equals open_clip; training lowers each."""
 
 import json
-import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 from open_clip.loss import SigLipLoss
 
-from tests.conftest import REPO
+from tests.conftest import torchrun
 from train.losses import chunked_sigmoid_loss, make_loss, ring_sigmoid_loss, sigmoid_loss, softmax_loss
 
 TOLERANCE = {torch.float64: 1e-5, torch.float32: 1e-4}
@@ -99,10 +96,7 @@ def test_training_steps_lower_the_loss(kind, chunk):
 @pytest.mark.parametrize("world", [2, 4])
 def test_multi_device_losses_equal_dense_under_torchrun(world, tmp_path):
     out = tmp_path / "result.json"
-    torchrun = shutil.which("torchrun") or f"{sys.executable} -m torch.distributed.run"
-    command = [*torchrun.split(), "--standalone", "--nproc_per_node", str(world),
-               "-m", "tests.distributed_losses", str(out)]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    done = torchrun(world, "tests.distributed_losses", str(out), timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["world"] == world and result["mismatched_scales_refused"]

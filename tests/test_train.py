@@ -2,8 +2,6 @@
 
 import json
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -12,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from embedding import load_encoder
-from tests.conftest import REPO, TEXTS, run_module
+from tests.conftest import TEXTS, run_module, torchrun
 from train.recipes import RECIPES, load_recipe
 from train.trainer import TrainConfig
 
@@ -51,12 +49,9 @@ def test_a_resumed_run_continues_the_same_loss_curve(flickr, small_captions, tmp
 def test_two_processes_under_torchrun_take_the_steps_of_one(flickr, small_captions, tmp_path, model):
     """torchrun with 2 processes (gloo, the ring sigmoid loss, DDP) logs the loss, t and b of one process."""
     _train(flickr, small_captions, tmp_path / "one", *model, "--steps", "6")
-    torchrun = shutil.which("torchrun") or f"{sys.executable} -m torch.distributed.run"
-    done = subprocess.run([*torchrun.split(), "--standalone", "--nproc_per_node", "2", "-m", "train",
-                           "--captions", str(small_captions), "--images", str(flickr / "images"),
-                           "--out", str(tmp_path / "two"), "--steps", "6", "--batch-size", "16",
-                           "--warmup-steps", "2", "--log-every", "1", *model],
-                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    done = torchrun(2, "train", "--captions", str(small_captions), "--images", str(flickr / "images"),
+                    "--out", str(tmp_path / "two"), "--steps", "6", "--batch-size", "16", "--warmup-steps", "2",
+                    "--log-every", "1", *model)
     assert done.returncode == 0, done.stderr[-3000:]
     one, two = _curve(tmp_path / "one"), _curve(tmp_path / "two")
     assert [row[0] for row in two] == list(range(1, 7))
