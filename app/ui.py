@@ -9,7 +9,8 @@ from PIL import Image
 from app.search import Result, make_filters, more_like_this, search_image, search_text, tag_image
 from app.thumbnails import thumbnail
 from embedding import Encoder
-from indexer import Library
+from indexer import Library, index_folders
+from indexer.tags import tag_library
 
 QUERY_HELP = ("Any language the model knows. Combine terms with commas; `-` excludes, `2:` weighs: "
               "`beach, -people, 2:sunset`.")
@@ -61,8 +62,22 @@ def build_ui(library: Library, encoder: Encoder) -> gr.Blocks:
             raise gr.Error("upload an image first")
         return tag_image(encoder, image, labels.split(","))
 
-    def remember(originals: list[str], event: gr.SelectData) -> str:
-        return originals[event.index]
+    def remember(originals: list[str], event: gr.SelectData) -> tuple[str, str, str]:
+        """The selected result: kept for "more like this", and shown full size with its path and tags."""
+        path = originals[event.index]
+        tags = ", ".join(f"{tag} {p:.0%}" for tag, p in library.image_tags(path).items())
+        return path, path, f"`{path}`" + (f" · tags: {tags}" if tags else "")
+
+    def index_folder(folder: str, progress=gr.Progress(track_tqdm=True)):  # noqa: B008 (how Gradio passes progress)
+        """Add a folder's photos to the library (searches go on meanwhile); the run's summary and the new status."""
+        root = Path(folder.strip()).expanduser()
+        if not folder.strip() or not root.is_dir():
+            raise gr.Error(f"not a folder on the server: {folder!r}")
+        summary = index_folders(library, encoder, [root])  # its tqdm bars drive the page's progress bar
+        gr.set_static_paths([str(root.resolve())])  # an indexed root's photos may now be shown
+        if library.vocabulary():
+            tag_library(library, encoder, library.vocabulary())
+        return str(summary), *library_status()
 
     def similar_gallery(path: str | None, n: int):
         return gallery(checked(lambda: more_like_this(library, path, int(n)))) if path else ([], [])
@@ -73,8 +88,9 @@ def build_ui(library: Library, encoder: Encoder) -> gr.Blocks:
         tags = ", ".join(f"{tag} (≥ {threshold:.2f})" for tag, threshold in library.vocabulary().items()) or "none"
         text = (f"**{len(library)} photos** in `{library.folder}` · model `{encoder.name}` "
                 f"(fingerprint `{encoder.fingerprint}`) · folders: {roots} · tags: {tags} · **{len(failures)} "
-                f"files could not be read** (below). Add photos with "
-                f"`python -m indexer FOLDER --library {library.folder}`, tags with `--tag LABEL[=THRESHOLD]`.")
+                f"files could not be read** (below). Add photos below, or with "
+                f"`python -m indexer FOLDER --library {library.folder}` while the app is stopped; tags with "
+                f"`--tag LABEL[=THRESHOLD]`.")
         return text, [[path, reason] for path, reason in failures]
 
     with gr.Blocks(title="sigsearch") as ui:
@@ -97,11 +113,15 @@ def build_ui(library: Library, encoder: Encoder) -> gr.Blocks:
                     gps = gr.Radio(["any", "yes", "no"], value="any", label="Has GPS")
                     tagged = gr.Dropdown(["", *library.vocabulary()], value="", label="Tagged", allow_custom_value=True)
             results = gr.Gallery(label="Results", columns=6, object_fit="cover", height="auto", elem_id="results")
+            with gr.Row():
+                full_size = gr.Image(label="Selected photo, full size", type="filepath", interactive=False,
+                                     elem_id="full-size", scale=3)
+                selected_info = gr.Markdown(elem_id="selected-path")
             originals, selected = gr.State([]), gr.State(None)
             for trigger in (query.submit, go.click):
                 trigger(search_gallery, [query, k, threshold, folder, taken_from, taken_to, gps, tagged],
                         [results, originals], api_visibility="private")
-            results.select(remember, originals, selected, api_visibility="private")
+            results.select(remember, originals, [selected, full_size, selected_info], api_visibility="private")
             like.click(similar_gallery, [selected, k], [results, originals], api_visibility="private")
         with gr.Tab("Search by image"):
             upload = gr.Image(type="pil", label="A photo like the ones you want")
@@ -119,8 +139,15 @@ def build_ui(library: Library, encoder: Encoder) -> gr.Blocks:
             tag_button.click(tag, [tag_upload, labels], tags, api_name="tag")
         with gr.Tab("Library"):
             status = gr.Markdown()
+            with gr.Row():
+                new_folder = gr.Textbox(label="Index a folder on this machine (only new or changed photos are "
+                                              "embedded)", placeholder="/home/me/Pictures", scale=4,
+                                        elem_id="index-folder")
+                index_button = gr.Button("Index", variant="primary", elem_id="index-button")
+            index_log = gr.Textbox(label="Last indexing run", lines=3, interactive=False, elem_id="index-log")
             failed = gr.Dataframe(headers=["file", "why it could not be read"], interactive=False)
             ui.load(library_status, None, [status, failed], api_visibility="private")
+            index_button.click(index_folder, new_folder, [index_log, status, failed], api_name="index_folder")
         # JSON endpoints for scripts (gradio_client); the image one takes an uploaded file.
         gr.api(search, api_name="search")
         gr.api(similar, api_name="more_like_this")

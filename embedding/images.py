@@ -4,7 +4,11 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
+from pillow_heif import register_heif_opener
 
+register_heif_opener()  # HEIC/HEIF (iPhone photos) open like any other format in Pillow
+# The files the indexer picks up: what Pillow (with the HEIF plugin) reads here.
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif"}
 # Modes whose samples are wider than 8 bits; PIL's own convert("RGB") clips them instead of scaling.
 _WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 

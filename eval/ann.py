@@ -10,6 +10,7 @@ import faiss
 import numpy as np
 
 from indexer import Library
+from indexer.ann import build_index
 
 
 def library_vectors(library: Library) -> np.ndarray:
@@ -26,18 +27,6 @@ def perturbed_queries(vectors: np.ndarray, count: int, noise: float, seed: int =
     picks = vectors[rng.choice(len(vectors), size=min(count, len(vectors)), replace=False)]
     queries = picks + rng.normal(scale=noise / np.sqrt(vectors.shape[1]), size=picks.shape).astype(np.float32)
     return queries / np.linalg.norm(queries, axis=1, keepdims=True)
-
-
-def build_index(spec: str, vectors: np.ndarray) -> faiss.Index:
-    """A trained, filled FAISS index from `FACTORY[:PARAMS]`, e.g. `HNSW32:efSearch=64`, `IVF256,PQ32:nprobe=16`."""
-    factory, _, parameters = spec.partition(":")
-    index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
-    if not index.is_trained:
-        index.train(vectors)
-    index.add(vectors)
-    if parameters:
-        faiss.ParameterSpace().set_index_parameters(index, parameters)
-    return index
 
 
 def measure(index: faiss.Index, exact_top: np.ndarray, queries: np.ndarray, k: int) -> dict[str, float]:

@@ -6,6 +6,7 @@ from contextlib import closing
 from pathlib import Path
 
 from embedding import EncoderUnavailable, load_encoder
+from indexer.ann import AUTO_THRESHOLD, HNSW_LIMIT, KINDS
 from indexer.library import Library, LibraryBusy, ModelMismatch, default_library_dir
 from indexer.metadata import DEFAULT_MAX_PIXELS
 from indexer.run import index_folders
@@ -34,11 +35,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="also index files that symbolic links lead to outside the given folders")
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                         help="refuse (and record) images whose header announces more pixels (default %(default)s)")
+    parser.add_argument("--ann", choices=KINDS,
+                        help="index type for search, kept in the library: exact, hnsw, ivfpq, or auto (the "
+                             "default: exact below --ann-threshold images, HNSW above, IVF-PQ above "
+                             f"{HNSW_LIMIT:,})")
+    parser.add_argument("--ann-threshold", type=int, metavar="N",
+                        help=f"library size at which auto turns approximate (default {AUTO_THRESHOLD:,})")
     args = parser.parse_args(argv)
 
     try:
         with closing(Library(args.library)) as library:
             encoder = load_encoder(args.model or library.setting("model") or "bundled")
+            if args.ann or args.ann_threshold is not None:
+                library.set_ann(args.ann or library.setting("ann") or "auto", args.ann_threshold)
             summary = index_folders(library, encoder, args.paths, batch_size=args.batch_size,
                                     commit_every=args.commit_every, max_pixels=args.max_pixels,
                                     follow_links=args.follow_links)

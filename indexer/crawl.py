@@ -4,7 +4,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+from embedding.images import IMAGE_SUFFIXES
 
 
 def find_images(root: Path, follow_links: bool = False) -> Iterator[Path]:

@@ -5,8 +5,10 @@ rename) before their rows are committed to DuckDB, so the only possible leftover
 rows never landed; `Library.__init__` drops those. DuckDB is the source of truth.
 """
 
+import functools
 import os
 import re
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
@@ -16,8 +18,11 @@ import duckdb
 import faiss
 import numpy as np
 
+from indexer.ann import AUTO_THRESHOLD, ann_spec, build_index
+
 DB_FILE = "library.duckdb"
 INDEX_FILE = "index.faiss"
+ANN_FILE = "ann.faiss"  # the approximate index of a large library (indexer.ann); absent when exact suffices
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -30,6 +35,7 @@ ALTER TABLE images ADD COLUMN IF NOT EXISTS taken_at TIMESTAMP;   -- EXIF DateTi
 ALTER TABLE images ADD COLUMN IF NOT EXISTS camera VARCHAR;        -- EXIF Make + Model
 ALTER TABLE images ADD COLUMN IF NOT EXISTS gps_lat DOUBLE;        -- EXIF GPS, decimal degrees
 ALTER TABLE images ADD COLUMN IF NOT EXISTS gps_lon DOUBLE;
+ALTER TABLE images ADD COLUMN IF NOT EXISTS hash VARCHAR;          -- of the file's bytes: finds renames and copies
 CREATE TABLE IF NOT EXISTS failures (
     path VARCHAR PRIMARY KEY, size BIGINT, mtime DOUBLE, reason VARCHAR,
     failed_at TIMESTAMP DEFAULT current_timestamp);
@@ -41,7 +47,8 @@ CREATE TABLE IF NOT EXISTS settings (key VARCHAR PRIMARY KEY, value VARCHAR);
 """
 
 
-_IMAGE_COLUMNS = ("path", "size", "mtime", "width", "height", "taken_at", "camera", "gps_lat", "gps_lon")
+_CONTENT_COLUMNS = ("width", "height", "taken_at", "camera", "gps_lat", "gps_lon")  # the same for equal bytes
+_IMAGE_COLUMNS = ("path", "size", "mtime", "hash", *_CONTENT_COLUMNS)
 
 
 class LibraryBusy(RuntimeError):
@@ -77,10 +84,28 @@ def default_library_dir() -> Path:
     return Path(os.environ.get("SIGSEARCH_LIBRARY", Path.home() / ".local/share/sigsearch/library"))
 
 
+def _thread_safe(cls):
+    """Every public method holds the library's lock, so the app can search while its panel indexes: one
+    DuckDB connection and one FAISS index are not safe to use from two threads at once."""
+    def locked(method):
+        @functools.wraps(method)
+        def run(self, *args, **kwargs):
+            with self.lock:
+                return method(self, *args, **kwargs)
+        return run
+
+    for name, member in list(vars(cls).items()):
+        if callable(member) and (not name.startswith("_") or name == "__len__"):
+            setattr(cls, name, locked(member))
+    return cls
+
+
+@_thread_safe
 class Library:
     """Open (or create) the library in `folder`."""
 
     def __init__(self, folder: str | Path):
+        self.lock = threading.RLock()
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         try:
@@ -95,6 +120,7 @@ class Library:
         self.db.execute(SCHEMA)
         self.index = self._load_index()
         self._reconcile()
+        self.ann = self._load_ann()
 
     # --- model -----------------------------------------------------------------------------------
     def setting(self, key: str) -> str | None:
@@ -134,19 +160,44 @@ class Library:
     def failures(self) -> list[tuple[str, str]]:
         return self.db.execute("SELECT path, reason FROM failures ORDER BY path").fetchall()
 
+    def stored_hashes(self, paths: list[str]) -> dict[str, str]:
+        """path -> content hash of those `paths` that are indexed (with a hash)."""
+        return dict(self.db.execute("SELECT path, hash FROM images WHERE hash IS NOT NULL AND list_contains(?, path)",
+                                    [paths]).fetchall())
+
+    def ids_by_hash(self, hashes: list[str]) -> dict[str, int]:
+        """content hash -> id of an indexed image with those bytes, for the `hashes` that are indexed."""
+        return dict(self.db.execute("SELECT hash, min(id) FROM images WHERE list_contains(?, hash) GROUP BY hash",
+                                    [hashes]).fetchall())
+
+    def update_stat(self, path: str, size: int, mtime: float) -> None:
+        """A file touched but not changed (same bytes): remember its new size and mtime."""
+        self.db.execute("UPDATE images SET size = ?, mtime = ? WHERE path = ?", [size, mtime, path])
+
+    def add_copies(self, records: list[dict], source_ids: list[int]) -> None:
+        """Store files (path, size, mtime, hash) whose bytes are already indexed as `source_ids`: the
+        stored vector and metadata are reused, nothing is decoded or embedded."""
+        if not records:
+            return
+        columns = ", ".join(_CONTENT_COLUMNS)
+        content = {row[0]: dict(zip(_CONTENT_COLUMNS, row[1:], strict=True)) for row in self.db.execute(
+            f"SELECT id, {columns} FROM images WHERE list_contains(?, id)", [source_ids]).fetchall()}
+        vectors = np.stack([self.index.reconstruct(int(source)) for source in source_ids])
+        self.add([{**content[source], **record} for record, source in zip(records, source_ids, strict=True)], vectors)
+
     def add(self, records: list[dict], vectors: np.ndarray) -> None:
-        """Store images (dicts with path, size, mtime and the `indexer.metadata` fields) and their vectors."""
+        """Store images (dicts with path, size, mtime, hash and the `indexer.metadata` fields) and their vectors."""
         if not records:
             return
         first = self._next_id()
         ids = np.arange(first, first + len(records), dtype=np.int64)
         self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
+        self.ann = None  # out of date until refresh_ann
         self._save_index()  # vectors first: see the module docstring
         with self._transaction():
             self.db.executemany("DELETE FROM failures WHERE path = ?", [[r["path"]] for r in records])
             self.db.executemany(
-                "INSERT INTO images (id, path, size, mtime, width, height, taken_at, camera, gps_lat, gps_lon) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO images (id, {', '.join(_IMAGE_COLUMNS)}) VALUES (?{', ?' * len(_IMAGE_COLUMNS)})",
                 [[int(i), *(r.get(column) for column in _IMAGE_COLUMNS)] for i, r in zip(ids, records, strict=True)])
 
     def record_failure(self, path: str, size: int | None, mtime: float | None, reason: str) -> None:
@@ -165,6 +216,7 @@ class Library:
             self.db.execute("DELETE FROM failures WHERE list_contains(?, path)", [paths])
         if ids and self.index is not None:
             self.index.remove_ids(np.array(ids, dtype=np.int64))
+            self.ann = None
             self._save_index()
 
     def vectors(self) -> tuple[np.ndarray, np.ndarray]:
@@ -201,6 +253,30 @@ class Library:
             "SELECT t.tag, t.probability FROM image_tags t JOIN tags v USING (tag) JOIN images i USING (id) "
             "WHERE i.path = ? AND t.probability >= v.threshold ORDER BY t.probability DESC", [path]).fetchall())
 
+    # --- approximate index ---------------------------------------------------------------------
+    def set_ann(self, kind: str, threshold: int | None = None) -> None:
+        """Choose the index type for this library (auto, exact, hnsw, ivfpq) and auto's size threshold."""
+        ann_spec(0, 1, kind)  # refuses an unknown kind
+        self.db.executemany("INSERT OR REPLACE INTO settings VALUES (?, ?)",
+                            [("ann", kind), *([("ann_threshold", str(threshold))] if threshold is not None else [])])
+
+    def refresh_ann(self) -> str | None:
+        """Build (or drop) the approximate index the library's size and settings call for; returns its spec."""
+        ids, vectors = self.vectors()
+        spec = ann_spec(len(ids), vectors.shape[1], self.setting("ann") or "auto",
+                        int(self.setting("ann_threshold") or AUTO_THRESHOLD))
+        path = self.folder / ANN_FILE
+        if spec is None:
+            path.unlink(missing_ok=True)
+            self.ann = None
+        elif self.ann is None or self.setting("ann_spec") != spec:
+            self.ann = build_index(spec, vectors, ids)
+            tmp = self.folder / (ANN_FILE + ".tmp")
+            faiss.write_index(self.ann, str(tmp))
+            os.replace(tmp, path)
+            self.db.execute("INSERT OR REPLACE INTO settings VALUES ('ann_spec', ?)", [spec])
+        return spec
+
     # --- search ----------------------------------------------------------------------------------
     def filtered_ids(self, filters: Filters) -> np.ndarray:
         """Ids of the images that pass `filters` (one SQL query over the metadata)."""
@@ -227,13 +303,15 @@ class Library:
         """The k images most similar (inner product of unit vectors) to `vector` among those passing `filters`."""
         if self.index is None or self.index.ntotal == 0:
             return []
-        params = None
+        index, params = self.ann or self.index, None
         if filters is not None and filters.active():
             allowed = self.filtered_ids(filters)
             if len(allowed) == 0:
                 return []
-            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))  # FAISS skips the rest
-        scores, ids = self.index.search(np.asarray(vector, dtype=np.float32).reshape(1, -1), k, params=params)
+            # Exact search over the allowed ids (FAISS skips the rest): a graph or inverted-list search
+            # that may visit only filtered-out neighbours would miss matches that exist.
+            index, params = self.index, faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
+        scores, ids = index.search(np.asarray(vector, dtype=np.float32).reshape(1, -1), k, params=params)
         found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
         paths = dict(self.db.execute("SELECT id, path FROM images WHERE list_contains(?, id)",
                                      [[i for i, _ in found]]).fetchall())
@@ -251,6 +329,16 @@ class Library:
         tmp = self.folder / (INDEX_FILE + ".tmp")
         faiss.write_index(self.index, str(tmp))
         os.replace(tmp, self.folder / INDEX_FILE)
+
+    def _load_ann(self):
+        """The approximate index, if there is one and it holds exactly the library's vectors (an indexing
+        run that stopped before `refresh_ann` leaves a stale one, which exact search replaces)."""
+        path = self.folder / ANN_FILE
+        if not path.is_file():
+            return None
+        ann = faiss.read_index(str(path))
+        fresh = np.array_equal(np.sort(faiss.vector_to_array(ann.id_map)), np.sort(self._index_ids()))
+        return ann if fresh else None
 
     def _index_ids(self) -> np.ndarray:
         if self.index is None:

@@ -1,5 +1,6 @@
 """What a photo's header says, read without decoding its pixels: size, date taken, camera, GPS."""
 
+import hashlib
 import warnings
 from datetime import datetime
 from pathlib import Path
@@ -14,6 +15,15 @@ warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 class TooManyPixels(ValueError):
     """The header announces more pixels than the limit (a decompression bomb, or an absurd image)."""
+
+
+def file_hash(path: Path) -> str:
+    """The file's content hash (BLAKE2b, 128 bits): equal bytes, equal hash, whatever the name."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def read_metadata(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:

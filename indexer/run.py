@@ -14,21 +14,25 @@ from tqdm import tqdm
 from embedding import Encoder
 from indexer.crawl import find_images
 from indexer.library import Library
-from indexer.metadata import DEFAULT_MAX_PIXELS, read_metadata
+from indexer.metadata import DEFAULT_MAX_PIXELS, file_hash, read_metadata
 
 
 @dataclass
 class Summary:
     indexed: int = 0
     unchanged: int = 0
+    reused: int = 0      # renamed or copied files: their bytes were indexed, the vector is reused
     removed: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    ann: str | None = None  # the approximate index searches use (indexer.ann), None: exact search
 
     def __str__(self) -> str:
         rate = self.indexed / self.seconds if self.seconds else 0.0
-        lines = [f"indexed {self.indexed}, unchanged {self.unchanged}, removed {self.removed}, "
+        lines = [f"indexed {self.indexed}, unchanged {self.unchanged}, reused {self.reused} (renamed or copied), "
+                 f"removed {self.removed}, "
                  f"failed {len(self.failed)} in {self.seconds:.1f} s ({rate:.1f} images/s)"]
+        lines.append(f"search: approximate ({self.ann})" if self.ann else "search: exact")
         lines += [f"  failed: {path}: {reason}" for path, reason in self.failed]
         return "\n".join(lines)
 
@@ -53,32 +57,28 @@ def index_folders(library: Library, encoder: Encoder, folders: list[Path], batch
     known = library.known_files()
     under_roots = [p for p in known if any(Path(p).is_relative_to(root) for root in roots)]
     gone = [p for p in under_roots if p not in files]
-    todo = []
+    stats = {}  # name -> (size, mtime) of the files that are new or differ from what is stored
     for name, path in files.items():
         try:
             stat = path.stat()
         except OSError as error:  # a broken link, a file deleted meanwhile, no permission
-            library.record_failure(name, None, None, f"{type(error).__name__}: {error}")
-            summary.failed.append((name, f"{type(error).__name__}: {error}"))
+            _fail(library, summary, name, error)
             continue
         if known.get(name) == (stat.st_size, stat.st_mtime):
             summary.unchanged += 1
         else:
-            todo.append(path)
-    changed = [str(p) for p in todo if str(p) in known]
-    library.remove(gone + changed)
-    summary.removed = len(gone)
+            stats[name] = (stat.st_size, stat.st_mtime)
+    todo, copies = _sort_by_content(library, summary, stats, set(known), progress)
 
     bar = tqdm(total=len(todo), unit="image", desc="indexing", disable=not progress)
     batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
     pending_records: list[dict] = []
     pending_vectors: list[np.ndarray] = []
     with ThreadPoolExecutor() as decoders:
-        for decoded in _prefetch(decoders, batches, lambda path: _decode(encoder, path, max_pixels)):
+        for decoded in _prefetch(decoders, batches, lambda item: _decode(encoder, item, max_pixels)):
             good = [d for d in decoded if "error" not in d]
             for bad in (d for d in decoded if "error" in d):
-                library.record_failure(bad["path"], bad["size"], bad["mtime"], bad["error"])
-                summary.failed.append((bad["path"], bad["error"]))
+                _fail(library, summary, bad["path"], bad["error"], bad["size"], bad["mtime"])
             if good:
                 pending_vectors.append(encoder.embed_pixels(torch.stack([d.pop("pixels") for d in good])))
                 pending_records += good
@@ -87,8 +87,87 @@ def index_folders(library: Library, encoder: Encoder, folders: list[Path], batch
             bar.update(len(decoded))
     summary.indexed += _commit(library, pending_records, pending_vectors)
     bar.close()
+    failed = dict(summary.failed)
+    for copy, first in copies:  # the same bytes as a file this run just embedded (or failed to)
+        if _reuse(library, summary, {copy: first.hash}, stats):
+            _fail(library, summary, copy, f"same content as {first.path}: {failed.get(first.path, 'not indexed')}",
+                  *stats[copy])
+    library.remove(gone)  # last: a renamed file's vector was still needed above
+    summary.removed = len(gone)
+    summary.ann = library.refresh_ann()
     summary.seconds = time.time() - start
     return summary
+
+
+@dataclass
+class _Todo:
+    path: str
+    hash: str
+
+
+def _sort_by_content(library: Library, summary: Summary, stats: dict[str, tuple[int, float]], known: set[str],
+                     progress: bool) -> tuple[list[_Todo], list[tuple[str, _Todo]]]:
+    """The content hash decides what files whose size or mtime changed need: (to embed, [(copy, its first)]).
+
+    Bytes already indexed, at the same path (touched) or another (renamed, copied), reuse the stored vector
+    at once; new bytes are embedded once, and their other copies reuse that vector afterwards."""
+    hashes = _hash_files(library, summary, list(stats), progress)
+    stored = library.stored_hashes(list(hashes))
+    for name in [name for name, digest in hashes.items() if stored.get(name) == digest]:
+        library.update_stat(name, *stats[name])  # touched, not changed
+        summary.unchanged += 1
+    fresh = {name: digest for name, digest in hashes.items() if stored.get(name) != digest}
+    left = _reuse(library, summary, {name: fresh[name] for name in fresh if name not in known}, stats)
+    changed = [name for name in fresh if name in known]
+    library.remove(changed)  # their stored content is stale (a changed file, or one that failed before)
+    left += _reuse(library, summary, {name: fresh[name] for name in changed}, stats)
+    firsts: dict[str, _Todo] = {}
+    copies = []
+    for name in sorted(left):
+        if fresh[name] in firsts:
+            copies.append((name, firsts[fresh[name]]))
+        else:
+            firsts[fresh[name]] = _Todo(name, fresh[name])
+    return list(firsts.values()), copies
+
+
+def _hash_files(library: Library, summary: Summary, names: list[str], progress: bool) -> dict[str, str]:
+    """name -> content hash, hashed in parallel threads (hashlib releases the GIL); unreadable files fail."""
+    def work(name: str) -> str | OSError:
+        try:
+            return file_hash(Path(name))
+        except OSError as error:
+            return error
+
+    hashes = {}
+    with ThreadPoolExecutor() as pool:
+        results = tqdm(pool.map(work, names), total=len(names), unit="file", desc="hashing",
+                       disable=not progress or not names)
+        for name, result in zip(names, results, strict=True):
+            if isinstance(result, OSError):
+                _fail(library, summary, name, result)
+            else:
+                hashes[name] = result
+    return hashes
+
+
+def _reuse(library: Library, summary: Summary, hashes: dict[str, str],
+           stats: dict[str, tuple[int, float]]) -> list[str]:
+    """Add the files (name -> hash) whose bytes are already indexed, reusing those vectors; returns the others."""
+    sources = library.ids_by_hash(list(hashes.values()))
+    reusable = [name for name, digest in hashes.items() if digest in sources]
+    library.add_copies([{"path": name, "size": stats[name][0], "mtime": stats[name][1], "hash": hashes[name]}
+                        for name in reusable], [sources[hashes[name]] for name in reusable])
+    summary.reused += len(reusable)
+    return [name for name, digest in hashes.items() if digest not in sources]
+
+
+def _fail(library: Library, summary: Summary, name: str, error: Exception | str, size: int | None = None,
+          mtime: float | None = None) -> None:
+    """Record an unreadable file in the library and in the run's summary."""
+    reason = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    library.record_failure(name, size, mtime, reason)
+    summary.failed.append((name, reason))
 
 
 def _commit(library: Library, records: list[dict], vectors: list[np.ndarray]) -> int:
@@ -101,7 +180,7 @@ def _commit(library: Library, records: list[dict], vectors: list[np.ndarray]) ->
     return count
 
 
-def _prefetch(pool: ThreadPoolExecutor, batches: list[list[Path]], work) -> Iterator[list[dict]]:
+def _prefetch(pool: ThreadPoolExecutor, batches: list[list], work) -> Iterator[list[dict]]:
     """Yield each batch's results while the pool already works on the next batch (two in flight)."""
     in_flight: deque = deque()
     for batch in batches:
@@ -112,9 +191,10 @@ def _prefetch(pool: ThreadPoolExecutor, batches: list[list[Path]], work) -> Iter
         yield [future.result() for future in in_flight.popleft()]
 
 
-def _decode(encoder: Encoder, path: Path, max_pixels: int) -> dict:
+def _decode(encoder: Encoder, item: _Todo, max_pixels: int) -> dict:
     """One file as a record with metadata and pixels, or with the reason it could not be read."""
-    record = {"path": str(path), "size": None, "mtime": None}
+    path = Path(item.path)
+    record = {"path": item.path, "hash": item.hash, "size": None, "mtime": None}
     try:
         stat = path.stat()
         record.update(size=stat.st_size, mtime=stat.st_mtime)

@@ -1,6 +1,7 @@
 """The app over HTTP: the page, the /search API, photos served only from the library."""
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from gradio_client import Client, handle_file
+from PIL import Image
 
 from embedding import load_encoder
 from indexer import Library, index_folders
@@ -93,6 +95,19 @@ def test_app_serves_library_photos_and_nothing_else(tiny_run, photo_folder, tmp_
         assert len(similar) == 4 and results[0]["image"] not in [r["image"] for r in similar]
         tags = client.predict(handle_file(results[0]["image"]), "Hund, snow, 猫", api_name="/tag")
         assert {c["label"] for c in tags["confidences"]} == {"Hund", "snow", "猫"}
+
+        # The library panel indexes another folder; its photos become searchable and servable.
+        more = tmp_path / "more"
+        more.mkdir()
+        shutil.copy(results[0]["image"], more / "copy.jpg")  # known bytes: reused, not embedded
+        Image.new("RGB", (40, 30), "orange").save(more / "orange.png")
+        (more / "broken.jpg").write_text("not a photo")
+        log, library_text, failures = client.predict(str(more), api_name="/index_folder")
+        assert "indexed 1," in log and "reused 1" in log and "failed 1" in log
+        assert "**50 photos**" in library_text and any(row[0].endswith("broken.jpg") for row in failures["data"])
+        assert status(f"{url}gradio_api/file={more / 'orange.png'}") == 200
+        with pytest.raises(Exception, match="not a folder"):
+            client.predict(str(tmp_path / "nowhere"), api_name="/index_folder")
 
 
 def test_exposing_the_app_needs_a_login_or_an_explicit_insecure(tmp_path):

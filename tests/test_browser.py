@@ -80,6 +80,11 @@ def test_a_german_query_shows_photos_that_really_load(page, app_url, photo_folde
 def test_more_like_the_selected_photo(page, app_url):
     before = search(page, app_url, "Ein Hund rennt")
     page.locator("#results img").nth(3).click()
+    full = page.locator("#full-size img")  # the selection, full size, with its path
+    full.wait_for(timeout=30_000)
+    full.evaluate("img => img.decode()")
+    assert full.evaluate("img => img.naturalWidth") > 0 and "/thumbnails/" not in full.get_attribute("src")
+    assert before[3].split(" · ")[1] in page.locator("#selected-path").inner_text()
     page.get_by_role("button", name="More like the selected photo").click()
     page.wait_for_function("first => document.querySelector('#results .caption-label')?.innerText !== first",
                            arg=before[0], timeout=30_000)

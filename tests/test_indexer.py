@@ -1,13 +1,16 @@
 """The indexer: bad files recorded, incremental re-runs, model mismatch refused, crash leftovers healed."""
 
 import os
+import shutil
+import threading
 
+import faiss
 import numpy as np
 import pytest
 from PIL import Image
 
 from embedding import load_encoder
-from indexer import Library, ModelMismatch, index_folders
+from indexer import Filters, Library, ModelMismatch, index_folders
 from tests.conftest import run_module
 
 
@@ -58,6 +61,100 @@ def test_rerun_embeds_only_new_or_changed_files_and_drops_deleted(tmp_path, enco
     assert len(library) == 4 and library.index.ntotal == 4
     hit = library.search(encoder.embed_images([Image.new("RGB", (20, 20), "red")])[0], k=1)[0]
     assert hit.path.endswith("photo1.jpg") and hit.score == pytest.approx(1.0, abs=1e-4)
+
+
+def test_renamed_copied_and_touched_files_reuse_their_vectors(tmp_path, encoder, monkeypatch):
+    photos = make_photos(tmp_path / "photos")
+    library = Library(tmp_path / "library")
+    index_folders(library, encoder, [photos], progress=False)
+    vector0 = library.vector(str(photos / "photo0.jpg"))
+    (photos / "photo0.jpg").rename(photos / "renamed.jpg")
+    (photos / "sub").mkdir()
+    shutil.copy(photos / "photo1.jpg", photos / "sub" / "copy.jpg")
+    os.utime(photos / "photo2.jpg", (1, 1))  # touched: same bytes, another mtime
+    Image.new("RGB", (20, 20), "green").save(photos / "new.jpg")
+    shutil.copy(photos / "new.jpg", photos / "new_copy.jpg")  # new bytes, twice: embedded once
+    (photos / "notes.jpg").write_text("not a JPEG")
+    shutil.copy(photos / "notes.jpg", photos / "notes_copy.jpg")  # bad bytes, twice: both recorded
+    embedded = []
+    monkeypatch.setattr(encoder, "embed_pixels", lambda pixels, embed=encoder.embed_pixels: embedded.append(
+        len(pixels)) or embed(pixels))
+
+    summary = index_folders(library, encoder, [photos], progress=False)
+    assert sum(embedded) == 1 and summary.indexed == 1
+    assert (summary.reused, summary.unchanged, summary.removed) == (3, 3, 1)
+    assert sorted(os.path.basename(path) for path, _ in summary.failed) == ["notes.jpg", "notes_copy.jpg"]
+    assert "same content as" in dict(library.failures())[str(photos / "notes_copy.jpg")]
+    assert len(library) == library.index.ntotal == 7
+    np.testing.assert_array_equal(library.vector(str(photos / "renamed.jpg")), vector0)
+
+    def row(name):
+        return library.db.execute("SELECT width, height, hash FROM images WHERE path = ?",
+                                  [str(photos / name)]).fetchone()
+    assert row("sub/copy.jpg") == row("photo1.jpg") and row("photo1.jpg")[:2] == (48, 33)
+    again = index_folders(library, encoder, [photos], progress=False)  # the two bad files are known too
+    assert (again.indexed, again.reused, again.unchanged, len(again.failed)) == (0, 0, 9, 0) and sum(embedded) == 1
+
+
+def test_large_libraries_get_an_approximate_index_chosen_by_size(tmp_path):
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(3000, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    library = Library(tmp_path / "library")
+    library.bind_model("m", "f", 32)
+    library.add([{"path": f"/photos/{i}.jpg", "size": 1, "mtime": 0.0} for i in range(3000)], vectors)
+
+    def top(i, k=1, filters=None):
+        return [hit.path for hit in library.search(vectors[i], k, filters)]
+
+    assert library.refresh_ann() is None and library.ann is None  # 3,000 is below the default threshold
+    library.set_ann("auto", threshold=1000)
+    assert library.refresh_ann() == "HNSW32:efSearch=128" and (tmp_path / "library" / "ann.faiss").is_file()
+    assert isinstance(faiss.downcast_index(library.ann.index), faiss.IndexHNSWFlat)
+    assert all(top(i) == [f"/photos/{i}.jpg"] for i in range(100))
+    exact = [f"/photos/{i}.jpg" for i in np.argsort(-(vectors @ vectors[7]))[:5]]
+    assert top(7, 5, Filters(folder="/photos")) == exact  # a filtered query searches exactly
+    library.close()
+    library = Library(tmp_path / "library")
+    assert library.ann is not None  # reopened and still holding the library's exact ids
+    library.add([{"path": "/photos/new.jpg", "size": 1, "mtime": 0.0}], vectors[:1])
+    assert library.ann is None and sorted(top(0, 2)) == ["/photos/0.jpg", "/photos/new.jpg"]
+    library.close()
+    library = Library(tmp_path / "library")
+    assert library.ann is None  # the file on disk no longer matches: exact search until the next refresh
+
+    library.set_ann("ivfpq")
+    assert library.refresh_ann().startswith("IVF") and library.ann is not None
+    assert np.mean([f"/photos/{i}.jpg" in top(i, 10) for i in range(100)]) >= 0.9
+    library.set_ann("exact")
+    assert library.refresh_ann() is None and not (tmp_path / "library" / "ann.faiss").exists()
+    with pytest.raises(ValueError, match="unknown index kind"):
+        library.set_ann("lsh")
+
+
+def test_searches_run_while_another_thread_indexes(tmp_path):
+    """The app's library panel indexes in one thread while searches arrive in others."""
+    vectors = np.random.default_rng(0).normal(size=(500, 16)).astype(np.float32)
+    library = Library(tmp_path / "library")
+    library.bind_model("m", "f", 16)
+    errors, answers = [], []
+
+    def searches():
+        try:
+            for i in range(100):
+                answers.append(library.search(vectors[i], 5, Filters(folder="/p") if i % 2 else None))
+        except Exception as error:  # noqa: BLE001 (any error in a thread fails the test below)
+            errors.append(error)
+
+    threads = [threading.Thread(target=searches) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for start in range(0, 500, 10):
+        library.add([{"path": f"/p/{i}.jpg", "size": 1, "mtime": 0.0} for i in range(start, start + 10)],
+                    vectors[start:start + 10])
+    for thread in threads:
+        thread.join()
+    assert errors == [] and len(answers) == 300 and len(library) == library.index.ntotal == 500
 
 
 def test_a_different_model_is_refused(tmp_path, encoder, open_clip_folder):

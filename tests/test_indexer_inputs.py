@@ -46,6 +46,7 @@ def odd_folder(tmp_path_factory, flickr):
     photo().save(folder / "normal.webp")
     photo().save(folder / "normal.bmp")
     photo().save(folder / "normal.tiff")
+    photo(64, 40, seed=3).save(folder / "iphone.heic")                # HEIC through pillow-heif
     photo().save(folder / ".hidden.jpg")
     return folder
 
@@ -66,18 +67,18 @@ def test_every_odd_file_is_indexed_or_recorded(odd_folder, checkpoint, tmp_path)
     rows = {os.path.basename(row[0]): row[1:] for row in library.db.execute(
         "SELECT path, width, height, taken_at, camera, gps_lat, gps_lon FROM images").fetchall()}
     assert set(rows) == {"cmyk.jpg", "sixteen-bit.png", "palette-alpha.png", "rotated-with-exif.jpg",
-                         "animated.gif", "huge-48mp.jpg", "normal.webp", "normal.bmp", "normal.tiff"}
+                         "animated.gif", "huge-48mp.jpg", "normal.webp", "normal.bmp", "normal.tiff", "iphone.heic"}
     width, height, taken_at, camera, lat, lon = rows["rotated-with-exif.jpg"]
     assert (width, height) == (48, 64) and camera == "Canon EOS 5D"
     assert str(taken_at) == "2021-07-04 12:30:00"
     assert lat == pytest.approx(52.52) and lon == pytest.approx(-13.41)
-    assert rows["huge-48mp.jpg"][:2] == (8000, 6000)
-    assert library.index.ntotal == 9
+    assert rows["huge-48mp.jpg"][:2] == (8000, 6000) and rows["iphone.heic"][:2] == (64, 40)
+    assert library.index.ntotal == 10
 
     # A re-run embeds nothing and keeps the failures; a file that cannot even be stat-ed (the broken
     # link) cannot be known to be unchanged, so it is reported again.
     again = index_folders(library, encoder, [odd_folder], progress=False)
-    assert (again.indexed, again.unchanged) == (0, 15) and len(library.failures()) == 7
+    assert (again.indexed, again.unchanged) == (0, 16) and len(library.failures()) == 7
     assert [os.path.basename(path) for path, _ in again.failed] == ["broken-link.jpg"]
 
 
@@ -93,11 +94,12 @@ def test_links_out_of_the_folder_are_not_followed_unless_asked(tmp_path, checkpo
     library = Library(tmp_path / "library")
     assert index_folders(library, encoder, [inside], progress=False).indexed == 1
     followed = Library(tmp_path / "library2")
-    assert index_folders(followed, encoder, [inside], progress=False, follow_links=True).indexed == 3
+    summary = index_folders(followed, encoder, [inside], progress=False, follow_links=True)
+    assert (summary.indexed, summary.reused, len(followed)) == (2, 1, 3)  # both links reach the same bytes
 
 
 def test_cli_lists_failures_in_its_summary(odd_folder, checkpoint, tmp_path):
     done = run_module("indexer", str(odd_folder), "--library", str(tmp_path / "library"),
                       "--model", str(checkpoint[0]))
-    assert "indexed 9" in done.stdout and "failed 7" in done.stdout
+    assert "indexed 10" in done.stdout and "failed 7" in done.stdout
     assert f"failed: {odd_folder / 'notes.jpg'}: UnidentifiedImageError" in done.stdout
