@@ -12,6 +12,7 @@ from embedding import Encoder
 from indexer import Library, index_folders
 from indexer.tags import tag_library
 
+CONCURRENT_REQUESTS = 4  # per endpoint (indexing: one at a time)
 QUERY_HELP = ("Any language the model knows. Combine terms with commas; `-` excludes, `2:` weighs: "
               "`beach, -people, 2:sunset`.")
 
@@ -147,11 +148,14 @@ def build_ui(library: Library, encoder: Encoder) -> gr.Blocks:
             index_log = gr.Textbox(label="Last indexing run", lines=3, interactive=False, elem_id="index-log")
             failed = gr.Dataframe(headers=["file", "why it could not be read"], interactive=False)
             ui.load(library_status, None, [status, failed], api_visibility="private")
-            index_button.click(index_folder, new_folder, [index_log, status, failed], api_name="index_folder")
+            index_button.click(index_folder, new_folder, [index_log, status, failed], api_name="index_folder",
+                               concurrency_limit=1)
         # JSON endpoints for scripts (gradio_client); the image one takes an uploaded file.
         gr.api(search, api_name="search")
         gr.api(similar, api_name="more_like_this")
         api_image = gr.Image(type="pil", visible=False)
         api_k = gr.Number(24, visible=False)
         gr.Button(visible=False).click(by_image, [api_image, api_k], gr.JSON(visible=False), api_name="search_image")
-    return ui
+    # Several searches at once: the library is thread-safe and a query costs ~10 ms of compute, so one at a
+    # time would leave requests queueing behind Gradio's per-request overhead.
+    return ui.queue(default_concurrency_limit=CONCURRENT_REQUESTS)

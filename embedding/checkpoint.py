@@ -73,6 +73,8 @@ def save_fine_tuned(run_dir: str | Path, model: torch.nn.Module, source: str | P
 
 
 def atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    """`write(tmp)` then rename over `path`: readers see the old file or the new one, never half of one
+    (the temporary name is per process, so processes writing the same file do not clobber each other)."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     write(str(tmp))
     os.replace(tmp, path)

@@ -1,6 +1,7 @@
 """Open any image file as an upright 8-bit RGB picture, whatever its mode or EXIF orientation."""
 
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -38,7 +39,7 @@ def _to_8bit(samples: np.ndarray, mode: str) -> np.ndarray:
     return np.clip(samples * scale, 0, 255).round().astype(np.uint8)
 
 
-def open_rgb(path: str | Path, min_side: int | None = None) -> Image.Image:
+def open_rgb(path: str | Path | BinaryIO, min_side: int | None = None) -> Image.Image:
     """Read an image file (first frame of animations) as an upright RGB image.
 
     With `min_side`, JPEGs are decoded at a reduced scale (DCT scaling) as long as both sides stay at

@@ -7,7 +7,6 @@ or image paths with their size and mtime), so a changed model or a changed file 
 import hashlib
 import os
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
@@ -15,9 +14,11 @@ from embedding import Encoder
 from embedding.cache import cache_dir
 
 
-def image_keys(paths: list[Path]) -> list[str]:
-    """Cache keys for image files: path, size and modification time."""
-    return [f"{path.resolve()}|{path.stat().st_size}|{path.stat().st_mtime_ns}" for path in paths]
+def image_keys(paths: list) -> list[str]:
+    """Cache keys for image files: path, size and modification time (an image with its own `cache_key`,
+    such as one read from a shard, gives that)."""
+    return [getattr(path, "cache_key", None) or f"{path.resolve()}|{path.stat().st_size}|{path.stat().st_mtime_ns}"
+            for path in paths]
 
 
 def cached_embeddings(encoder: Encoder, kind: str, keys: list[str], compute: Callable[[], np.ndarray],

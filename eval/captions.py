@@ -19,16 +19,19 @@ def read_captions(path: str | Path, languages: list[str] | None = None) -> list[
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
-                key = record["image/key"]
+                images.append(captioned_image(json.loads(line), languages))
             except (json.JSONDecodeError, KeyError, TypeError) as error:
                 raise ValueError(f"{path}:{number}: not a caption record ({error})") from None
-            captions = {lang: [c for c in value["caption"] if c.strip()]
-                        for lang, value in record.items()
-                        if isinstance(value, dict) and isinstance(value.get("caption"), list)
-                        and (languages is None or lang in languages)}
-            images.append(CaptionedImage(key, {lang: c for lang, c in captions.items() if c}))
     return images
+
+
+def captioned_image(record: dict, languages: list[str] | None = None) -> CaptionedImage:
+    """One parsed caption record (a line of a captions file); KeyError without `image/key`."""
+    captions = {lang: [c for c in value["caption"] if c.strip()]
+                for lang, value in record.items()
+                if isinstance(value, dict) and isinstance(value.get("caption"), list)
+                and (languages is None or lang in languages)}
+    return CaptionedImage(record["image/key"], {lang: c for lang, c in captions.items() if c})
 
 
 def image_file(images_dir: str | Path, key: str) -> Path:

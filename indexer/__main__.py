@@ -1,15 +1,18 @@
 """python -m indexer: add the photos under some folders to a searchable library."""
 
 import argparse
+import os
 import sys
 from contextlib import closing
 from pathlib import Path
+
+import torch.distributed as dist
 
 from embedding import EncoderUnavailable, load_encoder
 from indexer.ann import AUTO_THRESHOLD, HNSW_LIMIT, KINDS
 from indexer.library import Library, LibraryBusy, ModelMismatch, default_library_dir
 from indexer.metadata import DEFAULT_MAX_PIXELS
-from indexer.run import index_folders
+from indexer.run import embed_shared, index_folders
 from indexer.tags import parse_tag, read_vocabulary, tag_library
 
 
@@ -19,7 +22,8 @@ def main(argv: list[str] | None = None) -> int:
         description="Embed every image under PATH... into a library folder: vectors in FAISS "
                     "(index.faiss), file metadata and failures in DuckDB (library.duckdb). Re-running "
                     "embeds only new or changed files and forgets deleted ones; unreadable files are "
-                    "recorded with the reason and listed at the end.")
+                    "recorded with the reason and listed at the end. Under `torchrun --nproc_per_node N -m "
+                    "indexer ...` N processes share the embedding and the first one writes the library.")
     parser.add_argument("paths", nargs="+", type=Path, help="folders (or files) of photos")
     parser.add_argument("--library", type=Path, default=default_library_dir(),
                         help="library folder (default: $SIGSEARCH_LIBRARY or %(default)s)")
@@ -42,10 +46,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ann-threshold", type=int, metavar="N",
                         help=f"library size at which auto turns approximate (default {AUTO_THRESHOLD:,})")
     args = parser.parse_args(argv)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        dist.init_process_group("gloo")  # torchrun: this process embeds a share; rank 0 writes the library
+        if dist.get_rank() > 0:
+            return _embed_share(args)
 
     try:
         with closing(Library(args.library)) as library:
-            encoder = load_encoder(args.model or library.setting("model") or "bundled")
+            spec = args.model or library.setting("model") or "bundled"
+            encoder = load_encoder(spec)
+            if dist.is_initialized():
+                dist.broadcast_object_list([spec], src=0)  # the other processes load the same model
             if args.ann or args.ann_threshold is not None:
                 library.set_ann(args.ann or library.setting("ann") or "auto", args.ann_threshold)
             summary = index_folders(library, encoder, args.paths, batch_size=args.batch_size,
@@ -60,7 +71,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"library: {args.library} ({len(library)} images)")
     except (EncoderUnavailable, LibraryBusy, ModelMismatch, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return 2  # (under torchrun, the launcher then stops the other processes)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return 0
+
+
+def _embed_share(args) -> int:
+    """A torchrun process other than the lead: load the lead's model, embed the share of files it is sent."""
+    box = [None]
+    dist.broadcast_object_list(box, src=0)
+    for _ in embed_shared(load_encoder(box[0]), None, args.batch_size, args.commit_every, args.max_pixels):
+        pass  # the lead receives the chunks
+    dist.destroy_process_group()
     return 0
 
 

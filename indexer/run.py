@@ -1,5 +1,6 @@
 """Embed the images under some folders into a library: only new or changed files, bad files recorded."""
 
+import math
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from tqdm import tqdm
 
 from embedding import Encoder
@@ -71,21 +73,14 @@ def index_folders(library: Library, encoder: Encoder, folders: list[Path], batch
     todo, copies = _sort_by_content(library, summary, stats, set(known), progress)
 
     bar = tqdm(total=len(todo), unit="image", desc="indexing", disable=not progress)
-    batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
-    pending_records: list[dict] = []
-    pending_vectors: list[np.ndarray] = []
-    with ThreadPoolExecutor() as decoders:
-        for decoded in _prefetch(decoders, batches, lambda item: _decode(encoder, item, max_pixels)):
-            good = [d for d in decoded if "error" not in d]
-            for bad in (d for d in decoded if "error" in d):
-                _fail(library, summary, bad["path"], bad["error"], bad["size"], bad["mtime"])
-            if good:
-                pending_vectors.append(encoder.embed_pixels(torch.stack([d.pop("pixels") for d in good])))
-                pending_records += good
-            if len(pending_records) >= commit_every:
-                summary.indexed += _commit(library, pending_records, pending_vectors)
-            bar.update(len(decoded))
-    summary.indexed += _commit(library, pending_records, pending_vectors)
+    chunks = embed_shared if dist.is_initialized() and dist.get_world_size() > 1 else embed_chunks
+    for records, vectors, failures in chunks(encoder, todo, batch_size, commit_every, max_pixels):
+        for bad in failures:
+            _fail(library, summary, bad["path"], bad["error"], bad["size"], bad["mtime"])
+        if records:
+            library.add(records, vectors)
+            summary.indexed += len(records)
+        bar.update(len(records) + len(failures))
     bar.close()
     failed = dict(summary.failed)
     for copy, first in copies:  # the same bytes as a file this run just embedded (or failed to)
@@ -170,14 +165,46 @@ def _fail(library: Library, summary: Summary, name: str, error: Exception | str,
     summary.failed.append((name, reason))
 
 
-def _commit(library: Library, records: list[dict], vectors: list[np.ndarray]) -> int:
-    """Store the pending images in the library and empty the buffers; returns how many."""
-    count = len(records)
-    if count:
-        library.add(records, np.concatenate(vectors))
-    records.clear()
-    vectors.clear()
-    return count
+Chunk = tuple[list[dict], np.ndarray, list[dict]]  # embedded records, their vectors, failed records
+
+
+def embed_chunks(encoder: Encoder, todo: list, batch_size: int, commit_every: int, max_pixels: int) -> Iterator[Chunk]:
+    """Decode (in parallel threads, a batch ahead) and embed the files, one chunk per `commit_every` images."""
+    records, vectors, failures = [], [], []
+    with ThreadPoolExecutor() as decoders:
+        batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
+        for decoded in _prefetch(decoders, batches, lambda item: _decode(encoder, item, max_pixels)):
+            good = [d for d in decoded if "error" not in d]
+            failures += [d for d in decoded if "error" in d]
+            if good:
+                vectors.append(encoder.embed_pixels(torch.stack([d.pop("pixels") for d in good])))
+                records += good
+            if len(records) + len(failures) >= commit_every:
+                yield records, np.concatenate(vectors) if vectors else None, failures
+                records, vectors, failures = [], [], []
+    if records or failures:
+        yield records, np.concatenate(vectors) if vectors else None, failures
+
+
+def embed_shared(encoder: Encoder, todo: list | None, batch_size: int, commit_every: int,
+                 max_pixels: int) -> Iterator[Chunk]:
+    """Under torchrun: every process embeds its share of the lead's `todo` (others pass None), and the lead
+    gets each round's chunks from all of them to commit; only the lead (rank 0) writes the library."""
+    rank, world = dist.get_rank(), dist.get_world_size()
+    box = [todo]
+    dist.broadcast_object_list(box, src=0)  # what the lead planned (file names and hashes)
+    mine = box[0][rank::world]
+    per_round = max(1, commit_every // world)
+    rounds = math.ceil(math.ceil(len(box[0]) / world) / per_round)
+    for round_ in range(rounds):
+        part = mine[round_ * per_round:(round_ + 1) * per_round]
+        chunk = list(embed_chunks(encoder, part, batch_size, len(part) + 1, max_pixels)) or [([], None, [])]
+        gathered = [None] * world if rank == 0 else None
+        dist.gather_object(chunk[0], gathered, dst=0)  # our own processes' records and vectors, not files
+        if rank == 0:
+            records = [record for got in gathered for record in got[0]]
+            vectors = [got[1] for got in gathered if got[1] is not None]
+            yield records, np.concatenate(vectors) if vectors else None, [bad for got in gathered for bad in got[2]]
 
 
 def _prefetch(pool: ThreadPoolExecutor, batches: list[list], work) -> Iterator[list[dict]]:

@@ -11,7 +11,7 @@ from PIL import Image
 
 from embedding import load_encoder
 from indexer import Filters, Library, ModelMismatch, index_folders
-from tests.conftest import run_module
+from tests.conftest import run_module, torchrun
 
 
 @pytest.fixture(scope="module")
@@ -155,6 +155,22 @@ def test_searches_run_while_another_thread_indexes(tmp_path):
     for thread in threads:
         thread.join()
     assert errors == [] and len(answers) == 300 and len(library) == library.index.ntotal == 500
+
+
+def test_torchrun_processes_share_the_embedding_and_the_lead_writes(tmp_path, encoder, checkpoint):
+    photos = make_photos(tmp_path / "photos", count=7)
+    (photos / "bad.jpg").write_text("not a JPEG")
+    done = torchrun(2, "indexer", str(photos), "--library", str(tmp_path / "shared"), "--model", str(checkpoint[0]),
+                    "--commit-every", "4")  # 2 rounds of 2 files per process
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "indexed 7," in done.stdout and "failed 1" in done.stdout
+    shared, single = Library(tmp_path / "shared"), Library(tmp_path / "single")
+    index_folders(single, encoder, [photos], progress=False)
+    assert len(shared) == shared.index.ntotal == 7
+    assert [path for path, _ in shared.failures()] == [str(photos / "bad.jpg")]
+    for i in range(7):
+        path = str(photos / f"photo{i}.jpg")
+        np.testing.assert_allclose(shared.vector(path), single.vector(path), atol=1e-5)
 
 
 def test_a_different_model_is_refused(tmp_path, encoder, open_clip_folder):

@@ -10,8 +10,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from embedding import load_encoder
+from eval.cache import image_keys
+from eval.captions import read_captions
 from tests.conftest import TEXTS, run_module, torchrun
 from train.recipes import RECIPES, load_recipe
+from train.shards import read_shards
 from train.trainer import TrainConfig
 
 
@@ -140,3 +143,25 @@ def test_tokenizer_command_covers_every_language(small_captions, tmp_path):
     assert 300 <= processor.get_piece_size() <= 500
     for text in ("zwei hunde im schnee", "两只狗", "deux chiens", "dva psi"):
         assert processor.unk_id() not in processor.encode(text.lower())
+
+
+def test_webdataset_shards_hold_the_caption_file_and_train_like_it(tmp_path, flickr, small_captions):
+    shards = tmp_path / "shards"
+    run_module("train", "shards", "--captions", str(small_captions), "--images", str(flickr / "images"),
+               "--out", str(shards), "--shard-size", "20")
+    assert [path.name for path in sorted(shards.glob("*.tar"))] == [f"shard-{i:06d}.tar" for i in range(3)]
+    images, photos = read_shards(str(shards))
+    expected = read_captions(small_captions)
+    assert [(i.key, i.captions) for i in images] == [(i.key, i.captions) for i in expected]
+    assert all(photos[i.key].data == (flickr / "images" / f"{i.key}.jpg").read_bytes() for i in expected)
+    assert len(read_shards(str(shards / "shard-{000000..000001}.tar"))[0]) == 40  # a brace pattern
+    key = image_keys([photos[expected[0].key]])[0]
+    assert key.startswith(str(shards.resolve())) and key.endswith(expected[0].key)
+
+    run = tmp_path / "run"
+    run_module("train", "--shards", str(shards), "--out", str(run), "--steps", "3", "--batch-size", "16",
+               "--vocab-size", "400", "--warmup-steps", "1")
+    assert load_encoder(str(run)).embed_texts(["a dog"]).shape[0] == 1
+    both = run_module("train", "--shards", str(shards), "--captions", str(small_captions), "--images",
+                      str(flickr / "images"), "--out", str(tmp_path / "x"), "--steps", "1", check=False)
+    assert both.returncode == 2 and "not both" in both.stderr

@@ -25,6 +25,10 @@ EXAMPLES = """examples:
         --lr 1e-5 --tb-lr 1e-4 --batch-size 64 --minutes 30
   continue a run stopped by --stop-after (or killed after a checkpoint):
     python -m train --resume runs/tiny
+  webdataset shards of a caption file and its photos, then training on them:
+    python -m train shards --captions ../shared/data/flickr8k/captions_train.jsonl \
+        --images ../shared/data/flickr8k/images --out shards/flickr8k
+    python -m train --shards shards/flickr8k --out runs/from-shards --minutes 15
   a multilingual SentencePiece tokenizer on caption files:
     python -m train tokenizer --captions ../shared/data/flickr8k/captions_train.jsonl --vocab 8000 --out tok
 """
@@ -34,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["tokenizer"]:
         return tokenizer_main(argv[1:])
+    if argv[:1] == ["shards"]:
+        return shards_main(argv[1:])
     parser = _parser()
     recipe_args, _ = parser.parse_known_args(argv)
     try:
@@ -43,9 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume:
             resume_training(args.resume, stop_after=args.stop_after)
             return 0
-        missing = [name for name in ("captions", "images", "out") if getattr(args, name) is None]
+        needed = ("out",) if args.shards else ("captions", "images", "out")
+        missing = [name for name in needed if getattr(args, name) is None]
         if missing:
-            parser.error("needs " + ", ".join(f"--{name}" for name in missing) + " (or --recipe / --resume)")
+            parser.error("needs " + ", ".join(f"--{name}" for name in missing) + " (or --shards / --recipe / --resume)")
         known = {f.name for f in fields(TrainConfig)}
         values = {key: value for key, value in vars(args).items() if key in known}
         values["languages"] = args.languages.split(",") if isinstance(args.languages, str) else args.languages
@@ -75,6 +82,8 @@ def _parser() -> argparse.ArgumentParser:
     data.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a stopped run with its own config")
     data.add_argument("--captions", type=Path, help="captions.jsonl (one image per line)")
     data.add_argument("--images", type=Path, help="folder with <image/key>.jpg files")
+    data.add_argument("--shards", metavar="PATTERN", help="webdataset shards instead of --captions/--images: a folder "
+                      "of .tar files or a brace pattern (dir/shard-{000000..000005}.tar); see `train shards`")
     data.add_argument("--out", type=Path, help="run directory to write the checkpoint to")
     data.add_argument("--languages", help="comma-separated caption languages to use (default: all)")
     data.add_argument("--language-weights", help="e.g. en=1,zh=1,fr=2: how often each language is drawn")
@@ -150,6 +159,28 @@ def tokenizer_main(argv: list[str]) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     model = train_sentencepiece(texts, args.out / "tokenizer", args.vocab)
     print(f"{model}: {len(texts)} captions")
+    return 0
+
+
+def shards_main(argv: list[str]) -> int:
+    """python -m train shards: pack a caption file and its images into webdataset tar shards."""
+    from train.shards import write_shards
+
+    parser = argparse.ArgumentParser(
+        prog="python -m train shards",
+        description="Write webdataset shards (OUT/shard-NNNNNN.tar): per photo its original bytes (<n>.jpg) "
+                    "and its caption record (<n>.json). Train on them with `python -m train --shards OUT`.")
+    parser.add_argument("--captions", type=Path, required=True, help="caption file (XM3600 layout)")
+    parser.add_argument("--images", type=Path, required=True, help="folder with <image/key>.jpg files")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--shard-size", type=int, default=1000, help="photos per shard (default 1000)")
+    args = parser.parse_args(argv)
+    try:
+        shards = write_shards(args.captions, args.images, args.out, args.shard_size)
+    except (ValueError, FileNotFoundError, KeyError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"{len(shards)} shards in {args.out}")
     return 0
 
 

@@ -14,9 +14,9 @@ import torch
 from tqdm import tqdm
 
 from embedding.checkpoint import build_preprocess
-from embedding.images import open_rgb
 from eval.captions import CaptionedImage, image_file
 from train.features import image_features, text_features
+from train.shards import ShardImage, open_image
 
 
 @dataclass
@@ -29,14 +29,16 @@ class LockedTrunk:
 class CaptionPairs:
     """All images of a caption file with all their captions; `batch` draws one caption per image."""
 
-    def __init__(self, images: list[CaptionedImage], images_dir: str | Path, preprocess_cfg: dict, tokenizer,
-                 language_weights: dict[str, float] | None = None, pad_id: int = 0,
+    def __init__(self, images: list[CaptionedImage], photos: str | Path | dict[str, ShardImage], preprocess_cfg: dict,
+                 tokenizer, language_weights: dict[str, float] | None = None, pad_id: int = 0,
                  image_trunk: LockedTrunk | None = None, text_trunk: LockedTrunk | None = None):
-        present = [image for image in images if image_file(images_dir, image.key).is_file()]
+        """`photos`: a folder of `<key>.jpg` files, or the photos read from shards (train.shards)."""
+        found = {image.key: _find(photos, image.key) for image in images}
+        present = [image for image in images if found[image.key] is not None]
         if not present:
-            raise FileNotFoundError(f"none of the {len(images)} captioned images is in {images_dir}")
+            raise FileNotFoundError(f"none of the {len(images)} captioned images is in {photos}")
         self.missing = len(images) - len(present)
-        paths = [image_file(images_dir, image.key) for image in present]
+        paths = [found[image.key] for image in present]
         self.language_weights = language_weights or {}
         captions, self.caption_image, self.caption_language = [], [], []
         self.rows: list[dict[str, list[int]]] = []  # rows[image][language] -> caption rows
@@ -83,13 +85,20 @@ class CaptionPairs:
         return pixels
 
 
-def _decode_all(paths: list[Path], preprocess_cfg: dict) -> torch.Tensor:
+def _find(photos: str | Path | dict[str, ShardImage], key: str) -> Path | ShardImage | None:
+    if isinstance(photos, dict):
+        return photos.get(key)
+    path = image_file(photos, key)
+    return path if path.is_file() else None
+
+
+def _decode_all(paths: list[Path | ShardImage], preprocess_cfg: dict) -> torch.Tensor:
     """Decode and resize every image exactly as the embedding layer will (uint8 [N, 3, H, W])."""
     # The inference transform with mean 0 and std 1 yields pixel/255, so the uint8 cache is exact.
     geometry = build_preprocess({**preprocess_cfg, "mean": [0.0] * 3, "std": [1.0] * 3})
 
-    def decode(path: Path) -> torch.Tensor:
-        return (geometry(open_rgb(path)) * 255.0).round().to(torch.uint8)
+    def decode(path: Path | ShardImage) -> torch.Tensor:
+        return (geometry(open_image(path)) * 255.0).round().to(torch.uint8)
 
     with ThreadPoolExecutor() as pool:
         decoded = list(tqdm(pool.map(decode, paths), total=len(paths), desc="decoding images", unit="image"))

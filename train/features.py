@@ -15,14 +15,14 @@ import torch
 from tqdm import tqdm
 
 from embedding.checkpoint import build_preprocess
-from embedding.images import open_rgb
 from eval.cache import cached_array, image_keys
+from train.shards import ShardImage, open_image
 
 IMAGE_BATCH, TEXT_BATCH = 64, 128
 
 
 @torch.inference_mode()
-def image_features(trunk, trunk_id: str, paths: list[Path], preprocess_cfg: dict) -> torch.Tensor:
+def image_features(trunk, trunk_id: str, paths: list[Path | ShardImage], preprocess_cfg: dict) -> torch.Tensor:
     """[N, 2, F]: each image's trunk features as is and mirrored (the mirror is the cheap augmentation)."""
     preprocess = build_preprocess(preprocess_cfg)
 
@@ -30,7 +30,7 @@ def image_features(trunk, trunk_id: str, paths: list[Path], preprocess_cfg: dict
         rows = []
         with ThreadPoolExecutor() as pool, tqdm(total=len(paths), desc="image features", unit="image") as bar:
             for start in range(0, len(paths), IMAGE_BATCH):
-                pixels = torch.stack(list(pool.map(lambda p: preprocess(open_rgb(p)),
+                pixels = torch.stack(list(pool.map(lambda p: preprocess(open_image(p)),
                                                    paths[start:start + IMAGE_BATCH])))
                 rows.append(torch.stack([trunk(pixels), trunk(pixels.flip(-1))], dim=1).float().numpy())
                 bar.update(len(pixels))

@@ -41,6 +41,7 @@ from eval.xm3600 import recall_all_captions
 from train.data import CaptionPairs, LockedTrunk
 from train.losses import make_loss
 from train.presets import CLIP_INIT_LOGIT_SCALE, INIT_LOGIT_BIAS, INIT_LOGIT_SCALE, SIZES, siglip_config
+from train.shards import read_shards
 from train.tokenizer import train_sentencepiece
 
 RESUME_FILE = "resume.pt"
@@ -48,9 +49,10 @@ RESUME_FILE = "resume.pt"
 
 @dataclass
 class TrainConfig:
-    captions: Path
-    images: Path
+    captions: Path | None             # a caption file (Crossmodal-3600 layout) and its image folder ...
+    images: Path | None
     out: Path
+    shards: str | None = None         # ... or webdataset shards holding both (train.shards)
     # The model: from scratch at `size`, on pretrained bases when both bases are named, or fine-tuned
     # from an open_clip-format model (`init`: run dir, local-dir:, hf-hub: or a preset).
     size: str = "tiny"
@@ -118,7 +120,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     # 1. Model and tokenizer; the trunks that stay locked are run once over the data, not every step.
     #    Under torchrun the lead goes first and the others find its tokenizer and cached features.
     with _lead_first(rank, world):
-        images = read_captions(cfg.captions, cfg.languages)
+        images, photos = read_shards(cfg.shards, cfg.languages) if cfg.shards else (
+            read_captions(cfg.captions, cfg.languages), cfg.images)
         languages = sorted({lang for image in images for lang in image.captions})
         if lead:
             print(f"{len(images)} images, {sum(len(c) for i in images for c in i.captions.values())} captions "
@@ -126,7 +129,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         model, tokenizer, preprocess_cfg, pad_id, locked, save = _build_model(cfg, images, out)
 
         # 2. Data: images decoded once at training resolution (or their cached trunk features).
-        data = CaptionPairs(images, cfg.images, preprocess_cfg, tokenizer, cfg.language_weights, pad_id, *locked)
+        data = CaptionPairs(images, photos, preprocess_cfg, tokenizer, cfg.language_weights, pad_id, *locked)
         if data.missing and lead:
             print(f"warning: {data.missing} captioned images have no file in {cfg.images}; skipped")
         val = None
@@ -242,6 +245,10 @@ def resume_training(out: str | Path, stop_after: int | None = None) -> Path:
 def _check(cfg: TrainConfig) -> None:
     if cfg.steps is None and cfg.minutes is None:
         raise ValueError("give --steps or --minutes (or both)")
+    if (cfg.shards is None) == (cfg.captions is None or cfg.images is None):
+        raise ValueError("train on --captions with --images, or on --shards (not both)")
+    if cfg.shards and cfg.val_captions and not cfg.val_images:
+        raise ValueError("--val-captions with --shards needs --val-images")
     if cfg.init and cfg.pretrained:
         raise ValueError("--init fine-tunes a whole model; it does not combine with --image-base/--text-base")
     if cfg.pretrained and not (cfg.image_base and cfg.text_base):
