@@ -67,7 +67,8 @@ class Encoder:
     def _run(self, encode: Callable, batches: list[torch.Tensor]) -> np.ndarray:
         if not batches:
             return np.zeros((0, self.dim), dtype=np.float32)
-        outputs = [encode(batch, normalize=True).float().numpy() for batch in batches]
+        device = next(self.model.parameters()).device  # inputs go where the weights are (CPU or a GPU)
+        outputs = [encode(batch.to(device), normalize=True).float().cpu().numpy() for batch in batches]
         return np.concatenate(outputs).astype(np.float32, copy=False)
 
 

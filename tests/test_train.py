@@ -143,6 +143,9 @@ def test_tokenizer_command_covers_every_language(small_captions, tmp_path):
     assert 300 <= processor.get_piece_size() <= 500
     for text in ("zwei hunde im schnee", "两只狗", "deux chiens", "dva psi"):
         assert processor.unk_id() not in processor.encode(text.lower())
+    too_small = run_module("train", "tokenizer", "--captions", str(small_captions), "--vocab", "50", "--out",
+                           str(tmp_path / "small"), check=False)
+    assert too_small.returncode == 2 and "choose a vocabulary size above" in too_small.stderr
 
 
 def test_webdataset_shards_hold_the_caption_file_and_train_like_it(tmp_path, flickr, small_captions):

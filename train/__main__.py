@@ -18,7 +18,7 @@ EXAMPLES = """examples:
   from scratch, 15 minutes:
     python -m train --captions ../shared/data/flickr8k/captions_train.jsonl \\
         --images ../shared/data/flickr8k/images --out runs/tiny --minutes 15
-  data-parallel over 2 processes (--batch-size is the global batch; gloo on CPU):
+  data-parallel over 2 processes (--batch-size is the global batch; gloo on CPU, NCCL on GPUs):
     torchrun --standalone --nproc_per_node 2 -m train --recipe bundled --out runs/ddp
   fine-tune a published SigLIP 2 checkpoint (downloaded beforehand; see the README):
     python -m train --init local-dir:ViT-B-16-SigLIP2-256 --captions ... --images ... --out runs/ft \\
@@ -26,7 +26,7 @@ EXAMPLES = """examples:
   continue a run stopped by --stop-after (or killed after a checkpoint):
     python -m train --resume runs/tiny
   webdataset shards of a caption file and its photos, then training on them:
-    python -m train shards --captions ../shared/data/flickr8k/captions_train.jsonl \
+    python -m train shards --captions ../shared/data/flickr8k/captions_train.jsonl \\
         --images ../shared/data/flickr8k/images --out shards/flickr8k
     python -m train --shards shards/flickr8k --out runs/from-shards --minutes 15
   a multilingual SentencePiece tokenizer on caption files:
@@ -124,6 +124,9 @@ def _parser() -> argparse.ArgumentParser:
     opt.add_argument("--warmup-steps", type=int, default=100)
     opt.add_argument("--grad-clip", type=float, default=1.0, help="clip the gradient norm (default 1.0)")
     opt.add_argument("--seed", type=int, default=0)
+    opt.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                     help="where the trained part runs: auto (default) takes a CUDA GPU when torch sees one; "
+                          "under torchrun each process takes cuda:LOCAL_RANK")
     opt.add_argument("--bf16", action="store_true", help="bf16 autocast for the towers (loss stays fp32); measure "
                                                          "first: slower than fp32 on CPUs without AMX")
     opt.add_argument("--grad-checkpointing", action="store_true", help="less activation memory, ~30%% more time")
@@ -150,14 +153,13 @@ def tokenizer_main(argv: list[str]) -> int:
     try:
         texts = [caption for path in args.captions for image in read_captions(path, languages)
                  for captions in image.captions.values() for caption in captions]
+        if not texts:
+            raise ValueError("the caption files hold no captions")
+        args.out.mkdir(parents=True, exist_ok=True)
+        model = train_sentencepiece(texts, args.out / "tokenizer", args.vocab)
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if not texts:
-        print("error: the caption files hold no captions", file=sys.stderr)
-        return 2
-    args.out.mkdir(parents=True, exist_ok=True)
-    model = train_sentencepiece(texts, args.out / "tokenizer", args.vocab)
     print(f"{model}: {len(texts)} captions")
     return 0
 

@@ -63,6 +63,13 @@ class CaptionPairs:
     def __len__(self) -> int:
         return len(self.images)
 
+    def to(self, device: torch.device) -> "CaptionPairs":
+        """Hold images and texts on `device` (a GPU's memory), so batches are gathered and normalised there."""
+        self.images, self.texts = self.images.to(device), self.texts.to(device)
+        if not self.images_cached:
+            self.mean, self.std = self.mean.to(device), self.std.to(device)
+        return self
+
     def batch(self, indices: list[int], rng: random.Random) -> tuple[torch.Tensor, torch.Tensor]:
         """Each image, mirrored or not at random, and one caption of a language drawn by the weights."""
         flips = [rng.random() < 0.5 for _ in indices]
@@ -78,9 +85,9 @@ class CaptionPairs:
         """The images as the model's trainable part reads them (cached features or normalised pixels)."""
         flips = flips or [False] * len(indices)
         if self.images_cached:
-            return self.images[indices, torch.tensor(flips, dtype=torch.long)]
+            return self.images[indices, torch.tensor(flips, dtype=torch.long, device=self.images.device)]
         pixels = (self.images[indices].float() / 255.0 - self.mean) / self.std
-        mirrored = torch.tensor(flips)
+        mirrored = torch.tensor(flips, device=self.images.device)
         pixels[mirrored] = pixels[mirrored].flip(-1)
         return pixels
 

@@ -10,6 +10,7 @@ Two kinds of model go through the same loop:
 Under `torchrun --nproc_per_node N -m train ...` every process draws the same global batch and trains
 on its 1/N of the rows; the multi-device loss (train.losses) sees all pairs of the global batch and
 DistributedDataParallel averages the gradients, so N processes take the steps one process would.
+The trained part runs on a CUDA GPU when there is one (NCCL between GPUs), else on the CPU (gloo).
 """
 
 import contextlib
@@ -81,6 +82,7 @@ class TrainConfig:
     language_weights: dict[str, float] = field(default_factory=dict)
     seed: int = 0
     bf16: bool = False                # bf16 autocast for the towers (the loss stays fp32)
+    device: str = "auto"              # "cpu", "cuda", or "auto": CUDA when torch sees a GPU
     grad_checkpointing: bool = False  # recompute tower activations in backward: less memory, more time
     log_every: int = 10
     checkpoint_every: int = 500       # steps between resumable checkpoints
@@ -106,7 +108,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     if (out / RESUME_FILE).is_file() and not resume:
         raise ValueError(f"{out} holds a stopped run: continue it with `python -m train --resume {out}` "
                          f"or choose another --out")
-    rank, world = _init_distributed()
+    device = _device(cfg)
+    rank, world = _init_distributed(device)
     if cfg.batch_size % world:
         raise ValueError(f"--batch-size {cfg.batch_size} does not split over {world} processes")
     lead = rank == 0  # the process that writes files and reports
@@ -125,7 +128,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         languages = sorted({lang for image in images for lang in image.captions})
         if lead:
             print(f"{len(images)} images, {sum(len(c) for i in images for c in i.captions.values())} captions "
-                  f"in {', '.join(languages)}" + (f"; {world} processes" if world > 1 else ""))
+                  f"in {', '.join(languages)}; training on {device.type}"
+                  + (f" in {world} processes" if world > 1 else ""))
         model, tokenizer, preprocess_cfg, pad_id, locked, save = _build_model(cfg, images, out)
 
         # 2. Data: images decoded once at training resolution (or their cached trunk features).
@@ -135,11 +139,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         val = None
         if cfg.val_captions and lead:
             val = CaptionPairs(read_captions(cfg.val_captions, cfg.languages), cfg.val_images or cfg.images,
-                               preprocess_cfg, tokenizer, None, pad_id, *locked)
+                               preprocess_cfg, tokenizer, None, pad_id, *locked).to(device)
+    model.to(device)
+    data.to(device)
     batch_size = min(cfg.batch_size, len(data) - len(data) % world)
     embed = _Embed(model, data.images_cached, data.texts_cached)
     if world > 1:
-        embed = DistributedDataParallel(embed)
+        embed = DistributedDataParallel(embed, device_ids=[device.index] if device.type == "cuda" else None)
 
     # 3. Loss and optimiser: no weight decay on gains, biases, t and b; t and b may have their own rate.
     loss_fn = make_loss(cfg.loss, chunk=cfg.chunk, distributed=world > 1)
@@ -148,7 +154,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     # 4. Resumable state: everything that decides the rest of the run.
     step, elapsed, order = 0, 0.0, []
     if resume:
-        step, elapsed, order = _load_resume(out, model, optimizer, rng)
+        step, elapsed, order = _load_resume(out, model, optimizer, rng, device)
         if lead:
             print(f"resuming {out} at step {step} ({elapsed / 60:.1f} min trained)")
 
@@ -162,7 +168,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         elapsed = time.time() - start
         progress = max(step / cfg.steps if cfg.steps else 0.0, elapsed / budget_s)
         if world > 1:  # all processes must take the same steps: the lead's clock decides
-            progress = _broadcast(progress)
+            progress = _broadcast(progress, device)
         if progress >= 1.0 or (cfg.stop_after is not None and step >= cfg.stop_after):
             break
         factor = _schedule(cfg, step, progress)
@@ -179,7 +185,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             mine = slice(rank * batch_size // world, (rank + 1) * batch_size // world)  # this process's rows
             last = micro == cfg.accum_steps - 1  # DDP averages gradients once, after the last micro-batch
             with embed.no_sync() if world > 1 and not last else contextlib.nullcontext():
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                     image_features, text_features = embed(image_input[mine], text_input[mine])
                 loss = loss_fn(image_features.float(), text_features.float(), model.logit_scale, model.logit_bias)
                 (loss / cfg.accum_steps).backward()
@@ -208,7 +214,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             _log_validation(model, val, metrics, step)
         if step % cfg.checkpoint_every == 0 and lead:
             save(out)
-            _save_resume(out, model, optimizer, rng, step, time.time() - start, order)
+            _save_resume(out, model, optimizer, rng, step, time.time() - start, order, device)
     bar.close()
     if world > 1:
         dist.destroy_process_group()
@@ -218,7 +224,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     save(out)
     stopped = cfg.stop_after is not None and step >= cfg.stop_after and progress < 1.0
     if stopped:
-        _save_resume(out, model, optimizer, rng, step, time.time() - start, order)
+        _save_resume(out, model, optimizer, rng, step, time.time() - start, order, device)
         print(f"stopped at step {step}; continue with: python -m train --resume {out}")
     else:
         (out / RESUME_FILE).unlink(missing_ok=True)
@@ -245,6 +251,8 @@ def resume_training(out: str | Path, stop_after: int | None = None) -> Path:
 def _check(cfg: TrainConfig) -> None:
     if cfg.steps is None and cfg.minutes is None:
         raise ValueError("give --steps or --minutes (or both)")
+    if cfg.device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device {cfg.device!r}: choose auto, cpu or cuda")
     if (cfg.shards is None) == (cfg.captions is None or cfg.images is None):
         raise ValueError("train on --captions with --images, or on --shards (not both)")
     if cfg.shards and cfg.val_captions and not cfg.val_images:
@@ -315,16 +323,27 @@ def _fine_tune_model(cfg: TrainConfig):
             lambda run_dir: save_fine_tuned(run_dir, model, folder))
 
 
-def _init_distributed() -> tuple[int, int]:
+def _device(cfg: TrainConfig) -> torch.device:
+    """This process's device: a CUDA GPU when asked for or (auto) available, cuda:LOCAL_RANK under torchrun."""
+    if cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ValueError("--device cuda, but torch sees no CUDA GPU here")
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    torch.cuda.set_device(device)
+    return device
+
+
+def _init_distributed(device: torch.device) -> tuple[int, int]:
     """(rank, world size): from torchrun's environment, else a single process (0, 1)."""
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:
         return 0, 1
-    dist.init_process_group("gloo")  # the trainer runs on CPU; gloo is torch.distributed's CPU backend
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")  # NCCL between GPUs, gloo on CPUs
     return dist.get_rank(), dist.get_world_size()
 
 
-def _broadcast(value: float) -> float:
-    tensor = torch.tensor([value], dtype=torch.float64)
+def _broadcast(value: float, device: torch.device) -> float:
+    tensor = torch.tensor([value], dtype=torch.float64, device=device)
     dist.broadcast(tensor, src=0)
     return float(tensor)
 
@@ -380,21 +399,27 @@ def _trainable_state(model) -> dict[str, torch.Tensor]:
 
 
 def _save_resume(out: Path, model, optimizer, rng: random.Random, step: int, elapsed: float,
-                 order: list[int]) -> None:
+                 order: list[int], device: torch.device) -> None:
     state = {"model": _trainable_state(model), "optimizer": optimizer.state_dict(), "step": step,
              "elapsed": elapsed, "order": order, "python_rng": rng.getstate(), "torch_rng": torch.get_rng_state()}
+    if device.type == "cuda":  # dropout on the GPU draws from the GPU's generator
+        state["cuda_rng"] = torch.cuda.get_rng_state(device)
     tmp = out / (RESUME_FILE + ".tmp")
     torch.save(state, tmp)
     tmp.replace(out / RESUME_FILE)
 
 
-def _load_resume(out: Path, model, optimizer, rng: random.Random) -> tuple[int, float, list[int]]:
-    state = torch.load(out / RESUME_FILE, weights_only=True)  # tensors and plain containers only
+def _load_resume(out: Path, model, optimizer, rng: random.Random,
+                 device: torch.device) -> tuple[int, float, list[int]]:
+    # Tensors and plain containers only, read onto the CPU (the optimiser moves its state to the parameters).
+    state = torch.load(out / RESUME_FILE, weights_only=True, map_location="cpu")
     model.load_state_dict(state["model"], strict=False)
     optimizer.load_state_dict(state["optimizer"])
     version, internal, gauss = state["python_rng"]
     rng.setstate((version, tuple(internal), gauss))
     torch.set_rng_state(state["torch_rng"])
+    if device.type == "cuda" and "cuda_rng" in state:
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
     return state["step"], state["elapsed"], list(state["order"])
 
 
@@ -408,7 +433,7 @@ def _validate(model, val: CaptionPairs) -> dict:
     image_emb = torch.cat([embed.images(val.image_inputs(indices[i:i + 256])) for i in range(0, len(indices), 256)])
     text_emb = torch.cat([embed.texts(val.texts[i:i + 256]) for i in range(0, len(val.texts), 256)])
     model.train(was_training)
-    image_emb, text_emb = image_emb.numpy(), text_emb.numpy()
+    image_emb, text_emb = image_emb.float().cpu().numpy(), text_emb.float().cpu().numpy()
     caption_image, caption_language = np.array(val.caption_image), np.array(val.caption_language)
     result = {lang: recall_all_captions(image_emb, text_emb[caption_language == lang],
                                         caption_image[caption_language == lang])

@@ -38,7 +38,7 @@ class _RingSigmoidLoss(torch.autograd.Function):
         t, b = logit_scale.detach().to(dtype).exp(), logit_bias.detach().to(dtype)
         with_grads = any(ctx.needs_input_grad[:4])
 
-        sizes = batch_sizes(len(x), group)
+        sizes = batch_sizes(len(x), group, x.device)
         total = sum(sizes)
 
         loss = x_.new_zeros(())

@@ -26,7 +26,7 @@ def gathered_softmax_loss(image_features: torch.Tensor, text_features: torch.Ten
                           logit_bias: torch.Tensor | None = None, group=None) -> torch.Tensor:
     """This rank's share of the global softmax loss (mean over ranks = the loss of the whole batch)."""
     rank, world = dist.get_rank(group), dist.get_world_size(group)
-    sizes = batch_sizes(len(image_features), group)
+    sizes = batch_sizes(len(image_features), group, image_features.device)
     all_images = _gather_rows(image_features, sizes, group)
     all_texts = _gather_rows(text_features, sizes, group)
     t = logit_scale.exp()
