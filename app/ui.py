@@ -156,6 +156,6 @@ def build_ui(library: Library, encoder: Encoder) -> gr.Blocks:
         api_image = gr.Image(type="pil", visible=False)
         api_k = gr.Number(24, visible=False)
         gr.Button(visible=False).click(by_image, [api_image, api_k], gr.JSON(visible=False), api_name="search_image")
-    # Several searches at once: the library is thread-safe and a query costs ~10 ms of compute, so one at a
-    # time would leave requests queueing behind Gradio's per-request overhead.
+    # Several searches at once (the library and the encoder are thread-safe, tested), so a quick query need
+    # not wait behind a slow one; on 2 cores it measured no faster than one at a time (bench/RESULTS.md).
     return ui.queue(default_concurrency_limit=CONCURRENT_REQUESTS)

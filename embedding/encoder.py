@@ -2,7 +2,6 @@
 
 import hashlib
 import json
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -20,9 +19,6 @@ class Encoder:
                  name: str, dim: int, tokenizer_identity: bytes, preprocess_cfg: dict):
         self.model = model.eval()
         self.tokenizer = tokenizer
-        # Forward passes may run in several threads at once (the app's concurrent searches); Hugging Face
-        # fast tokenizers may not ("Already borrowed"), and tokenising costs little: one at a time.
-        self._tokenizer_lock = threading.Lock()
         self.preprocess = preprocess
         self.name = name
         self.dim = dim
@@ -36,8 +32,7 @@ class Encoder:
 
     def embed_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         """Embed texts as the checkpoint was trained to read them -> [N, dim] float32, unit norm."""
-        with self._tokenizer_lock:
-            batches = [self.tokenizer(list(texts[i:i + batch_size])) for i in range(0, len(texts), batch_size)]
+        batches = [self.tokenizer(list(texts[i:i + batch_size])) for i in range(0, len(texts), batch_size)]
         return self._run(self.model.encode_text, batches)
 
     def embed_images(self, images: Sequence[Image.Image | str | Path], batch_size: int = 32) -> np.ndarray:

@@ -3,13 +3,17 @@
 import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import open_clip
 import pytest
 import torch
+from open_clip.tokenizer import HFTokenizer
 from PIL import Image
 from safetensors.torch import save_file
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
 
 from embedding import EncoderUnavailable, load_encoder, open_rgb, to_rgb
 from embedding.tokenizer import EOS_ID, PAD_ID
@@ -172,3 +176,20 @@ def test_transparent_pixels_become_white():
 def test_sixteen_bit_scaling_keeps_dark_photos_dark():
     image = Image.fromarray(np.full((4, 4), 32768, dtype=np.uint16))
     assert np.asarray(to_rgb(image))[0, 0].tolist() == [128, 128, 128]
+
+
+def test_texts_embed_from_many_threads_with_a_fast_tokenizer(open_clip_folder, tmp_path):
+    """The app runs up to 4 searches at once: each thread gets its own texts' vectors, also through a
+    Hugging Face fast tokenizer as hub models use (some versions raised "Already borrowed" when two
+    threads entered one: huggingface/tokenizers#537)."""
+    words = ["[PAD]", "[UNK]", "a", "dog", "on", "the", "beach", "two", "children", "in", "snow"]
+    backend = Tokenizer(models.WordLevel({word: i for i, word in enumerate(words)}, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]").save_pretrained(tmp_path)
+    encoder = load_encoder(f"local-dir:{open_clip_folder[0]}")
+    encoder.tokenizer = HFTokenizer(str(tmp_path), context_length=16)
+    texts = ["a dog on the beach", "two children in the snow", "a dog in the snow", "the beach"]
+    alone = encoder.embed_texts(texts)
+    with ThreadPoolExecutor(16) as pool:
+        together = list(pool.map(lambda text: encoder.embed_texts([text]), texts * 100))
+    np.testing.assert_allclose(np.concatenate(together[:len(texts)]), alone, atol=1e-5)
