@@ -7,6 +7,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import open_clip
+import torch
 
 from embedding.checkpoint import CONFIG_FILE, build_preprocess, read_config
 from embedding.encoder import Encoder
@@ -35,6 +36,17 @@ _REACH_TIMEOUT_S = 4.0
 
 class EncoderUnavailable(RuntimeError):
     """The requested model cannot be loaded here; the message says what to do about it."""
+
+
+def process_device(choice: str = "auto") -> str:
+    """"cpu", or this process's CUDA GPU (cuda:LOCAL_RANK under torchrun); "auto" takes a GPU when torch sees one."""
+    if choice not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device {choice!r}: choose auto, cpu or cuda")
+    if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
+        return "cpu"
+    if not torch.cuda.is_available():
+        raise ValueError("device cuda, but torch sees no CUDA GPU here")
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
 
 
 def load_encoder(spec: str = "bundled", device: str = "cpu", hub_cache: str | None = None) -> Encoder:

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch.distributed as dist
 
 from embedding import EncoderUnavailable, load_encoder
+from embedding.loading import process_device
 from indexer.ann import AUTO_THRESHOLD, HNSW_LIMIT, KINDS
 from indexer.library import Library, LibraryBusy, ModelMismatch, default_library_dir
 from indexer.metadata import DEFAULT_MAX_PIXELS
@@ -29,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="library folder (default: $SIGSEARCH_LIBRARY or %(default)s)")
     parser.add_argument("--model", help="model spec (default: the library's model, else 'bundled')")
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where the model runs: auto (default) takes a CUDA GPU when torch sees one, under "
+                             "torchrun cuda:LOCAL_RANK per process; on CPU the image trunk runs in onnxruntime")
     parser.add_argument("--commit-every", type=int, default=1024,
                         help="images per commit to the library: a killed run loses at most this much work")
     parser.add_argument("--tags", type=Path, metavar="FILE",
@@ -54,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with closing(Library(args.library)) as library:
             spec = args.model or library.setting("model") or "bundled"
-            encoder = load_encoder(spec)
+            encoder = load_encoder(spec, process_device(args.device))
             if dist.is_initialized():
                 dist.broadcast_object_list([spec], src=0)  # the other processes load the same model
             if args.ann or args.ann_threshold is not None:
@@ -81,7 +85,8 @@ def _embed_share(args) -> int:
     """A torchrun process other than the lead: load the lead's model, embed the share of files it is sent."""
     box = [None]
     dist.broadcast_object_list(box, src=0)
-    for _ in embed_shared(load_encoder(box[0]), None, args.batch_size, args.commit_every, args.max_pixels):
+    encoder = load_encoder(box[0], process_device(args.device))
+    for _ in embed_shared(encoder, None, args.batch_size, args.commit_every, args.max_pixels):
         pass  # the lead receives the chunks
     dist.destroy_process_group()
     return 0

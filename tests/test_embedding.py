@@ -16,6 +16,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from embedding import EncoderUnavailable, load_encoder, open_rgb, to_rgb
+from embedding.loading import process_device
 from embedding.tokenizer import EOS_ID, PAD_ID
 from tests.conftest import REPO, TEXTS
 
@@ -193,3 +194,14 @@ def test_texts_embed_from_many_threads_with_a_fast_tokenizer(open_clip_folder, t
     with ThreadPoolExecutor(16) as pool:
         together = list(pool.map(lambda text: encoder.embed_texts([text]), texts * 100))
     np.testing.assert_allclose(np.concatenate(together[:len(texts)]), alone, atol=1e-5)
+
+
+def test_process_device_takes_a_gpu_only_when_there_is_one(monkeypatch):
+    monkeypatch.setenv("LOCAL_RANK", "1")  # under torchrun each process takes its own GPU
+    assert process_device("cpu") == "cpu"
+    assert process_device("auto") == ("cuda:1" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="choose auto, cpu or cuda"):
+        process_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            process_device("cuda")

@@ -7,6 +7,7 @@ import threading
 import faiss
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from embedding import load_encoder
@@ -204,6 +205,10 @@ def test_cli_reports_a_missing_folder_and_the_offline_hub_clearly(tmp_path, chec
                          env={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "cache")})
     assert offline.returncode == 2 and "hf download timm/ViT-B-16-SigLIP2-256" in offline.stderr
     assert "Traceback" not in offline.stderr
+    if not torch.cuda.is_available():
+        no_gpu = run_module("indexer", str(tmp_path), "--library", str(tmp_path / "lib3"), "--model",
+                            str(checkpoint[0]), "--device", "cuda", check=False)
+        assert no_gpu.returncode == 2 and "no CUDA GPU" in no_gpu.stderr and "Traceback" not in no_gpu.stderr
 
 
 def test_tag_vocabulary_file_and_cli(tmp_path, checkpoint):

@@ -13,13 +13,15 @@ from train.recipes import RECIPES, load_recipe
 from train.trainer import TrainConfig, resume_training, train
 
 EXAMPLES = """examples:
-  the bundled model's recipe (SigLiT: both pretrained trunks locked, heads on cached features):
+  SigLiT on a CPU (both pretrained trunks locked, heads on cached features; minutes):
+    python -m train --recipe heads --out runs/heads
+  the bundled model's recipe (e5's top 4 layers train too: wants a GPU):
     python -m train --recipe bundled --out runs/bundled
   from scratch, 15 minutes:
     python -m train --captions ../shared/data/flickr8k/captions_train.jsonl \\
         --images ../shared/data/flickr8k/images --out runs/tiny --minutes 15
   data-parallel over 2 processes (--batch-size is the global batch; gloo on CPU, NCCL on GPUs):
-    torchrun --standalone --nproc_per_node 2 -m train --recipe bundled --out runs/ddp
+    torchrun --standalone --nproc_per_node 2 -m train --recipe heads --out runs/ddp
   fine-tune a published SigLIP 2 checkpoint (downloaded beforehand; see the README):
     python -m train --init local-dir:ViT-B-16-SigLIP2-256 --captions ... --images ... --out runs/ft \\
         --lr 1e-5 --tb-lr 1e-4 --batch-size 64 --minutes 30

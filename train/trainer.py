@@ -31,7 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from embedding.checkpoint import CONFIG_FILE, build_model, save_checkpoint, save_fine_tuned
-from embedding.loading import load_encoder, model_folder
+from embedding.loading import load_encoder, model_folder, process_device
 from embedding.onnx_trunk import onnx_image_trunk
 from embedding.tokenizer import PAD_ID, SentencePieceTokenizer
 from embedding.towers import BASES
@@ -251,8 +251,6 @@ def resume_training(out: str | Path, stop_after: int | None = None) -> Path:
 def _check(cfg: TrainConfig) -> None:
     if cfg.steps is None and cfg.minutes is None:
         raise ValueError("give --steps or --minutes (or both)")
-    if cfg.device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device {cfg.device!r}: choose auto, cpu or cuda")
     if (cfg.shards is None) == (cfg.captions is None or cfg.images is None):
         raise ValueError("train on --captions with --images, or on --shards (not both)")
     if cfg.shards and cfg.val_captions and not cfg.val_images:
@@ -325,12 +323,9 @@ def _fine_tune_model(cfg: TrainConfig):
 
 def _device(cfg: TrainConfig) -> torch.device:
     """This process's device: a CUDA GPU when asked for or (auto) available, cuda:LOCAL_RANK under torchrun."""
-    if cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise ValueError("--device cuda, but torch sees no CUDA GPU here")
-    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    torch.cuda.set_device(device)
+    device = torch.device(process_device(cfg.device))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     return device
 
 
