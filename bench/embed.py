@@ -1,41 +1,64 @@
-"""Image embedding throughput: the Encoder's path (decode + preprocess + forward) vs the bare forward.
+"""Image embedding throughput: the Encoder's path and the whole indexer vs the bare forward pass.
 
 The bare forward pass of the image tower on ready tensors is the limit any indexing path can reach.
+`--index` also runs `indexer.index_folders` over the whole folder into a temporary library (crawl,
+hashes, decoding in threads, DuckDB and FAISS commits) and measures the bare pass before and after it,
+so the ratio comes from one run.
 
-    python -m bench.embed --model bundled --images ../shared/data/flickr8k/images --count 512
+    python -m bench.embed --model bundled --images ../shared/data/flickr8k/images --count 1024 --index
 """
 
 import argparse
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from embedding import load_encoder
+from embedding import Encoder, load_encoder
+from indexer import Library, index_folders
+
+
+def bare_forward(encoder: Encoder, paths: list[Path], batch_size: int, batches: int) -> float:
+    """Images/s of the image tower alone, on one batch of ready tensors run `batches` times."""
+    pixels = torch.stack([encoder.pixels(p) for p in paths[:batch_size]])
+    start = time.perf_counter()
+    for _ in range(batches):
+        encoder.embed_pixels(pixels)
+    return batches * batch_size / (time.perf_counter() - start)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="bundled")
     parser.add_argument("--images", type=Path, required=True)
-    parser.add_argument("--count", type=int, default=512)
+    parser.add_argument("--count", type=int, default=512, help="images for the Encoder and bare measurements")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--index", action="store_true", help="also index the whole folder end to end")
     args = parser.parse_args()
     encoder = load_encoder(args.model)
     paths = sorted(args.images.glob("*.jpg"))[: args.count]
     encoder.embed_images(paths[: args.batch_size], batch_size=args.batch_size)  # warm-up
+    batches = len(paths) // args.batch_size
 
     start = time.perf_counter()
     encoder.embed_images(paths, batch_size=args.batch_size)
     full = len(paths) / (time.perf_counter() - start)
-
-    pixels = torch.stack([encoder.pixels(p) for p in paths[: args.batch_size]])
-    batches = len(paths) // args.batch_size
-    start = time.perf_counter()
-    for _ in range(batches):
-        encoder.embed_pixels(pixels)
-    bare = batches * args.batch_size / (time.perf_counter() - start)
+    bare = bare_forward(encoder, paths, args.batch_size, batches)
+    print("| model | batch | images | Encoder images/s | bare forward images/s | ratio |")
+    print("|---|---|---|---|---|---|")
     print(f"| {args.model} | {args.batch_size} | {len(paths)} | {full:.1f} | {bare:.1f} | {full / bare:.2f} |")
+    if not args.index:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        library = Library(Path(tmp))
+        summary = index_folders(library, encoder, [args.images], batch_size=args.batch_size, progress=False)
+        library.close()
+    after = bare_forward(encoder, paths, args.batch_size, batches)
+    indexed = summary.indexed / summary.seconds
+    limit = (bare + after) / 2
+    print(f"indexer end to end: {summary.indexed} images in {summary.seconds:.1f} s, {indexed:.1f} images/s; "
+          f"bare forward {bare:.1f} before, {after:.1f} after; ratio {indexed / limit:.2f}")
 
 
 if __name__ == "__main__":

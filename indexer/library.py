@@ -194,11 +194,13 @@ class Library:
         self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
         self.ann = None  # out of date until refresh_ann
         self._save_index()  # vectors first: see the module docstring
+        # One statement per table, the rows passed as one list per column and unnested side by side:
+        # DuckDB's executemany runs row by row (~1 ms per image, a tenth of the indexer's time).
+        columns = [ids.tolist(), *([r.get(column) for r in records] for column in _IMAGE_COLUMNS)]
         with self._transaction():
-            self.db.executemany("DELETE FROM failures WHERE path = ?", [[r["path"]] for r in records])
-            self.db.executemany(
-                f"INSERT INTO images (id, {', '.join(_IMAGE_COLUMNS)}) VALUES (?{', ?' * len(_IMAGE_COLUMNS)})",
-                [[int(i), *(r.get(column) for column in _IMAGE_COLUMNS)] for i, r in zip(ids, records, strict=True)])
+            self.db.execute("DELETE FROM failures WHERE list_contains(?, path)", [columns[1]])
+            self.db.execute(f"INSERT INTO images (id, {', '.join(_IMAGE_COLUMNS)}) "
+                            f"SELECT {', '.join(['unnest(?)'] * len(columns))}", columns)
 
     def record_failure(self, path: str, size: int | None, mtime: float | None, reason: str) -> None:
         self.db.execute("INSERT OR REPLACE INTO failures (path, size, mtime, reason) VALUES (?, ?, ?, ?)",
