@@ -264,18 +264,15 @@ class Library:
 
     def refresh_ann(self) -> str | None:
         """Build (or drop) the approximate index the library's size and settings call for; returns its spec."""
-        ids, vectors = self.vectors()
-        spec = ann_spec(len(ids), vectors.shape[1], self.setting("ann") or "auto",
-                        int(self.setting("ann_threshold") or AUTO_THRESHOLD))
-        path = self.folder / ANN_FILE
+        count, dim = (self.index.ntotal, self.index.d) if self.index is not None else (0, int(self.setting("dim") or 0))
+        spec = ann_spec(count, dim, self.setting("ann") or "auto", int(self.setting("ann_threshold") or AUTO_THRESHOLD))
         if spec is None:
-            path.unlink(missing_ok=True)
+            (self.folder / ANN_FILE).unlink(missing_ok=True)
             self.ann = None
-        elif self.ann is None or self.setting("ann_spec") != spec:
+        elif self.ann is None or self.setting("ann_spec") != spec:  # only then copy the vectors out
+            ids, vectors = self.vectors()
             self.ann = build_index(spec, vectors, ids)
-            tmp = self.folder / (ANN_FILE + ".tmp")
-            faiss.write_index(self.ann, str(tmp))
-            os.replace(tmp, path)
+            self._write_index(self.ann, ANN_FILE)
             self.db.execute("INSERT OR REPLACE INTO settings VALUES ('ann_spec', ?)", [spec])
         return spec
 
@@ -328,9 +325,13 @@ class Library:
         return faiss.read_index(str(path)) if path.is_file() else None
 
     def _save_index(self) -> None:
-        tmp = self.folder / (INDEX_FILE + ".tmp")
-        faiss.write_index(self.index, str(tmp))
-        os.replace(tmp, self.folder / INDEX_FILE)
+        self._write_index(self.index, INDEX_FILE)
+
+    def _write_index(self, index: faiss.Index, name: str) -> None:
+        """Write to a temporary file, then rename: the file on disk is always a whole index."""
+        tmp = self.folder / (name + ".tmp")
+        faiss.write_index(index, str(tmp))
+        os.replace(tmp, self.folder / name)
 
     def _load_ann(self):
         """The approximate index, if there is one and it holds exactly the library's vectors (an indexing
