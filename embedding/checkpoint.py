@@ -28,10 +28,10 @@ def build_model(model_cfg: dict) -> torch.nn.Module:
     return open_clip.CustomTextCLIP(**cfg)
 
 
-def build_preprocess(preprocess_cfg: dict):
-    """The deterministic image transform open_clip uses for this `preprocess_cfg` at inference."""
+def build_preprocess(preprocess_cfg: dict, is_train: bool = False):
+    """The image transform open_clip uses for this `preprocess_cfg`: deterministic at inference, else augmenting."""
     merged = merge_preprocess_dict(asdict(PreprocessCfg()), preprocess_cfg)
-    return image_transform_v2(PreprocessCfg(**merged), is_train=False)
+    return image_transform_v2(PreprocessCfg(**merged), is_train=is_train)
 
 
 def read_config(run_dir: str | Path) -> dict:

@@ -8,18 +8,20 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from torchvision.transforms import Compose
 
 from embedding.images import open_rgb, to_rgb
+from embedding.transform import ImageTransform
 
 
 class Encoder:
     """A loaded two-tower model with its tokenizer, preprocessing and sigmoid calibration."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Callable, preprocess: Callable,
+    def __init__(self, model: torch.nn.Module, tokenizer: Callable, preprocess: Compose,
                  name: str, dim: int, tokenizer_identity: bytes, preprocess_cfg: dict):
         self.model = model.eval()
         self.tokenizer = tokenizer
-        self.preprocess = preprocess
+        self.transform = ImageTransform(preprocess)
         self.name = name
         self.dim = dim
         self.fingerprint = _fingerprint(model, tokenizer_identity, preprocess_cfg)
@@ -41,22 +43,25 @@ class Encoder:
         for start in range(0, len(images), batch_size):
             chunk = images[start:start + batch_size]
             batches.append(torch.stack([self.pixels(image) for image in chunk]))
-        return self._run(self.model.encode_image, batches)
+        return self._run(self._encode_pixels, batches)
 
     def pixels(self, image: Image.Image | str | Path) -> torch.Tensor:
-        """One image as the normalised pixel tensor the image tower expects."""
+        """One image resized as the image tower reads it: uint8 [3, H, W] (`embed_pixels` normalises a batch)."""
         # Files are decoded no larger than needed: twice the input side keeps vectors within 1e-5 cosine.
         rgb = to_rgb(image) if isinstance(image, Image.Image) else open_rgb(image, min_side=2 * self.input_side)
-        return self.preprocess(rgb)
+        return self.transform.pixels(rgb)
 
     def embed_pixels(self, pixels: torch.Tensor) -> np.ndarray:
         """Embed a batch of tensors made by `pixels` -> [N, dim] float32, unit norm."""
-        return self._run(self.model.encode_image, [pixels])
+        return self._run(self._encode_pixels, [pixels])
 
     def probability(self, similarities: np.ndarray | float) -> np.ndarray:
         """Match probability sigmoid(t * cos + b) from the model's own learned t and b."""
         logits = self.temperature * np.asarray(similarities, dtype=np.float64) + self.bias
         return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+
+    def _encode_pixels(self, pixels: torch.Tensor, normalize: bool) -> torch.Tensor:
+        return self.model.encode_image(self.transform.standardize(pixels), normalize=normalize)
 
     @torch.inference_mode()
     def _run(self, encode: Callable, batches: list[torch.Tensor]) -> np.ndarray:

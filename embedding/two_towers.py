@@ -7,6 +7,7 @@ checked by hash, so a SigLiT model on a 100 MB base commits in well under a mega
 """
 
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -19,9 +20,11 @@ from torch import nn
 from embedding.checkpoint import atomic_write
 from embedding.e5 import E5Tokenizer
 from embedding.onnx_trunk import onnx_image_trunk
+from embedding.packing import pack, unpack
 from embedding.towers import BASES, BaseUnavailable, image_tower, text_tower
 
 CONFIG_FILE = "two_towers.json"
+RUN_RECORDS = ("train_config.json", "metrics.jsonl")  # how a model was trained: shipped with its weights
 WEIGHTS_FILE = "trained.safetensors"
 
 
@@ -129,6 +132,23 @@ def save_two_towers(folder: str | Path, model: TwoTowers) -> None:
     atomic_write(folder / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2)))
 
 
+def pack_two_towers(run: str | Path, out: str | Path, dtype: str) -> Path:
+    """Copy a trained model folder with its weights stored as `dtype` (embedding.packing); returns the weights file."""
+    run, out = Path(run), Path(out)
+    if not (run / CONFIG_FILE).is_file():
+        raise FileNotFoundError(f"{run} is not a two-tower model folder: {CONFIG_FILE} is missing")
+    if out.resolve() == run.resolve():
+        raise ValueError("--out must be another folder than the run")
+    out.mkdir(parents=True, exist_ok=True)
+    packed = pack(unpack(load_file(str(run / WEIGHTS_FILE))), dtype)
+    atomic_write(out / WEIGHTS_FILE, lambda tmp: save_file(packed, tmp))
+    for name in RUN_RECORDS:
+        if (run / name).is_file():
+            shutil.copyfile(run / name, out / name)
+    shutil.copyfile(run / CONFIG_FILE, out / CONFIG_FILE)  # last, so a half-written folder never loads
+    return out / WEIGHTS_FILE
+
+
 def load_two_towers(folder: str | Path) -> TwoTowers:
     """Build the towers from their installed bases and load the trained parameters on top."""
     folder = Path(folder)
@@ -138,7 +158,7 @@ def load_two_towers(folder: str | Path) -> TwoTowers:
             raise BaseUnavailable(f"the {role} base {base['name']} installed here is not the one this model was "
                                   f"trained on (sha256 {base['sha256'][:12]}...)")
     model = TwoTowers(config)
-    trained = load_file(str(folder / WEIGHTS_FILE))
+    trained = unpack(load_file(str(folder / WEIGHTS_FILE)))
     unknown = set(trained) - set(model.state_dict())
     if unknown:
         raise ValueError(f"{folder / WEIGHTS_FILE} has parameters this model lacks: {sorted(unknown)[:5]}")

@@ -13,11 +13,14 @@ from open_clip.tokenizer import HFTokenizer
 from PIL import Image
 from safetensors.torch import save_file
 from tokenizers import Tokenizer, models, pre_tokenizers
+from torchvision.transforms import Compose
 from transformers import PreTrainedTokenizerFast
 
 from embedding import EncoderUnavailable, load_encoder, open_rgb, to_rgb
+from embedding.checkpoint import build_preprocess
 from embedding.loading import process_device
 from embedding.tokenizer import EOS_ID, PAD_ID
+from embedding.transform import ImageTransform
 from tests.conftest import REPO, TEXTS
 
 
@@ -134,6 +137,20 @@ def test_preset_names_and_unknown_specs(tmp_path):
         load_encoder("no-such-model")
     with pytest.raises(EncoderUnavailable, match="open_clip_config.json"):
         load_encoder(str(tmp_path))
+
+
+@pytest.mark.parametrize("resize_mode", ["squash", "shortest"])
+def test_uint8_pixels_standardized_per_batch_equal_open_clips_transform_bit_for_bit(resize_mode):
+    preprocess = build_preprocess({"size": 32, "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.3, 0.4],
+                                   "interpolation": "bicubic", "resize_mode": resize_mode})
+    transform = ImageTransform(preprocess)
+    images = [photo((40, 30)), photo((64, 80)).convert("L"), photo((50, 50)).convert("RGBA")]
+    pixels = torch.stack([transform.pixels(image) for image in images])
+    assert pixels.dtype == torch.uint8 and pixels.shape == (3, 3, 32, 32)
+    expected = torch.stack([preprocess(image) for image in images])
+    torch.testing.assert_close(transform.standardize(pixels), expected, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="ending in ToTensor and Normalize"):
+        ImageTransform(Compose(preprocess.transforms[:-1]))
 
 
 def test_exif_orientation_is_applied(tmp_path):

@@ -13,8 +13,10 @@ from timm.data import ImageNetInfo
 
 from embedding import load_encoder
 from embedding.loading import EncoderUnavailable
+from embedding.packing import pack, unpack
 from embedding.towers import BASES, Base, BaseUnavailable, base_file, timm_state_dict
 from embedding.two_towers import CONFIG_FILE, WEIGHTS_FILE, TwoTowers, save_two_towers
+from train.__main__ import main as train_main
 
 MULTILINGUAL = ["A black dog is running after a white dog in the snow .", "两只狗在雪地里打闹。",
                 "Zwei braune Hunde raufen spielerisch im Schnee.", "Deux chiens s'amusent dans la neige.",
@@ -94,7 +96,7 @@ def test_checkpoint_holds_only_the_trained_part(two_towers, tmp_path):
     photo = Image.fromarray(skimage.data.astronaut())
     with torch.inference_mode():
         expected = torch.nn.functional.normalize(
-            two_towers.encode_image(encoder.pixels(photo)[None]), dim=-1).numpy()
+            two_towers.encode_image(encoder.transform.standardize(encoder.pixels(photo)[None])), dim=-1).numpy()
     np.testing.assert_allclose(encoder.embed_images([photo]), expected, atol=1e-5)
     texts = encoder.embed_texts(MULTILINGUAL[:3])
     assert texts.shape == (3, 32) and np.allclose(np.linalg.norm(texts, axis=1), 1.0, atol=1e-5)
@@ -159,3 +161,44 @@ def test_head_dropout_trains_noisy_and_embeds_deterministic():
     model.eval()
     assert torch.equal(model.image_head(features[0]), model.image_head(features[0]))
     assert torch.equal(model.text_head(features[1]), model.text_head(features[1]))
+
+
+def test_weights_packed_in_int8_load_close_to_float32_at_a_quarter_of_the_size(tmp_path):
+    torch.manual_seed(2)
+    model = TwoTowers({"embed_dim": 32, "image": {"base": "efficientnet-lite0", "proj": "mlp"},
+                       "text": {"base": "e5-small", "context_length": 32, "proj": "mlp"},
+                       "init_logit_scale": 2.3, "init_logit_bias": -10.0})
+    model.lock(text_unlocked=1)
+    with torch.no_grad():  # trained weights differ from the base's
+        for p in model.text.transformer.encoder.layer[-1].parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    save_two_towers(tmp_path / "run", model)
+    (tmp_path / "run" / "train_config.json").write_text("{}")
+    for dtype in ("float16", "int8"):
+        assert train_main(["pack", str(tmp_path / "run"), "--weights", dtype, "--out", str(tmp_path / dtype)]) == 0
+    assert (tmp_path / "int8" / "train_config.json").is_file()
+    sizes = {name: (tmp_path / name / WEIGHTS_FILE).stat().st_size for name in ("run", "float16", "int8")}
+    assert sizes["int8"] < 0.3 * sizes["run"] and sizes["float16"] < 0.55 * sizes["run"]
+    stored = load_file(str(tmp_path / "int8" / WEIGHTS_FILE))
+    assert stored["text.transformer.encoder.layer.11.output.dense.weight"].dtype == torch.int8
+    assert stored["text.transformer.encoder.layer.11.output.dense.bias"].dtype == torch.float16
+
+    photo = Image.fromarray(skimage.data.astronaut())
+    full = load_encoder(str(tmp_path / "run"))
+    for dtype in ("float16", "int8"):
+        small = load_encoder(str(tmp_path / dtype))
+        texts = (full.embed_texts(MULTILINGUAL) * small.embed_texts(MULTILINGUAL)).sum(axis=1)
+        images = (full.embed_images([photo]) * small.embed_images([photo])).sum(axis=1)
+        assert texts.min() > 0.999 and images.min() > 0.999
+        assert small.fingerprint != full.fingerprint  # stored smaller is another model: indexes must know
+
+
+def test_packing_refuses_what_it_cannot_read_or_write(tmp_path, capsys):
+    assert train_main(["pack", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    assert "two_towers.json is missing" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="unknown weight type 'int4'"):
+        pack({"w": torch.ones(2, 2)}, "int4")
+    with pytest.raises(ValueError, match="has no w.int8_scale"):
+        unpack({"w": torch.ones(2, 2, dtype=torch.int8)})
+    steps = torch.tensor(7)  # a BatchNorm step counter stays an integer
+    assert unpack(pack({"steps": steps}, "int8"))["steps"].dtype == torch.int64

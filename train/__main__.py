@@ -15,8 +15,9 @@ from train.trainer import TrainConfig, resume_training, train
 EXAMPLES = """examples:
   SigLiT on a CPU (both pretrained trunks locked, heads on cached features; minutes):
     python -m train --recipe heads --out runs/heads
-  the bundled model's recipe (e5's top 4 layers train too: wants a GPU):
+  the bundled model's recipe (e5's 12 layers train too: wants a GPU), then its weights in 8 bits:
     python -m train --recipe bundled --out runs/bundled
+    python -m train pack runs/bundled --weights int8 --out models/bundled
   from scratch, 15 minutes:
     python -m train --captions ../shared/data/flickr8k/captions_train.jsonl \\
         --images ../shared/data/flickr8k/images --out runs/tiny --minutes 15
@@ -42,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         return tokenizer_main(argv[1:])
     if argv[:1] == ["shards"]:
         return shards_main(argv[1:])
+    if argv[:1] == ["pack"]:
+        return pack_main(argv[1:])
     parser = _parser()
     recipe_args, _ = parser.parse_known_args(argv)
     try:
@@ -185,6 +188,29 @@ def shards_main(argv: list[str]) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"{len(shards)} shards in {args.out}")
+    return 0
+
+
+def pack_main(argv: list[str]) -> int:
+    """python -m train pack: a trained two-tower folder with its weights stored small."""
+    from embedding.packing import DTYPES
+    from embedding.two_towers import pack_two_towers
+
+    parser = argparse.ArgumentParser(
+        prog="python -m train pack",
+        description="Copy a SigLiT run folder (two_towers.json, trained.safetensors, its training log) with the "
+                    "trained weights stored as float16, or int8 (each matrix as int8 rows with a float32 scale per "
+                    "row, the rest float16; about a quarter of float32). Every stored type loads as float32.")
+    parser.add_argument("run", type=Path, help="the run folder `python -m train` wrote")
+    parser.add_argument("--weights", choices=DTYPES, default="int8", help="stored type (default int8)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    args = parser.parse_args(argv)
+    try:
+        weights = pack_two_towers(args.run, args.out, args.weights)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"{weights}: {weights.stat().st_size / 1e6:.1f} MB")
     return 0
 
 

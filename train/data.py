@@ -14,6 +14,7 @@ import torch
 from tqdm import tqdm
 
 from embedding.checkpoint import build_preprocess
+from embedding.transform import ImageTransform
 from eval.captions import CaptionedImage, image_file
 from train.features import image_features, text_features
 from train.shards import ShardImage, open_image
@@ -56,9 +57,8 @@ class CaptionPairs:
         if image_trunk:
             self.images = image_features(image_trunk.run, image_trunk.id, paths, preprocess_cfg)
         else:
-            self.images = _decode_all(paths, preprocess_cfg)
-            self.mean = torch.tensor(preprocess_cfg["mean"]).view(1, 3, 1, 1)
-            self.std = torch.tensor(preprocess_cfg["std"]).view(1, 3, 1, 1)
+            self.transform = ImageTransform(build_preprocess(preprocess_cfg))
+            self.images = _decode_all(paths, self.transform)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -66,8 +66,6 @@ class CaptionPairs:
     def to(self, device: torch.device) -> "CaptionPairs":
         """Hold images and texts on `device` (a GPU's memory), so batches are gathered and normalised there."""
         self.images, self.texts = self.images.to(device), self.texts.to(device)
-        if not self.images_cached:
-            self.mean, self.std = self.mean.to(device), self.std.to(device)
         return self
 
     def batch(self, indices: list[int], rng: random.Random) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,7 +84,7 @@ class CaptionPairs:
         flips = flips or [False] * len(indices)
         if self.images_cached:
             return self.images[indices, torch.tensor(flips, dtype=torch.long, device=self.images.device)]
-        pixels = (self.images[indices].float() / 255.0 - self.mean) / self.std
+        pixels = self.transform.standardize(self.images[indices])
         mirrored = torch.tensor(flips, device=self.images.device)
         pixels[mirrored] = pixels[mirrored].flip(-1)
         return pixels
@@ -99,13 +97,10 @@ def _find(photos: str | Path | dict[str, ShardImage], key: str) -> Path | ShardI
     return path if path.is_file() else None
 
 
-def _decode_all(paths: list[Path | ShardImage], preprocess_cfg: dict) -> torch.Tensor:
+def _decode_all(paths: list[Path | ShardImage], transform: ImageTransform) -> torch.Tensor:
     """Decode and resize every image exactly as the embedding layer will (uint8 [N, 3, H, W])."""
-    # The inference transform with mean 0 and std 1 yields pixel/255, so the uint8 cache is exact.
-    geometry = build_preprocess({**preprocess_cfg, "mean": [0.0] * 3, "std": [1.0] * 3})
-
     def decode(path: Path | ShardImage) -> torch.Tensor:
-        return (geometry(open_image(path)) * 255.0).round().to(torch.uint8)
+        return transform.pixels(open_image(path))
 
     with ThreadPoolExecutor() as pool:
         decoded = list(tqdm(pool.map(decode, paths), total=len(paths), desc="decoding images", unit="image"))

@@ -15,6 +15,7 @@ import torch
 from tqdm import tqdm
 
 from embedding.checkpoint import build_preprocess
+from embedding.transform import ImageTransform
 from eval.cache import cached_array, image_keys
 from train.shards import ShardImage, open_image
 
@@ -24,14 +25,14 @@ IMAGE_BATCH, TEXT_BATCH = 64, 128
 @torch.inference_mode()
 def image_features(trunk, trunk_id: str, paths: list[Path | ShardImage], preprocess_cfg: dict) -> torch.Tensor:
     """[N, 2, F]: each image's trunk features as is and mirrored (the mirror is the cheap augmentation)."""
-    preprocess = build_preprocess(preprocess_cfg)
+    transform = ImageTransform(build_preprocess(preprocess_cfg))
 
     def compute() -> np.ndarray:
         rows = []
         with ThreadPoolExecutor() as pool, tqdm(total=len(paths), desc="image features", unit="image") as bar:
             for start in range(0, len(paths), IMAGE_BATCH):
-                pixels = torch.stack(list(pool.map(lambda p: preprocess(open_image(p)),
-                                                   paths[start:start + IMAGE_BATCH])))
+                pixels = transform.standardize(torch.stack(list(pool.map(
+                    lambda p: transform.pixels(open_image(p)), paths[start:start + IMAGE_BATCH]))))
                 rows.append(torch.stack([trunk(pixels), trunk(pixels.flip(-1))], dim=1).float().numpy())
                 bar.update(len(pixels))
         return np.concatenate(rows)

@@ -1,0 +1,46 @@
+"""Trained weights stored small: float16, or each matrix as int8 rows with one float32 scale per row.
+
+Written here because safetensors stores plain tensors only (torch's quantized tensors do not go into it),
+and the scheme is a few lines: symmetric per-row absmax, read back into float32 when a model loads.
+On the 12 trained e5 layers and heads of the bundled model the error is 0.9% of a matrix's norm on
+average (2.2% at most), and Flickr8k test mean text->image R@5 went 45.01 -> 45.11 (bench/RESULTS.md).
+"""
+
+import torch
+
+DTYPES = ("float32", "float16", "int8")
+SCALE = ".int8_scale"  # the companion tensor of an int8 matrix: [rows, 1] float32
+
+
+def pack(state: dict[str, torch.Tensor], dtype: str) -> dict[str, torch.Tensor]:
+    """Float weights as `dtype`; with int8, matrices become int8 rows + scales and the rest float16."""
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown weight type {dtype!r}; choose one of {', '.join(DTYPES)}")
+    packed = {}
+    for name, tensor in state.items():
+        tensor = tensor.detach()
+        if not tensor.is_floating_point():  # e.g. BatchNorm's step counter
+            packed[name] = tensor
+        elif dtype == "int8" and tensor.ndim == 2:
+            tensor = tensor.float()
+            scale = tensor.abs().amax(dim=1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny) / 127
+            packed[name] = (tensor / scale).round().clamp(-127, 127).to(torch.int8)
+            packed[name + SCALE] = scale
+        else:
+            packed[name] = tensor.to(torch.float32 if dtype == "float32" else torch.float16)
+    return packed
+
+
+def unpack(packed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """What `pack` wrote (or a plain state dict) as float32 tensors."""
+    state = {}
+    for name, tensor in packed.items():
+        if name.endswith(SCALE):
+            continue
+        if tensor.dtype == torch.int8:
+            if name + SCALE not in packed:
+                raise ValueError(f"int8 weight {name} has no {name + SCALE}")
+            state[name] = tensor.float() * packed[name + SCALE]
+        else:
+            state[name] = tensor.float() if tensor.is_floating_point() else tensor
+    return state
