@@ -9,6 +9,8 @@ import gradio as gr
 from app.thumbnails import thumbnail_dir
 from app.ui import build_ui
 from embedding import EncoderUnavailable, load_encoder
+from embedding.loading import model_folder
+from embedding.locca import find_decoder
 from indexer import Library, LibraryBusy, ModelMismatch, default_library_dir, index_folders
 from indexer.demo import copy_demo_photos
 
@@ -43,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         library = Library(args.library)
         encoder = load_encoder(args.model or library.setting("model") or "bundled")
         library.bind_model(encoder.name, encoder.fingerprint, encoder.dim)
+        decoder = find_decoder(model_folder(args.model or library.setting("model") or "bundled"))
         if len(library) == 0 and not library.roots():
             demo = copy_demo_photos(library.folder / "demo-photos")
             print(f"empty library: indexing the demo photos in {demo}")
@@ -54,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     thumbnail_dir(library.folder).mkdir(exist_ok=True)
     gr.set_static_paths([str(root) for root in library.roots()] + [str(thumbnail_dir(library.folder))])
     print(f"{len(library)} photos in {library.folder}, model {encoder.name}")
-    build_ui(library, encoder).launch(server_name=args.host, server_port=args.port,
+    build_ui(library, encoder, decoder).launch(server_name=args.host, server_port=args.port,
                                       auth=tuple(args.auth.split(":", 1)) if args.auth else None,
                                       max_file_size=f"{args.max_upload_mb}mb")
     return 0

@@ -1,4 +1,5 @@
-"""The Gradio page and API: text, combined and image queries, "more like this", tagging, library status."""
+"""The Gradio page and API: text, combined and image queries, "more like this", tagging, captions (a model
+trained with a LocCa decoder), library status."""
 
 import math
 from pathlib import Path
@@ -9,6 +10,7 @@ from PIL import Image
 from app.search import Result, make_filters, more_like_this, search_image, search_text, tag_image
 from app.thumbnails import thumbnail
 from embedding import Encoder
+from embedding.locca import LocCaDecoder, caption_images
 from indexer import Library, index_folders
 from indexer.tags import tag_library
 
@@ -17,8 +19,9 @@ QUERY_HELP = ("Any language the model knows. Combine terms with commas; `-` excl
               "`beach, -people, 2:sunset`.")
 
 
-def build_ui(library: Library, encoder: Encoder) -> gr.Blocks:
-    """The page; API endpoints /search, /search_image, /more_like_this and /tag return JSON."""
+def build_ui(library: Library, encoder: Encoder, decoder: LocCaDecoder | None = None) -> gr.Blocks:
+    """The page; API endpoints /search, /search_image, /more_like_this and /tag return JSON, and /caption
+    returns text when the model has a LocCa `decoder`."""
 
     def as_json(results: list[Result]) -> list[dict]:
         # The key is not "path": gradio_client would take such dicts for files and download them.
@@ -62,6 +65,11 @@ def build_ui(library: Library, encoder: Encoder) -> gr.Blocks:
         if image is None:
             raise gr.Error("upload an image first")
         return tag_image(encoder, image, labels.split(","))
+
+    def caption(image: Image.Image, language: str) -> str:
+        if image is None:
+            raise gr.Error("upload an image first")
+        return caption_images(encoder, decoder, [image], language)[0]
 
     def remember(originals: list[str], event: gr.SelectData) -> tuple[str, str, str]:
         """The selected result: kept for "more like this", and shown full size with its path and tags."""
@@ -138,6 +146,13 @@ def build_ui(library: Library, encoder: Encoder) -> gr.Blocks:
                     tag_button = gr.Button("Tag", variant="primary", elem_id="tag-button")
                     tags = gr.Label(label="Independent probability per label", num_top_classes=20, elem_id="tags")
             tag_button.click(tag, [tag_upload, labels], tags, api_name="tag")
+            if decoder is not None:  # the model was trained with SigLIP 2's LocCa decoder: it can also caption
+                with gr.Row():
+                    language = gr.Dropdown(decoder.config.languages, value=decoder.config.languages[0],
+                                           label="Caption language", elem_id="caption-language")
+                    caption_button = gr.Button("Caption", elem_id="caption-button")
+                    written = gr.Textbox(label="Caption (LocCa decoder)", interactive=False, elem_id="caption")
+                caption_button.click(caption, [tag_upload, language], written, api_name="caption")
         with gr.Tab("Library"):
             status = gr.Markdown()
             with gr.Row():

@@ -42,9 +42,10 @@ def read_config(run_dir: str | Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def save_checkpoint(run_dir: str | Path, model: torch.nn.Module, model_cfg: dict,
-                    preprocess_cfg: dict, tokenizer: SentencePieceTokenizer) -> None:
-    """Write weights, tokenizer and config; the config goes last, so a half-written folder never loads."""
+def save_checkpoint(run_dir: str | Path, model: torch.nn.Module, model_cfg: dict, preprocess_cfg: dict,
+                    tokenizer: SentencePieceTokenizer, naflex_patches: int | None = None) -> None:
+    """Write weights, tokenizer and config; the config goes last, so a half-written folder never loads.
+    `naflex_patches`: the model reads images NaFlex-style, in at most this many patches."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     tokenizer_path = run_dir / tokenizer.model_file.name
@@ -53,6 +54,8 @@ def save_checkpoint(run_dir: str | Path, model: torch.nn.Module, model_cfg: dict
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
     atomic_write(run_dir / WEIGHTS_FILE, lambda tmp: save_file(state, tmp))
     config = {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg, "tokenizer": tokenizer.config()}
+    if naflex_patches:
+        config["naflex"] = {"max_patches": naflex_patches}
     atomic_write(run_dir / CONFIG_FILE,
                   lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2), encoding="utf-8"))
 

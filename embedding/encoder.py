@@ -11,6 +11,7 @@ from PIL import Image
 from torchvision.transforms import Compose
 
 from embedding.images import open_rgb, to_rgb
+from embedding.naflex import NaFlexTransform, naflex_forward
 from embedding.transform import ImageTransform
 
 
@@ -18,13 +19,18 @@ class Encoder:
     """A loaded two-tower model with its tokenizer, preprocessing and sigmoid calibration."""
 
     def __init__(self, model: torch.nn.Module, tokenizer: Callable, preprocess: Compose,
-                 name: str, dim: int, tokenizer_identity: bytes, preprocess_cfg: dict):
+                 name: str, dim: int, tokenizer_identity: bytes, preprocess_cfg: dict,
+                 naflex_patches: int | None = None):
+        """`naflex_patches`: a NaFlex-trained ViT reads each image at its own aspect ratio in at most this
+        many patches (embedding.naflex); otherwise images are resized as `preprocess` says."""
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.transform = ImageTransform(preprocess)
+        self.naflex = NaFlexTransform(model.visual.patch_size[0], naflex_patches) if naflex_patches else None
         self.name = name
         self.dim = dim
-        self.fingerprint = _fingerprint(model, tokenizer_identity, preprocess_cfg)
+        identity = {**preprocess_cfg, "naflex_patches": naflex_patches} if naflex_patches else preprocess_cfg
+        self.fingerprint = _fingerprint(model, tokenizer_identity, identity)
         size = preprocess_cfg.get("size", 224)
         self.input_side = max(size) if isinstance(size, (list, tuple)) else int(size)
         # t = exp(logit_scale) and b, the learned calibration: P(match) = sigmoid(t * cos + b).
@@ -39,20 +45,22 @@ class Encoder:
 
     def embed_images(self, images: Sequence[Image.Image | str | Path], batch_size: int = 32) -> np.ndarray:
         """Embed PIL images or image files (EXIF-upright, any mode) -> [N, dim] float32, unit norm."""
-        batches = []
-        for start in range(0, len(images), batch_size):
-            chunk = images[start:start + batch_size]
-            batches.append(torch.stack([self.pixels(image) for image in chunk]))
+        batches = [[self.pixels(image) for image in images[start:start + batch_size]]
+                   for start in range(0, len(images), batch_size)]
         return self._run(self._encode_pixels, batches)
 
     def pixels(self, image: Image.Image | str | Path) -> torch.Tensor:
-        """One image resized as the image tower reads it: uint8 [3, H, W] (`embed_pixels` normalises a batch)."""
-        # Files are decoded no larger than needed: twice the input side keeps vectors within 1e-5 cosine.
-        rgb = to_rgb(image) if isinstance(image, Image.Image) else open_rgb(image, min_side=2 * self.input_side)
-        return self.transform.pixels(rgb)
+        """One image resized as the image tower reads it: uint8 [3, H, W] (`embed_pixels` normalises a batch);
+        under NaFlex H and W are whole patches at the image's own aspect ratio."""
+        rgb = self._rgb(image)
+        return self.naflex.pixels(rgb) if self.naflex else self.transform.pixels(rgb)
 
-    def embed_pixels(self, pixels: torch.Tensor) -> np.ndarray:
-        """Embed a batch of tensors made by `pixels` -> [N, dim] float32, unit norm."""
+    def square_pixels(self, image: Image.Image | str | Path) -> torch.Tensor:
+        """One image at the tower's fixed square input (what patch-token readers such as LocCa use)."""
+        return self.transform.pixels(self._rgb(image))
+
+    def embed_pixels(self, pixels: list[torch.Tensor]) -> np.ndarray:
+        """Embed one batch of tensors made by `pixels` -> [N, dim] float32, unit norm."""
         return self._run(self._encode_pixels, [pixels])
 
     def probability(self, similarities: np.ndarray | float) -> np.ndarray:
@@ -60,15 +68,25 @@ class Encoder:
         logits = self.temperature * np.asarray(similarities, dtype=np.float64) + self.bias
         return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
 
-    def _encode_pixels(self, pixels: torch.Tensor, normalize: bool) -> torch.Tensor:
-        return self.model.encode_image(self.transform.standardize(pixels), normalize=normalize)
+    def _rgb(self, image: Image.Image | str | Path) -> Image.Image:
+        # Files are decoded no larger than needed: twice the input side keeps vectors within 1e-5 cosine.
+        return to_rgb(image) if isinstance(image, Image.Image) else open_rgb(image, min_side=2 * self.input_side)
+
+    def _encode_pixels(self, pixels: list[torch.Tensor], normalize: bool) -> torch.Tensor:
+        if self.naflex:  # each image at its own grid; padding is masked, so batching does not change a vector
+            pooled, _, _ = naflex_forward(self.model.visual, [self.transform.standardize(p[None])[0] for p in pixels])
+            return torch.nn.functional.normalize(pooled, dim=-1) if normalize else pooled
+        return self.model.encode_image(self.transform.standardize(torch.stack(pixels)), normalize=normalize)
 
     @torch.inference_mode()
-    def _run(self, encode: Callable, batches: list[torch.Tensor]) -> np.ndarray:
+    def _run(self, encode: Callable, batches: list) -> np.ndarray:
         if not batches:
             return np.zeros((0, self.dim), dtype=np.float32)
         device = next(self.model.parameters()).device  # inputs go where the weights are (CPU or a GPU)
-        outputs = [encode(batch.to(device), normalize=True).float().cpu().numpy() for batch in batches]
+
+        def to_device(batch):
+            return [p.to(device) for p in batch] if isinstance(batch, list) else batch.to(device)
+        outputs = [encode(to_device(batch), normalize=True).float().cpu().numpy() for batch in batches]
         return np.concatenate(outputs).astype(np.float32, copy=False)
 
 

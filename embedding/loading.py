@@ -90,7 +90,8 @@ def _load_dir(folder: Path, name: str, device: str) -> Encoder:
         identity = repr([type(tokenizer).__name__, tokenizer.context_length, text_cfg.get("hf_tokenizer_name"),
                          text_cfg.get("tokenizer_kwargs"), text_cfg.get("vocab_size")]).encode()
     return Encoder(model, tokenizer, preprocess, name=name, dim=int(config["model_cfg"]["embed_dim"]),
-                   tokenizer_identity=identity, preprocess_cfg=model.visual.preprocess_cfg)
+                   tokenizer_identity=identity, preprocess_cfg=model.visual.preprocess_cfg,
+                   naflex_patches=config.get("naflex", {}).get("max_patches"))
 
 
 def _load_two_towers(folder: Path, name: str, device: str) -> Encoder:

@@ -13,7 +13,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m eval",
         description="Measure image-text encoders on real data. `xm3600`: Crossmodal-3600-style retrieval "
-                    "recall per language (both published protocols); `zeroshot`: zero-shot classification "
+                    "recall per language (both published protocols); `locca`, `caption`, `dense`: SigLIP 2's "
+                    "localisation, captioning and dense features; `zeroshot`: zero-shot classification "
                     "of a folder-per-class image set; `ann`: recall and latency of a library's ANN index vs exact "
                     "search; `report`: compare training runs in one table and plot. "
                     "Embeddings are cached per model fingerprint in $SIGSEARCH_CACHE or ~/.cache/sigsearch.",
@@ -77,6 +78,32 @@ def main(argv: list[str] | None = None) -> int:
     rp.add_argument("runs", type=Path, nargs="+")
     rp.add_argument("--markdown", type=Path, help="also write the table here")
     rp.add_argument("--plot", type=Path, help="write loss curves and mean R@5 (PNG)")
+    lc = commands.add_parser(
+        "locca", help="LocCa: referring-expression boxes (Ref), IoU >= 0.5 accuracy per language",
+        description="For every annotation with referring expressions (`refs`: {language: text}) in a COCO-style "
+                    "instances file, the model's LocCa decoder reads the expression and writes a box; reports "
+                    "the share with IoU >= 0.5 against the true box, and the mean IoU, per language.")
+    lc.add_argument("--model", required=True, help="a run trained with --locca (its folder holds locca.json)")
+    lc.add_argument("--instances", type=Path, required=True,
+                    help="instances JSON (e.g. data/scenes/instances_test.json)")
+    lc.add_argument("--images", type=Path, required=True, help="folder of the images' file_name")
+    lc.add_argument("--languages", help="comma-separated (default: every language the decoder writes)")
+    lc.add_argument("--json", type=Path)
+
+    cp = commands.add_parser("caption", help="LocCa: caption images",
+                             description="Greedy captions from a run's LocCa decoder, one line per image.")
+    cp.add_argument("images", type=Path, nargs="+")
+    cp.add_argument("--model", required=True, help="a run trained with --locca")
+    cp.add_argument("--language", default="en", help="caption language (default en)")
+
+    dn = commands.add_parser(
+        "dense", help="dense features: linear probe on frozen patch tokens (patch accuracy, mIoU)",
+        description="Fits a linear classifier on the frozen ViT patch tokens of --train-images scenes to each "
+                    "patch's majority class in masks/<key>.png, and scores it on every test scene.")
+    dn.add_argument("--model", required=True, help="a model with an open_clip ViT image tower")
+    dn.add_argument("--scenes", type=Path, required=True, help="folder from `python -m train scenes`")
+    dn.add_argument("--train-images", type=int, default=2000)
+    dn.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
 
     try:
@@ -85,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "ann":
             return _ann(args)
         encoder = load_encoder(args.model)
+        if args.command in ("locca", "caption", "dense"):
+            return _siglip2(args, encoder)
         return _xm3600(args, encoder) if args.command == "xm3600" else _zeroshot(args, encoder)
     except (EncoderUnavailable, LibraryBusy, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -120,6 +149,34 @@ def _zeroshot(args, encoder) -> int:
           f"mean per-class recall {result['mean_per_class_recall']:.2f}%")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
+    return 0
+
+
+def _siglip2(args, encoder) -> int:
+    """The SigLIP 2 measures: Ref boxes, captions, dense probe."""
+    from embedding.loading import model_folder
+    from embedding.locca import caption_images, load_decoder
+
+    decoder = load_decoder(model_folder(args.model)) if args.command != "dense" else None  # beside the towers
+    if args.command == "caption":
+        for image, text in zip(args.images, caption_images(encoder, decoder, args.images,
+                                                           args.language), strict=True):
+            print(f"{image}\t{text}")
+        return 0
+    if args.command == "locca":
+        from eval.locca import referring_accuracy
+        result = referring_accuracy(encoder, decoder, args.instances, args.images,
+                                    args.languages.split(",") if args.languages else None)
+        for lang, row in result.items():
+            print(f"{lang:>5}  Ref acc@IoU0.5 {row['acc_iou50']:6.2f}%  mean IoU {row['mean_iou']:.3f}"
+                  + (f"  ({row['n']} expressions)" if "n" in row else ""))
+    else:
+        from eval.dense import linear_probe
+        result = linear_probe(encoder, args.scenes, train_images=args.train_images)
+        print(f"patch accuracy {result['patch_accuracy']:.2f}%  mIoU {result['miou']:.2f}% "
+              f"({result['classes']} classes, {result['test_patches']} test patches)")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
     return 0
 
 

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
@@ -177,7 +176,7 @@ def embed_chunks(encoder: Encoder, todo: list, batch_size: int, commit_every: in
             good = [d for d in decoded if "error" not in d]
             failures += [d for d in decoded if "error" in d]
             if good:
-                vectors.append(encoder.embed_pixels(torch.stack([d.pop("pixels") for d in good])))
+                vectors.append(encoder.embed_pixels([d.pop("pixels") for d in good]))
                 records += good
             if len(records) + len(failures) >= commit_every:
                 yield records, np.concatenate(vectors) if vectors else None, failures

@@ -33,10 +33,12 @@ def _train(flickr, captions, out, *extra) -> None:
                "--checkpoint-every", "3", *extra)
 
 
-@pytest.mark.parametrize("model", [["--vocab-size", "400"], SIGLIT], ids=["scratch", "siglit"])
+@pytest.mark.parametrize("model", [["--vocab-size", "400", "--init-bias", "-3"], SIGLIT], ids=["scratch", "siglit"])
 def test_a_resumed_run_continues_the_same_loss_curve(flickr, small_captions, tmp_path, model):
     """Stopped at step 5 and resumed, a run logs exactly the losses, t and b of the run that never stopped."""
     _train(flickr, small_captions, tmp_path / "straight", *model)
+    first_b = _curve(tmp_path / "straight")[0][3]
+    assert abs(first_b - (-3 if "--init-bias" in model else -10)) < 0.1  # b starts where it was told to
     _train(flickr, small_captions, tmp_path / "split", *model, "--stop-after", "5")
     assert (tmp_path / "split" / "resume.pt").is_file()
     refused = run_module("train", "--captions", str(small_captions), "--images", str(flickr / "images"),

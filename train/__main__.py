@@ -1,4 +1,5 @@
-"""python -m train: train a SigLIP-family two-tower encoder (from scratch or SigLiT on pretrained towers)."""
+"""python -m train: train a SigLIP-family two-tower encoder (from scratch, with SigLIP 2's objectives, or SigLiT
+on pretrained towers)."""
 
 import argparse
 import sys
@@ -32,6 +33,11 @@ EXAMPLES = """examples:
     python -m train shards --captions ../shared/data/flickr8k/captions_train.jsonl \\
         --images ../shared/data/flickr8k/images --out shards/flickr8k
     python -m train --shards shards/flickr8k --out runs/from-shards --minutes 15
+  SigLIP 2 on the generated scenes: LocCa (captions, Ref, GCap), then SILC + TIPS for the last 20%:
+    python -m train scenes --out data/scenes
+    python -m train --recipe scenes --out runs/scenes-siglip2 --locca 1 --silc 1 --tips 1
+  NaFlex for the last 10% (native aspect ratios; the checkpoint then embeds images that way):
+    python -m train --recipe scenes --out runs/scenes-naflex --naflex
   a multilingual SentencePiece tokenizer on caption files:
     python -m train tokenizer --captions ../shared/data/flickr8k/captions_train.jsonl --vocab 8000 --out tok
 """
@@ -45,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         return shards_main(argv[1:])
     if argv[:1] == ["pack"]:
         return pack_main(argv[1:])
+    if argv[:1] == ["scenes"]:
+        return scenes_main(argv[1:])
     parser = _parser()
     recipe_args, _ = parser.parse_known_args(argv)
     try:
@@ -95,6 +103,8 @@ def _parser() -> argparse.ArgumentParser:
     data.add_argument("--val-captions", type=Path, help="report recall on this caption file (see --eval-every)")
     data.add_argument("--val-images", type=Path, help="images for --val-captions (default: --images)")
     data.add_argument("--eval-every", type=int, help="validate every N steps (always once at the end)")
+    data.add_argument("--no-flip", dest="flip", action="store_false",
+                      help="do not mirror images (captions that say left and right, e.g. the generated scenes)")
     model = parser.add_argument_group("model")
     model.add_argument("--size", choices=sorted(SIZES), default="tiny", help="from-scratch tower sizes (default tiny)")
     model.add_argument("--init", metavar="MODEL",
@@ -116,6 +126,10 @@ def _parser() -> argparse.ArgumentParser:
     opt.add_argument("--loss", choices=KINDS, default="sigmoid",
                      help="sigmoid: SigLIP's pairwise loss (t'=log 10, b=-10 at init); softmax: the CLIP/InfoNCE "
                           "baseline (t=1/0.07, no bias)")
+    opt.add_argument("--init-bias", type=float, default=-10.0,
+                     help="b at initialisation (default -10, the paper's, about -log of its 32k batch); at batch "
+                          "32-256 a from-scratch model sits collapsed for hundreds of steps with -10 and escapes "
+                          "quickly from about -log(batch), e.g. -4 at 32 (bench/RESULTS.md, scenes)")
     opt.add_argument("--chunk", type=int, help="compute the sigmoid loss in CHUNK x CHUNK blocks: same value "
                                                "and gradients, memory O(batch*dim + CHUNK^2)")
     opt.add_argument("--steps", type=int, help="optimiser steps (the cosine schedule spans them)")
@@ -135,6 +149,27 @@ def _parser() -> argparse.ArgumentParser:
     opt.add_argument("--bf16", action="store_true", help="bf16 autocast for the towers (loss stays fp32); measure "
                                                          "first: slower than fp32 on CPUs without AMX")
     opt.add_argument("--grad-checkpointing", action="store_true", help="less activation memory, ~30%% more time")
+    sig2 = parser.add_argument_group(
+        "SigLIP 2 objectives (from-scratch ViT; loss weights, 0 = off; every term logged on its own)")
+    sig2.add_argument("--locca", type=float, default=0.0,
+                      help="LocCa decoder on the patch tokens: captioning, and Ref/GCap with --instances (e.g. 1.0)")
+    sig2.add_argument("--instances", type=Path, help="COCO-style instances JSON whose annotations carry "
+                      "`refs` {language: expression} (e.g. the generated scenes' instances_train.json)")
+    sig2.add_argument("--silc", type=float, default=0.0, help="SILC self-distillation: local crops -> EMA teacher")
+    sig2.add_argument("--tips", type=float, default=0.0, help="TIPS masked-patch prediction of the teacher's features")
+    sig2.add_argument("--distill-from", type=float, default=0.8,
+                      help="share of the run after which SILC and TIPS switch on (default 0.8: the last 20%%)")
+    sig2.add_argument("--ema-momentum", type=float, default=0.996, help="teacher EMA momentum (default 0.996)")
+    sig2.add_argument("--local-crops", type=int, default=2, help="SILC crops per image (default 2)")
+    sig2.add_argument("--mask-ratio", type=float, default=0.5, help="TIPS: share of patches masked (default 0.5)")
+    sig2.add_argument("--naflex", action="store_true",
+                      help="NaFlex: for the end of the run (--naflex-from) each image keeps its aspect ratio, cut "
+                           "into at most --naflex-patches patches (position embeddings resized, padding masked); the "
+                           "checkpoint then embeds images that way everywhere (sigmoid loss alone for now)")
+    sig2.add_argument("--naflex-from", type=float, default=0.9,
+                      help="fraction of training after which batches are NaFlex (default 0.9: the last 10%%)")
+    sig2.add_argument("--naflex-patches", type=int,
+                      help="NaFlex token budget (default: the square input's patches, 64 for tiny)")
     opt.add_argument("--checkpoint-every", type=int, default=500, help="steps between resumable checkpoints")
     opt.add_argument("--log-every", type=int, default=10, help="steps between metrics.jsonl rows")
     return parser
@@ -211,6 +246,29 @@ def pack_main(argv: list[str]) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"{weights}: {weights.stat().st_size / 1e6:.1f} MB")
+    return 0
+
+
+def scenes_main(argv: list[str]) -> int:
+    """python -m train scenes: generate the SigLIP 2 testbed (scenes with boxes, masks and captions)."""
+    from train.scenes import generate
+
+    parser = argparse.ArgumentParser(
+        prog="python -m train scenes",
+        description="Render scenes of 1-3 objects (shape, colour, size or orientation, texture) at five aspect "
+                    "ratios, with captions in en, de, fr, zh about attributes, places, counts and aspect. Writes "
+                    "OUT/images/<key>.jpg, OUT/masks/<key>.png (pixel class: 0 background, 1 circle, 2 square, "
+                    "3 triangle, 4 bar), OUT/captions_<split>.jsonl (Crossmodal-3600 layout: three captions per "
+                    "language, kinds objects/count/single), OUT/captions_test_<kind>.jsonl and "
+                    "OUT/instances_<split>.json (COCO-style boxes with referring expressions per language).")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--train", type=int, default=6000, help="training scenes (default 6000)")
+    parser.add_argument("--val", type=int, default=500, help="validation scenes (default 500)")
+    parser.add_argument("--test", type=int, default=1000, help="test scenes (default 1000)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    generate(args.out, {"train": args.train, "val": args.val, "test": args.test}, args.seed)
+    print(f"scenes in {args.out}")
     return 0
 
 

@@ -1,6 +1,7 @@
 """Image-caption pairs for training, held in RAM as what the trainable part of the model reads.
 
-Images: uint8 pixels decoded once at training resolution, or a locked image trunk's cached features.
+Images: uint8 pixels decoded once at training resolution (and for NaFlex at their own aspect ratios too),
+or a locked image trunk's cached features.
 Captions: token ids, or a locked text trunk's cached features; one flat row per caption.
 """
 
@@ -11,9 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from embedding.checkpoint import build_preprocess
+from embedding.naflex import NaFlexTransform
 from embedding.transform import ImageTransform
 from eval.captions import CaptionedImage, image_file
 from train.features import image_features, text_features
@@ -32,13 +35,18 @@ class CaptionPairs:
 
     def __init__(self, images: list[CaptionedImage], photos: str | Path | dict[str, ShardImage], preprocess_cfg: dict,
                  tokenizer, language_weights: dict[str, float] | None = None, pad_id: int = 0,
-                 image_trunk: LockedTrunk | None = None, text_trunk: LockedTrunk | None = None):
-        """`photos`: a folder of `<key>.jpg` files, or the photos read from shards (train.shards)."""
+                 image_trunk: LockedTrunk | None = None, text_trunk: LockedTrunk | None = None, flip: bool = True,
+                 naflex: NaFlexTransform | None = None):
+        """`photos`: a folder of `<key>.jpg` files, or the photos read from shards (train.shards); `flip`
+        mirrors half the images of a batch (off where captions say left and right); `naflex` also keeps
+        every image at its own aspect ratio for NaFlex batches."""
         found = {image.key: _find(photos, image.key) for image in images}
         present = [image for image in images if found[image.key] is not None]
         if not present:
             raise FileNotFoundError(f"none of the {len(images)} captioned images is in {photos}")
         self.missing = len(images) - len(present)
+        self.keys = [image.key for image in present]
+        self.flip = flip
         paths = [found[image.key] for image in present]
         self.language_weights = language_weights or {}
         captions, self.caption_image, self.caption_language = [], [], []
@@ -58,7 +66,8 @@ class CaptionPairs:
             self.images = image_features(image_trunk.run, image_trunk.id, paths, preprocess_cfg)
         else:
             self.transform = ImageTransform(build_preprocess(preprocess_cfg))
-            self.images = _decode_all(paths, self.transform)
+            self.images = torch.stack(_decode_all(paths, self.transform.pixels, "decoding images"))
+        self.native = _decode_all(paths, naflex.pixels, "decoding images (NaFlex)") if naflex else None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -66,12 +75,16 @@ class CaptionPairs:
     def to(self, device: torch.device) -> "CaptionPairs":
         """Hold images and texts on `device` (a GPU's memory), so batches are gathered and normalised there."""
         self.images, self.texts = self.images.to(device), self.texts.to(device)
+        if self.native is not None:
+            self.native = [pixels.to(device) for pixels in self.native]
         return self
 
-    def batch(self, indices: list[int], rng: random.Random) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each image, mirrored or not at random, and one caption of a language drawn by the weights."""
-        flips = [rng.random() < 0.5 for _ in indices]
-        images = self.image_inputs(indices, flips)
+    def batch(self, indices: list[int], rng: random.Random, native: bool = False
+              ) -> tuple[torch.Tensor | list[torch.Tensor], torch.Tensor]:
+        """Each image, mirrored or not at random, and one caption of a language drawn by the weights;
+        `native`: the images at their own aspect ratios (NaFlex), as a list."""
+        flips = [rng.random() < 0.5 if self.flip else False for _ in indices]
+        images = self.native_inputs(indices, flips) if native else self.image_inputs(indices, flips)
         rows = []
         for index in indices:
             languages = list(self.rows[index])
@@ -89,6 +102,11 @@ class CaptionPairs:
         pixels[mirrored] = pixels[mirrored].flip(-1)
         return pixels
 
+    def native_inputs(self, indices: list[int], flips: list[bool]) -> list[torch.Tensor]:
+        """The images at their own aspect ratios, normalised (NaFlex)."""
+        inputs = [self.transform.standardize(self.native[i][None])[0] for i in indices]
+        return [pixels.flip(-1) if flip else pixels for pixels, flip in zip(inputs, flips, strict=True)]
+
 
 def _find(photos: str | Path | dict[str, ShardImage], key: str) -> Path | ShardImage | None:
     if isinstance(photos, dict):
@@ -97,11 +115,11 @@ def _find(photos: str | Path | dict[str, ShardImage], key: str) -> Path | ShardI
     return path if path.is_file() else None
 
 
-def _decode_all(paths: list[Path | ShardImage], transform: ImageTransform) -> torch.Tensor:
-    """Decode and resize every image exactly as the embedding layer will (uint8 [N, 3, H, W])."""
+def _decode_all(paths: list[Path | ShardImage], pixels: Callable[[Image.Image], torch.Tensor],
+                desc: str) -> list[torch.Tensor]:
+    """Decode and resize every image exactly as the embedding layer will (uint8 [3, H, W] each)."""
     def decode(path: Path | ShardImage) -> torch.Tensor:
-        return transform.pixels(open_image(path))
+        return pixels(open_image(path))
 
     with ThreadPoolExecutor() as pool:
-        decoded = list(tqdm(pool.map(decode, paths), total=len(paths), desc="decoding images", unit="image"))
-    return torch.stack(decoded)
+        return list(tqdm(pool.map(decode, paths), total=len(paths), desc=desc, unit="image"))

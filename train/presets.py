@@ -24,8 +24,10 @@ INIT_LOGIT_BIAS = -10.0
 CLIP_INIT_LOGIT_SCALE = math.log(1 / 0.07)
 
 
-def siglip_config(size: str, vocab_size: int, loss: str = "sigmoid") -> tuple[dict, dict]:
-    """(open_clip model_cfg, preprocess_cfg) for a named from-scratch size, trained with `loss`."""
+def siglip_config(size: str, vocab_size: int, loss: str = "sigmoid",
+                  init_bias: float = INIT_LOGIT_BIAS) -> tuple[dict, dict]:
+    """(open_clip model_cfg, preprocess_cfg) for a named from-scratch size, trained with `loss` (b starts at
+    `init_bias`)."""
     if size not in SIZES:
         raise ValueError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
     s = SIZES[size]
@@ -33,7 +35,7 @@ def siglip_config(size: str, vocab_size: int, loss: str = "sigmoid") -> tuple[di
         "embed_dim": s["embed_dim"],
         "custom_text": True,
         "init_logit_scale": INIT_LOGIT_SCALE if loss == "sigmoid" else CLIP_INIT_LOGIT_SCALE,
-        "init_logit_bias": INIT_LOGIT_BIAS if loss == "sigmoid" else None,
+        "init_logit_bias": init_bias if loss == "sigmoid" else None,
         "vision_cfg": {
             "image_size": s["image_size"], "patch_size": s["patch_size"], "width": s["width"],
             "layers": s["layers"], "head_width": HEAD_WIDTH,

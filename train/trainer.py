@@ -11,6 +11,11 @@ Under `torchrun --nproc_per_node N -m train ...` every process draws the same gl
 on its 1/N of the rows; the multi-device loss (train.losses) sees all pairs of the global batch and
 DistributedDataParallel averages the gradients, so N processes take the steps one process would.
 The trained part runs on a CUDA GPU when there is one (NCCL between GPUs), else on the CPU (gloo).
+
+A from-scratch ViT can also train SigLIP 2's extra objectives (train.siglip2: LocCa, SILC, TIPS), each
+with its own loss weight; their terms are added to the sigmoid loss and logged one by one; and NaFlex
+(embedding.naflex): for the end of the run each image keeps its aspect ratio, and the checkpoint says so,
+so the embedding layer reads images the same way.
 """
 
 import contextlib
@@ -32,6 +37,8 @@ from tqdm import tqdm
 
 from embedding.checkpoint import CONFIG_FILE, build_model, save_checkpoint, save_fine_tuned
 from embedding.loading import load_encoder, model_folder, process_device
+from embedding.locca import save_decoder, vit_forward
+from embedding.naflex import NaFlexTransform, naflex_forward
 from embedding.onnx_trunk import onnx_image_trunk
 from embedding.tokenizer import PAD_ID, SentencePieceTokenizer
 from embedding.towers import BASES
@@ -43,6 +50,7 @@ from train.data import CaptionPairs, LockedTrunk
 from train.losses import make_loss
 from train.presets import CLIP_INIT_LOGIT_SCALE, INIT_LOGIT_BIAS, INIT_LOGIT_SCALE, SIZES, siglip_config
 from train.shards import read_shards
+from train.siglip2 import ObjectiveWeights, SelfDistillConfig, SigLIP2Objectives, locca_examples
 from train.tokenizer import train_sentencepiece
 
 RESUME_FILE = "resume.pt"
@@ -67,6 +75,7 @@ class TrainConfig:
     text_unlocked: int = 0
     context_length: int = 64          # text tokens of a pretrained text tower
     loss: str = "sigmoid"             # "sigmoid" (SigLIP) or "softmax" (the CLIP baseline)
+    init_bias: float = INIT_LOGIT_BIAS  # b at init; about -log(batch) escapes early collapse at small batches
     chunk: int | None = None          # compute the sigmoid loss in chunk x chunk blocks (less memory)
     batch_size: int = 256
     accum_steps: int = 1              # batches whose gradients add up to one optimiser step
@@ -90,15 +99,34 @@ class TrainConfig:
     eval_every: int | None = None     # steps between validation recalls (and one at the end)
     val_captions: Path | None = None
     val_images: Path | None = None
+    flip: bool = True                 # mirror half the images of each batch (turn off when captions say left/right)
+    # SigLIP 2 (from-scratch ViT only): loss weights, 0 = off; SILC/TIPS run from `distill_from` of the run on.
+    locca: float = 0.0                # LocCa decoder: captions, and with `instances` Ref and GCap
+    instances: Path | None = None     # COCO-style boxes with referring expressions (`refs`) for Ref/GCap
+    silc: float = 0.0                 # self-distillation, local crops -> EMA teacher's global view
+    tips: float = 0.0                 # masked patches -> EMA teacher's patch features
+    distill_from: float = 0.8
+    ema_momentum: float = 0.996
+    local_crops: int = 2
+    mask_ratio: float = 0.5
+    # NaFlex (from-scratch ViT, sigmoid loss alone for now): from `naflex_from` of the run on, each image at
+    # its own aspect ratio in at most `naflex_patches` patches (default: the square input's count).
+    naflex: bool = False
+    naflex_from: float = 0.9
+    naflex_patches: int | None = None
 
     def __post_init__(self):
-        for name in ("captions", "images", "out", "val_captions", "val_images"):
+        for name in ("captions", "images", "out", "val_captions", "val_images", "instances"):
             if getattr(self, name) is not None:
                 setattr(self, name, Path(getattr(self, name)))
 
     @property
     def pretrained(self) -> bool:
         return self.image_base is not None or self.text_base is not None
+
+    @property
+    def siglip2(self) -> bool:
+        return bool(self.locca or self.silc or self.tips)
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
@@ -133,28 +161,38 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         model, tokenizer, preprocess_cfg, pad_id, locked, save = _build_model(cfg, images, out)
 
         # 2. Data: images decoded once at training resolution (or their cached trunk features).
-        data = CaptionPairs(images, photos, preprocess_cfg, tokenizer, cfg.language_weights, pad_id, *locked)
+        naflex = NaFlexTransform(SIZES[cfg.size]["patch_size"], _naflex_patches(cfg)) if cfg.naflex else None
+        data = CaptionPairs(images, photos, preprocess_cfg, tokenizer, cfg.language_weights, pad_id, *locked,
+                            flip=cfg.flip, naflex=naflex)
         if data.missing and lead:
             print(f"warning: {data.missing} captioned images have no file in {cfg.images}; skipped")
         val = None
         if cfg.val_captions and lead:
             val = CaptionPairs(read_captions(cfg.val_captions, cfg.languages), cfg.val_images or cfg.images,
                                preprocess_cfg, tokenizer, None, pad_id, *locked).to(device)
+    objectives = _objectives(cfg, model, data, tokenizer)
+    if objectives is not None:
+        objectives.to(device)
+        if objectives.decoder is not None:  # the decoder is saved beside every checkpoint of the towers
+            save_towers = save
+            def save(folder: Path) -> None:  # noqa: E306
+                save_towers(folder)
+                save_decoder(folder, objectives.decoder)
     model.to(device)
     data.to(device)
     batch_size = min(cfg.batch_size, len(data) - len(data) % world)
-    embed = _Embed(model, data.images_cached, data.texts_cached)
+    embed = _Embed(model, data.images_cached, data.texts_cached, patch_tokens=objectives is not None)
     if world > 1:
         embed = DistributedDataParallel(embed, device_ids=[device.index] if device.type == "cuda" else None)
 
     # 3. Loss and optimiser: no weight decay on gains, biases, t and b; t and b may have their own rate.
     loss_fn = make_loss(cfg.loss, chunk=cfg.chunk, distributed=world > 1)
-    optimizer = _optimizer(model, cfg)
+    optimizer = _optimizer(model, cfg, objectives)
 
     # 4. Resumable state: everything that decides the rest of the run.
     step, elapsed, order = 0, 0.0, []
     if resume:
-        step, elapsed, order = _load_resume(out, model, optimizer, rng, device)
+        step, elapsed, order = _load_resume(out, model, optimizer, rng, device, objectives)
         if lead:
             print(f"resuming {out} at step {step} ({elapsed / 60:.1f} min trained)")
 
@@ -181,16 +219,24 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                 order = list(range(len(data)))
                 rng.shuffle(order)
             indices, order = order[:batch_size], order[batch_size:]
-            image_input, text_input = data.batch(indices, rng)
+            native = cfg.naflex and progress >= cfg.naflex_from  # NaFlex: a list of images at their own grids
+            image_input, text_input = data.batch(indices, rng, native=native)
             mine = slice(rank * batch_size // world, (rank + 1) * batch_size // world)  # this process's rows
             last = micro == cfg.accum_steps - 1  # DDP averages gradients once, after the last micro-batch
             with embed.no_sync() if world > 1 and not last else contextlib.nullcontext():
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                    image_features, text_features = embed(image_input[mine], text_input[mine])
+                    image_features, text_features, patch_tokens = embed(image_input[mine], text_input[mine])
                 loss = loss_fn(image_features.float(), text_features.float(), model.logit_scale, model.logit_bias)
-                (loss / cfg.accum_steps).backward()
+                terms = {}
+                if objectives is not None:
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                        terms = objectives.losses(model.visual, image_input, patch_tokens, indices, progress)
+                total = loss + objectives.total(terms) if terms else loss
+                (total / cfg.accum_steps).backward()
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
         optimizer.step()
+        if objectives is not None:
+            objectives.after_step(model.visual)
         step += 1
         bar.update(1)
 
@@ -203,7 +249,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                    "b": round(model.logit_bias.item(), 4) if model.logit_bias is not None else None,
                    "lr": round(cfg.lr * factor, 8), "pairs_per_s": round(
                        step * batch_size * cfg.accum_steps / max(time.time() - start, 1e-9), 1),
-                   "elapsed_s": round(time.time() - start, 1)}
+                   "elapsed_s": round(time.time() - start, 1), **({"naflex": native} if cfg.naflex else {}),
+                   **{name: round(value.item(), 5) for name, value in terms.items()}}
             metrics.write(json.dumps(row) + "\n")
             metrics.flush()
             postfix = {"loss": row["loss"], "t": row["t"], "b": row["b"], "pairs_s": row["pairs_per_s"]}
@@ -214,7 +261,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             _log_validation(model, val, metrics, step)
         if step % cfg.checkpoint_every == 0 and lead:
             save(out)
-            _save_resume(out, model, optimizer, rng, step, time.time() - start, order, device)
+            _save_resume(out, model, optimizer, rng, step, time.time() - start, order, device, objectives)
     bar.close()
     if world > 1:
         dist.destroy_process_group()
@@ -224,7 +271,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     save(out)
     stopped = cfg.stop_after is not None and step >= cfg.stop_after and progress < 1.0
     if stopped:
-        _save_resume(out, model, optimizer, rng, step, time.time() - start, order, device)
+        _save_resume(out, model, optimizer, rng, step, time.time() - start, order, device, objectives)
         print(f"stopped at step {step}; continue with: python -m train --resume {out}")
     else:
         (out / RESUME_FILE).unlink(missing_ok=True)
@@ -257,6 +304,14 @@ def _check(cfg: TrainConfig) -> None:
         raise ValueError("--val-captions with --shards needs --val-images")
     if cfg.init and cfg.pretrained:
         raise ValueError("--init fine-tunes a whole model; it does not combine with --image-base/--text-base")
+    if cfg.siglip2 and (cfg.pretrained or cfg.init):
+        raise ValueError("--locca/--silc/--tips train a ViT image tower from scratch (--size); "
+                         "not with --image-base/--text-base or --init")
+    if cfg.siglip2 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("--locca/--silc/--tips run in one process for now (not under torchrun)")
+    if cfg.naflex and (cfg.pretrained or cfg.init or cfg.siglip2 or int(os.environ.get("WORLD_SIZE", "1")) > 1):
+        raise ValueError("--naflex trains a from-scratch ViT (--size) in one process with the sigmoid loss alone "
+                         "for now: its padded batches do not yet feed --locca/--silc/--tips or torchrun")
     if cfg.pretrained and not (cfg.image_base and cfg.text_base):
         raise ValueError("a model on pretrained bases needs both --image-base and --text-base")
     for base, kind in ((cfg.image_base, "image"), (cfg.text_base, "text")):
@@ -275,20 +330,19 @@ def _build_model(cfg: TrainConfig, images, out: Path):
         if not sp_file.is_file():  # a resumed run keeps its tokenizer
             sp_file = train_sentencepiece(texts, out / "tokenizer", cfg.vocab_size)
         tokenizer = SentencePieceTokenizer(sp_file, SIZES[cfg.size]["context_length"])
-        model_cfg, preprocess_cfg = siglip_config(cfg.size, tokenizer.vocab_size, cfg.loss)
+        model_cfg, preprocess_cfg = siglip_config(cfg.size, tokenizer.vocab_size, cfg.loss, cfg.init_bias)
         model = build_model(model_cfg)
         if cfg.grad_checkpointing:
             model.set_grad_checkpointing(True)
         return model, tokenizer, preprocess_cfg, PAD_ID, (None, None), lambda folder: save_checkpoint(
-            folder, model, model_cfg, preprocess_cfg, tokenizer)
-
+            folder, model, model_cfg, preprocess_cfg, tokenizer, _naflex_patches(cfg))
     sigmoid = cfg.loss == "sigmoid"
     model = TwoTowers({
         "embed_dim": cfg.embed_dim, "image": {"base": cfg.image_base, "proj": cfg.proj, "dropout": cfg.head_dropout},
         "text": {"base": cfg.text_base, "proj": cfg.proj, "dropout": cfg.head_dropout,
                  "context_length": cfg.context_length},
         "init_logit_scale": INIT_LOGIT_SCALE if sigmoid else CLIP_INIT_LOGIT_SCALE,
-        "init_logit_bias": INIT_LOGIT_BIAS if sigmoid else None})
+        "init_logit_bias": cfg.init_bias if sigmoid else None})
     model.lock(cfg.image_unlocked, cfg.text_unlocked)
     if cfg.grad_checkpointing:
         model.visual.set_grad_checkpointing(True)
@@ -301,6 +355,25 @@ def _build_model(cfg: TrainConfig, images, out: Path):
     locked = (LockedTrunk(image_trunk, image_id) if cfg.image_unlocked == 0 else None,
               LockedTrunk(model.text_trunk, text_id) if cfg.text_unlocked == 0 else None)
     return model, model.tokenizer, preprocess_cfg, model.pad_id, locked, lambda folder: save_two_towers(folder, model)
+
+
+def _naflex_patches(cfg: TrainConfig) -> int | None:
+    """The NaFlex token budget of a run (None without NaFlex): by default the square input's patch count."""
+    if not cfg.naflex:
+        return None
+    size = SIZES[cfg.size]
+    return cfg.naflex_patches or (size["image_size"] // size["patch_size"]) ** 2
+
+
+def _objectives(cfg: TrainConfig, model, data: CaptionPairs, tokenizer) -> SigLIP2Objectives | None:
+    """SigLIP 2's extra objectives for a from-scratch ViT, or None when none is switched on."""
+    if not cfg.siglip2:
+        return None
+    examples = locca_examples(tokenizer, data.texts, data.caption_image, data.caption_language, data.keys,
+                              model.visual.conv1.out_channels, cfg.instances) if cfg.locca else None
+    distill = SelfDistillConfig(momentum=cfg.ema_momentum, local_crops=cfg.local_crops, mask_ratio=cfg.mask_ratio)
+    weights = ObjectiveWeights(locca=cfg.locca, silc=cfg.silc, tips=cfg.tips, distill_from=cfg.distill_from)
+    return SigLIP2Objectives(weights, model.visual, examples, distill)
 
 
 def _fine_tune_model(cfg: TrainConfig):
@@ -357,11 +430,14 @@ class _Embed(nn.Module):
     """The trained part of a step: inputs -> unit-norm embeddings (a locked trunk's cached features go through
     the head only). DistributedDataParallel wraps this module."""
 
-    def __init__(self, model: nn.Module, images_cached: bool, texts_cached: bool):
+    def __init__(self, model: nn.Module, images_cached: bool, texts_cached: bool, patch_tokens: bool = False):
         super().__init__()
         self.model, self.images_cached, self.texts_cached = model, images_cached, texts_cached
+        self.patch_tokens = patch_tokens  # also return the ViT's patch tokens (for SigLIP 2's decoder)
 
-    def images(self, inputs: torch.Tensor) -> torch.Tensor:
+    def images(self, inputs: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+        if isinstance(inputs, list):  # NaFlex: images at their own patch grids
+            return F.normalize(naflex_forward(self.model.visual, inputs)[0], dim=-1)
         features = self.model.image_head(inputs) if self.images_cached else self.model.encode_image(inputs)
         return F.normalize(features, dim=-1)
 
@@ -369,13 +445,19 @@ class _Embed(nn.Module):
         features = self.model.text_head(inputs) if self.texts_cached else self.model.encode_text(inputs)
         return F.normalize(features, dim=-1)
 
-    def forward(self, image_input: torch.Tensor, text_input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.images(image_input), self.texts(text_input)
+    def forward(self, image_input: torch.Tensor | list[torch.Tensor], text_input: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        if self.patch_tokens:
+            pooled, tokens = vit_forward(self.model.visual, image_input)
+            return F.normalize(pooled, dim=-1), self.texts(text_input), tokens
+        return self.images(image_input), self.texts(text_input), None
 
 
-def _optimizer(model, cfg: TrainConfig) -> torch.optim.AdamW:
+def _optimizer(model, cfg: TrainConfig, objectives: nn.Module | None = None) -> torch.optim.AdamW:
     tb = [p for p in (model.logit_scale, model.logit_bias) if p is not None]
     rest = [p for p in model.parameters() if p.requires_grad and all(p is not q for q in tb)]
+    if objectives is not None:  # the decoder and heads; the EMA teacher learns no gradient
+        rest += [p for p in objectives.parameters() if p.requires_grad]
     groups = [{"params": [p for p in rest if p.ndim >= 2], "weight_decay": cfg.weight_decay, "peak_lr": cfg.lr},
               {"params": [p for p in rest if p.ndim < 2], "weight_decay": 0.0, "peak_lr": cfg.lr},
               {"params": tb, "weight_decay": 0.0, "peak_lr": cfg.tb_lr or cfg.lr}]
@@ -394,9 +476,11 @@ def _trainable_state(model) -> dict[str, torch.Tensor]:
 
 
 def _save_resume(out: Path, model, optimizer, rng: random.Random, step: int, elapsed: float,
-                 order: list[int], device: torch.device) -> None:
+                 order: list[int], device: torch.device, objectives: nn.Module | None = None) -> None:
     state = {"model": _trainable_state(model), "optimizer": optimizer.state_dict(), "step": step,
              "elapsed": elapsed, "order": order, "python_rng": rng.getstate(), "torch_rng": torch.get_rng_state()}
+    if objectives is not None:
+        state["objectives"] = objectives.state_dict()
     if device.type == "cuda":  # dropout on the GPU draws from the GPU's generator
         state["cuda_rng"] = torch.cuda.get_rng_state(device)
     tmp = out / (RESUME_FILE + ".tmp")
@@ -404,11 +488,13 @@ def _save_resume(out: Path, model, optimizer, rng: random.Random, step: int, ela
     tmp.replace(out / RESUME_FILE)
 
 
-def _load_resume(out: Path, model, optimizer, rng: random.Random,
-                 device: torch.device) -> tuple[int, float, list[int]]:
+def _load_resume(out: Path, model, optimizer, rng: random.Random, device: torch.device,
+                 objectives: nn.Module | None = None) -> tuple[int, float, list[int]]:
     # Tensors and plain containers only, read onto the CPU (the optimiser moves its state to the parameters).
     state = torch.load(out / RESUME_FILE, weights_only=True, map_location="cpu")
     model.load_state_dict(state["model"], strict=False)
+    if objectives is not None:
+        objectives.load_state_dict(state["objectives"])
     optimizer.load_state_dict(state["optimizer"])
     version, internal, gauss = state["python_rng"]
     rng.setstate((version, tuple(internal), gauss))

@@ -1,0 +1,197 @@
+"""LocCa's decoder (SigLIP 2): captions, referring expressions -> boxes, boxes -> expressions, over the
+un-pooled patch tokens of an open_clip ViT. Trained by train.siglip2; read here for captioning and boxes."""
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from open_clip.transformer import MultimodalTransformer, VisionTransformer, _expand_token
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from embedding.tokenizer import EOS_ID, PAD_ID
+
+DECODER_WEIGHTS, DECODER_CONFIG = "locca.safetensors", "locca.json"
+
+TASKS = ("cap", "ref", "gcap")
+
+
+def vit_forward(visual: VisionTransformer, pixels: torch.Tensor, mask: torch.Tensor | None = None,
+                mask_token: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pooled embedding, patch tokens [B, N, width]) of an open_clip ViT; `mask` [B, N] replaces those
+    patch embeddings with `mask_token`. open_clip's forward returns no patch tokens under attention
+    pooling (it returns the pooler's), hence this restatement of VisionTransformer.forward."""
+    x = visual.conv1(pixels).flatten(2).transpose(1, 2)
+    if mask is not None:
+        x = torch.where(mask[..., None], mask_token.to(x.dtype), x)
+    x = torch.cat([_expand_token(visual.class_embedding, x.shape[0]).to(x.dtype), x], dim=1)
+    x = visual.ln_pre(visual.patch_dropout(x + visual.positional_embedding.to(x.dtype)))
+    x = visual.transformer(x)
+    pooled, _ = visual._pool(x)
+    if visual.proj is not None:
+        pooled = pooled @ visual.proj
+    return pooled, x[:, 1:]
+
+
+@dataclass
+class DecoderConfig:
+    """The LocCa decoder and its vocabulary: the text tokenizer's ids, then task, separator, language and
+    coordinate tokens (`bins` per coordinate of a box normalised to [0, 1])."""
+    text_vocab: int
+    languages: list[str]
+    image_width: int
+    width: int = 192
+    layers: int = 2
+    heads: int = 3
+    context_length: int = 48
+    bins: int = 64
+
+    def task(self, name: str) -> int:
+        return self.text_vocab + TASKS.index(name)
+
+    @property
+    def sep(self) -> int:
+        return self.text_vocab + len(TASKS)
+
+    def language(self, code: str) -> int:
+        return self.sep + 1 + self.languages.index(code)
+
+    @property
+    def first_bin(self) -> int:
+        return self.sep + 1 + len(self.languages)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.first_bin + self.bins
+
+    def box_tokens(self, box: list[float]) -> list[int]:
+        """x0, y0, x1, y1 in [0, 1] -> four coordinate tokens."""
+        return [self.first_bin + min(int(v * self.bins), self.bins - 1) for v in box]
+
+    def box_from_tokens(self, tokens: list[int]) -> list[float]:
+        """Four coordinate tokens -> x0, y0, x1, y1 at the bins' centres."""
+        return [(t - self.first_bin + 0.5) / self.bins for t in tokens]
+
+
+class LocCaDecoder(nn.Module):
+    """Causal text decoder with cross-attention to the image's patch tokens (open_clip's CoCa decoder blocks)."""
+
+    def __init__(self, config: DecoderConfig):
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.width)
+        self.position = nn.Parameter(torch.randn(config.context_length, config.width) * 0.01)
+        self.image_proj = nn.Sequential(nn.LayerNorm(config.image_width), nn.Linear(config.image_width, config.width))
+        self.blocks = MultimodalTransformer(config.width, config.layers, config.heads, config.context_length,
+                                            output_dim=config.vocab_size)
+        # open_clip leaves the output projection as torch.empty, and its init_parameters() fails (it reads a
+        # `transformer` attribute the class does not have): initialise it as that method means to.
+        nn.init.normal_(self.blocks.text_projection, std=config.width ** -0.5)
+
+    def forward(self, patch_tokens: torch.Tensor, sequences: torch.Tensor) -> torch.Tensor:
+        """Next-token logits [B, L, vocab] for `sequences` [B, L] over the images' patch tokens [B, N, width]."""
+        x = self.embed(sequences) + self.position[: sequences.shape[1]]
+        return self.blocks(self.image_proj(patch_tokens), x)
+
+    def loss(self, patch_tokens: torch.Tensor, sequences: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced cross-entropy on the positions `targets` [B, L] marks (the answer, not the prompt)."""
+        logits = self(patch_tokens, sequences[:, :-1])
+        labels = sequences[:, 1:].masked_fill(~targets[:, 1:], -100)
+        return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
+
+    @torch.no_grad()
+    def generate(self, patch_tokens: torch.Tensor, prompts: list[list[int]], steps: int,
+                 allowed: range | None = None) -> list[list[int]]:
+        """Greedy continuation of each image's prompt (all of one length), `steps` tokens or to EOS;
+        `allowed` restricts the choice (the coordinate tokens when reading a box)."""
+        sequences = torch.tensor(prompts, device=patch_tokens.device)
+        prompt = prompts[0]
+        done = torch.zeros(len(patch_tokens), dtype=torch.bool, device=patch_tokens.device)
+        for _ in range(min(steps, self.config.context_length - len(prompt))):
+            logits = self(patch_tokens, sequences)[:, -1].float()
+            if allowed is not None:
+                keep = torch.full_like(logits, -math.inf)
+                keep[:, allowed.start:allowed.stop] = 0
+                logits = logits + keep
+            token = logits.argmax(-1).masked_fill(done, PAD_ID)
+            sequences = torch.cat([sequences, token[:, None]], dim=1)
+            done |= token == EOS_ID
+            if done.all():
+                break
+        return [[t for t in row[len(prompt):] if t != PAD_ID] for row in sequences.tolist()]
+
+
+def save_decoder(folder: str | Path, decoder: LocCaDecoder) -> None:
+    """Write the decoder beside a checkpoint (weights, then its config: a reader finds both or none)."""
+    folder = Path(folder)
+    save_file({k: v.detach().cpu().contiguous() for k, v in decoder.state_dict().items()}, folder / DECODER_WEIGHTS)
+    (folder / DECODER_CONFIG).write_text(json.dumps(asdict(decoder.config), indent=2), encoding="utf-8")
+
+
+def find_decoder(folder: str | Path) -> LocCaDecoder | None:
+    """The LocCa decoder beside the checkpoint in `folder`, or None when it was trained without one."""
+    return load_decoder(folder) if (Path(folder) / DECODER_CONFIG).is_file() else None
+
+
+def load_decoder(folder: str | Path) -> LocCaDecoder:
+    """The LocCa decoder trained with the checkpoint in `folder`."""
+    folder = Path(folder)
+    if not (folder / DECODER_CONFIG).is_file():
+        raise FileNotFoundError(f"{folder} has no LocCa decoder ({DECODER_CONFIG}): train with --locca WEIGHT")
+    decoder = LocCaDecoder(DecoderConfig(**json.loads((folder / DECODER_CONFIG).read_text(encoding="utf-8"))))
+    decoder.load_state_dict(load_file(folder / DECODER_WEIGHTS))
+    return decoder.eval()
+
+
+@torch.inference_mode()
+def image_tokens(encoder, images: list, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pooled embeddings, patch tokens [N, P, width]) of images through an encoder with an open_clip ViT."""
+    visual = getattr(encoder.model, "visual", None)
+    if not isinstance(visual, VisionTransformer):
+        raise ValueError(f"{encoder.name} has no open_clip ViT image tower: patch tokens need one")
+    pooled, tokens = [], []
+    for start in range(0, len(images), batch_size):
+        pixels = torch.stack([encoder.square_pixels(image) for image in images[start:start + batch_size]])
+        p, t = vit_forward(visual, encoder.transform.standardize(pixels))
+        pooled.append(p)
+        tokens.append(t)
+    return torch.cat(pooled), torch.cat(tokens)
+
+
+def caption_images(encoder, decoder: LocCaDecoder, images: list, language: str) -> list[str]:
+    """Greedy LocCa captions of `images` in `language`."""
+    c = decoder.config
+    if language not in c.languages:
+        raise ValueError(f"the decoder writes {', '.join(c.languages)}, not {language!r}")
+    _, tokens = image_tokens(encoder, images)
+    generated = decoder.generate(tokens, [[c.task("cap"), c.language(language)]] * len(tokens), c.context_length)
+    return [encoder.tokenizer.processor.decode([t for t in ids if t < c.text_vocab and t != EOS_ID])
+            for ids in generated]
+
+
+def locate(encoder, decoder: LocCaDecoder, image, expression: str, language: str) -> list[float]:
+    """Ref: the box (x0, y0, x1, y1 as fractions of width and height) that `expression` names in `image`."""
+    c = decoder.config
+    phrase = encoder.tokenizer.processor.encode(expression.lower() if encoder.tokenizer.lowercase else expression)
+    _, tokens = image_tokens(encoder, [image])
+    return c.box_from_tokens(read_boxes(decoder, tokens, [phrase], [language])[0])
+
+
+def read_boxes(decoder: LocCaDecoder, patch_tokens: torch.Tensor, phrases: list[list[int]],
+               languages: list[str]) -> list[list[int]]:
+    """Ref for a batch: row i's box tokens for expression `phrases[i]` (token ids) in image `patch_tokens[i]`.
+    Rows run in groups of one prompt length (the decoder attends without a padding mask)."""
+    c = decoder.config
+    prompts = [[c.task("ref"), c.language(lang), *phrase, c.sep]
+               for phrase, lang in zip(phrases, languages, strict=True)]
+    boxes: list[list[int]] = [[] for _ in prompts]
+    for length in sorted({len(p) for p in prompts}):
+        rows = [i for i, p in enumerate(prompts) if len(p) == length]
+        found = decoder.generate(patch_tokens[rows], [prompts[i] for i in rows], 4,
+                                 allowed=range(c.first_bin, c.vocab_size))
+        for i, box in zip(rows, found, strict=True):
+            boxes[i] = box
+    return boxes

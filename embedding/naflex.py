@@ -1,0 +1,79 @@
+"""NaFlex (SigLIP 2): each image keeps its aspect ratio and is cut into as many patches as a token budget
+allows; the ViT's learned position embeddings are resized to that grid, and the padding that lines a batch
+up is masked out of attention and pooling, so an image's vector does not depend on its batch.
+
+Written for open_clip's VisionTransformer, the tower our trainer builds: timm's NaFlexVit is a different
+model class with its own weights layout, so it cannot run the ViTs trained here.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from open_clip.transformer import VisionTransformer, _expand_token
+from PIL import Image
+from torch.nn.utils.rnn import pad_sequence
+from torchvision.transforms.functional import pil_to_tensor
+
+
+def patch_grid(width: int, height: int, patch: int, max_patches: int) -> tuple[int, int]:
+    """(rows, columns) of patches for a width x height image: its aspect ratio, at most `max_patches`."""
+    scale = math.sqrt(max_patches * patch * patch / (width * height))
+    rows = min(max(1, math.floor(height * scale / patch + 1e-9)), max_patches)
+    columns = min(max(1, math.floor(width * scale / patch + 1e-9)), max_patches // rows)
+    return rows, columns
+
+
+class NaFlexTransform:
+    """Resizes an image to a whole number of patches at its own aspect ratio (uint8 [3, rows*p, columns*p])."""
+
+    def __init__(self, patch: int, max_patches: int):
+        self.patch, self.max_patches = patch, max_patches
+
+    def pixels(self, image: Image.Image) -> torch.Tensor:
+        rows, columns = patch_grid(image.width, image.height, self.patch, self.max_patches)
+        return pil_to_tensor(image.resize((columns * self.patch, rows * self.patch), Image.BICUBIC))
+
+
+def naflex_forward(visual: VisionTransformer, images: list[torch.Tensor]
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(pooled embeddings [B, D], patch tokens [B, L, width], valid [B, L]) of standardised images
+    [3, rows*p, columns*p] of any grids, padded to the longest in the batch."""
+    patch, width = visual.patch_size[0], visual.conv1.out_channels
+    side = visual.grid_size[0]
+    # The patch embedding is a convolution with stride = kernel: the same as a linear map on flat patches.
+    weight = visual.conv1.weight.flatten(1)
+    learned = visual.positional_embedding[1:].T.reshape(1, width, side, side)
+    tokens = []
+    for image in images:
+        rows, columns = image.shape[-2] // patch, image.shape[-1] // patch
+        patches = image.reshape(3, rows, patch, columns, patch).permute(1, 3, 0, 2, 4).reshape(rows * columns, -1)
+        position = F.interpolate(learned, size=(rows, columns), mode="bilinear", antialias=True, align_corners=False)
+        tokens.append(patches.to(weight.dtype) @ weight.T + position.reshape(width, -1).T)
+    lengths = torch.tensor([len(t) for t in tokens], device=weight.device)
+    x = pad_sequence(tokens, batch_first=True)
+    valid = torch.arange(x.shape[1], device=x.device) < lengths[:, None]
+    cls = _expand_token(visual.class_embedding, len(x)).to(x.dtype) + visual.positional_embedding[:1].to(x.dtype)
+    x = visual.ln_pre(torch.cat([cls, x], dim=1))
+    padding = torch.cat([torch.zeros_like(valid[:, :1]), ~valid], dim=1)  # True: a padding token
+    heads = visual.transformer.resblocks[0].attn.num_heads
+    attn_mask = torch.zeros(padding.shape, dtype=x.dtype, device=x.device).masked_fill(padding, float("-inf"))
+    attn_mask = attn_mask[:, None, None, :].expand(-1, heads, x.shape[1], -1).reshape(-1, x.shape[1], x.shape[1])
+    x = visual.transformer(x, attn_mask=attn_mask)
+    pooled = _pool(visual, x, padding)
+    if visual.proj is not None:
+        pooled = pooled @ visual.proj
+    return pooled, x[:, 1:], valid
+
+
+def _pool(visual: VisionTransformer, x: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+    """open_clip's pooling (VisionTransformer._pool) with the padding tokens masked out."""
+    if visual.attn_pool is not None and visual.attn_pool_contrastive is None:
+        pooler = visual.attn_pool
+        keys = pooler.ln_k(x)
+        queries = pooler.ln_q(pooler.query).unsqueeze(0).expand(len(x), -1, -1)
+        x = pooler.attn(queries, keys, keys, key_padding_mask=padding, need_weights=False)[0]
+        return visual._global_pool(visual.ln_post(x))[0]
+    if visual.attn_pool is None and visual.pool_type == "tok":  # the class token never attends to padding
+        return visual.ln_post(x[:, 0])
+    raise ValueError(f"NaFlex supports ViTs pooled by attention or by the class token, not {visual.pool_type!r}")
