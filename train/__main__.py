@@ -128,8 +128,9 @@ def _parser() -> argparse.ArgumentParser:
                           "baseline (t=1/0.07, no bias)")
     opt.add_argument("--init-bias", type=float, default=-10.0,
                      help="b at initialisation (default -10, the paper's, about -log of its 32k batch); at batch "
-                          "32-256 a from-scratch model sits collapsed for hundreds of steps with -10 and escapes "
-                          "quickly from about -log(batch), e.g. -4 at 32 (bench/RESULTS.md, scenes)")
+                          "32-128 a from-scratch model stayed on the everything-alike plateau for the 150+ steps "
+                          "we ran with -10, and left it within ~100 from about -log(batch), e.g. -4 at 32 "
+                          "(bench/RESULTS.md, scenes)")
     opt.add_argument("--chunk", type=int, help="compute the sigmoid loss in CHUNK x CHUNK blocks: same value "
                                                "and gradients, memory O(batch*dim + CHUNK^2)")
     opt.add_argument("--steps", type=int, help="optimiser steps (the cosine schedule spans them)")
