@@ -67,6 +67,12 @@ class DecoderConfig:
     def vocab_size(self) -> int:
         return self.first_bin + self.bins
 
+    @staticmethod
+    def coco_box(bbox: list[float], width: int, height: int) -> list[float]:
+        """A COCO bbox (x, y, w, h in pixels) as x0, y0, x1, y1 in [0, 1]."""
+        x, y, w, h = bbox
+        return [x / width, y / height, (x + w) / width, (y + h) / height]
+
     def box_tokens(self, box: list[float]) -> list[int]:
         """x0, y0, x1, y1 in [0, 1] -> four coordinate tokens."""
         return [self.first_bin + min(int(v * self.bins), self.bins - 1) for v in box]
@@ -175,7 +181,7 @@ def caption_images(encoder, decoder: LocCaDecoder, images: list, language: str) 
 def locate(encoder, decoder: LocCaDecoder, image, expression: str, language: str) -> list[float]:
     """Ref: the box (x0, y0, x1, y1 as fractions of width and height) that `expression` names in `image`."""
     c = decoder.config
-    phrase = encoder.tokenizer.processor.encode(expression.lower() if encoder.tokenizer.lowercase else expression)
+    phrase = encoder.tokenizer.ids([expression])[0]
     _, tokens = image_tokens(encoder, [image])
     return c.box_from_tokens(read_boxes(decoder, tokens, [phrase], [language])[0])
 

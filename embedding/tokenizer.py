@@ -23,15 +23,16 @@ class SentencePieceTokenizer:
         self.vocab_size = self.processor.get_piece_size()
 
     def __call__(self, texts: str | list[str]) -> torch.Tensor:
-        if isinstance(texts, str):
-            texts = [texts]
-        if self.lowercase:
-            texts = [text.lower() for text in texts]
+        texts = [texts] if isinstance(texts, str) else texts
         tokens = torch.full((len(texts), self.context_length), PAD_ID, dtype=torch.long)
-        for row, ids in enumerate(self.processor.encode(texts)):
+        for row, ids in enumerate(self.ids(texts)):
             ids = ids[: self.context_length - 1] + [EOS_ID]
             tokens[row, : len(ids)] = torch.tensor(ids)
         return tokens
+
+    def ids(self, texts: list[str]) -> list[list[int]]:
+        """The texts' piece ids, normalised as the model reads them, without EOS or padding."""
+        return self.processor.encode([text.lower() for text in texts] if self.lowercase else texts)
 
     def config(self) -> dict:
         """What a checkpoint stores to rebuild this tokenizer."""

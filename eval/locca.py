@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from embedding.locca import LocCaDecoder, image_tokens, read_boxes
+from embedding.locca import DecoderConfig, LocCaDecoder, image_tokens, read_boxes
 
 
 def box_iou(a: list[float], b: list[float]) -> float:
@@ -32,19 +32,16 @@ def referring_accuracy(encoder, decoder: LocCaDecoder, instances: str | Path, im
     if not images or not languages:
         raise ValueError(f"{instances} has no referring expressions in {', '.join(languages or c.languages)}")
     ious: dict[str, list[float]] = {lang: [] for lang in languages}
-    processor = encoder.tokenizer.processor
     for start in tqdm(range(0, len(images), 64), desc="Ref", unit="batch"):
         chunk = images[start:start + 64]
         _, tokens = image_tokens(encoder, [Path(images_dir) / image["file_name"] for image in chunk])
         rows, phrases, langs, truths = [], [], [], []
         for row, image in enumerate(chunk):
             for annotation in refs_by_image[image["id"]]:
-                x, y, w, h = annotation["bbox"]
-                truth = [x / image["width"], y / image["height"], (x + w) / image["width"], (y + h) / image["height"]]
+                truth = DecoderConfig.coco_box(annotation["bbox"], image["width"], image["height"])
                 for lang in languages:
                     if lang in annotation["refs"]:
-                        text = annotation["refs"][lang]
-                        phrases.append(processor.encode(text.lower() if encoder.tokenizer.lowercase else text))
+                        phrases.append(encoder.tokenizer.ids([annotation["refs"][lang]])[0])
                         rows.append(row)
                         langs.append(lang)
                         truths.append(truth)

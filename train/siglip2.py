@@ -229,10 +229,9 @@ def locca_examples(tokenizer, caption_tokens: torch.Tensor, caption_image: list[
             key = Path(image["file_name"]).stem
             if key not in refs or not annotation.get("refs"):
                 continue
-            x, y, w, h = annotation["bbox"]
-            box = [x / image["width"], y / image["height"], (x + w) / image["width"], (y + h) / image["height"]]
-            phrases = {lang: tokenizer.processor.encode(text.lower() if tokenizer.lowercase else text)
-                       for lang, text in annotation["refs"].items() if lang in languages}
+            box = DecoderConfig.coco_box(annotation["bbox"], image["width"], image["height"])
+            named = {lang: text for lang, text in annotation["refs"].items() if lang in languages}
+            phrases = dict(zip(named, tokenizer.ids(list(named.values())), strict=True))
             if phrases:
                 refs[key].append((box, phrases))
     return LocCaExamples(config, caption_tokens, caption_image, caption_language, [refs[key] for key in keys])
