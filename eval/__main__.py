@@ -15,8 +15,9 @@ def main(argv: list[str] | None = None) -> int:
         description="Measure image-text encoders on real data. `xm3600`: Crossmodal-3600-style retrieval "
                     "recall per language (both published protocols); `locca`, `caption`, `dense`: SigLIP 2's "
                     "localisation, captioning and dense features; `zeroshot`: zero-shot classification "
-                    "of a folder-per-class image set; `ann`: recall and latency of a library's ANN index vs exact "
-                    "search; `report`: compare training runs in one table and plot. "
+                    "of a folder-per-class image set; `captions`: what a caption file gives each language "
+                    "(length, captions shared by several images); `ann`: recall and latency of a library's "
+                    "ANN index vs exact search; `report`: compare training runs in one table and plot. "
                     "Embeddings are cached per model fingerprint in $SIGSEARCH_CACHE or ~/.cache/sigsearch.",
         epilog="example: python -m eval xm3600 --captions ../shared/data/flickr8k/captions_test.jsonl "
                "--images ../shared/data/flickr8k/images --model bundled --protocol both --json recall.json")
@@ -55,6 +56,15 @@ def main(argv: list[str] | None = None) -> int:
     zs.add_argument("--templates", type=Path, help='JSON {"de": ["Das ist ein Foto von {label}.", ...], ...}')
     zs.add_argument("--json", type=Path)
     zs.add_argument("--no-cache", action="store_true")
+
+    cs = commands.add_parser(
+        "captions", help="per-language caption statistics of a captions.jsonl (no model needed)",
+        description="Per language: images, captions, characters and words per caption, and the percent of "
+                    "captions that (case, spaces and punctuation aside) also caption another image. Short, "
+                    "shared captions cap what any model can retrieve; read them beside per-language recall.")
+    cs.add_argument("--captions", type=Path, required=True, help="captions.jsonl")
+    cs.add_argument("--languages", help="comma-separated languages (default: all in the file)")
+    cs.add_argument("--json", type=Path)
 
     an = commands.add_parser(
         "ann", help="ANN recall of a library's index (and candidate index types) against exact search",
@@ -111,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             return _report(args)
         if args.command == "ann":
             return _ann(args)
+        if args.command == "captions":
+            return _captions(args)
         encoder = load_encoder(args.model)
         if args.command in ("locca", "caption", "dense"):
             return _siglip2(args, encoder)
@@ -177,6 +189,17 @@ def _siglip2(args, encoder) -> int:
               f"({result['classes']} classes, {result['test_patches']} test patches)")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def _captions(args) -> int:
+    from eval.caption_stats import caption_stats, format_stats
+    from eval.captions import read_captions
+
+    stats = caption_stats(read_captions(args.captions, args.languages.split(",") if args.languages else None))
+    print(format_stats(stats))
+    if args.json:
+        args.json.write_text(json.dumps(stats, indent=2))
     return 0
 
 

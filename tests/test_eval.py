@@ -207,3 +207,19 @@ def test_cli_ann_compares_the_library_index_with_exact_search(tmp_path):
 
     empty = run_module("eval", "ann", "--library", str(tmp_path / "empty"), check=False)
     assert empty.returncode == 2 and "no vectors" in empty.stderr
+
+
+def test_caption_statistics_by_hand(tmp_path):
+    """Lengths without spaces, and captions shared by several images whatever their case and punctuation."""
+    lines = [{"image/key": "a", "en": {"caption": ["Two dogs .", "a red car"]}, "zh": {"caption": ["两只狗。"]}},
+             {"image/key": "b", "en": {"caption": ["two  DOGS"]}, "zh": {"caption": ["一只猫"]}},
+             {"image/key": "c", "en": {"caption": ["two dogs"]}}]
+    captions = tmp_path / "captions.jsonl"
+    captions.write_text("\n".join(json.dumps(line, ensure_ascii=False) for line in lines), encoding="utf-8")
+    run_module("eval", "captions", "--captions", str(captions), "--json", str(tmp_path / "stats.json"))
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert stats["en"] == {"images": 3, "captions": 4, "mean_characters": (7 + 7 + 7 + 7) / 4,
+                           "mean_words": (3 + 3 + 2 + 2) / 4, "shared": 75.0}  # "a red car" is a's alone
+    assert stats["zh"] == {"images": 2, "captions": 2, "mean_characters": 3.0, "mean_words": 1.0, "shared": 0.0}
+    only = run_module("eval", "captions", "--captions", str(captions), "--languages", "zh")
+    assert "| zh | 2 | 2 | 3.0 | 1.0 | 0.0% |" in only.stdout and "| en |" not in only.stdout

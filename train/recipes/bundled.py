@@ -18,6 +18,8 @@ RECIPE = {**HEADS, **dict(
     steps=3121,
     eval_every=None,
     lr=1e-4,
+    tb_lr=1e-3,       # as the shipped weights were trained (the heads recipe has since moved to 1e-2)
+    init_bias=-10.0,
     warmup_steps=50,
     bf16=True,
 )}
