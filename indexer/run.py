@@ -1,12 +1,10 @@
 """Embed the images under some folders into a library: only new or changed files, bad files recorded."""
 
 import math
-import sys
 import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -172,7 +170,7 @@ Chunk = tuple[list[dict], np.ndarray, list[dict]]  # embedded records, their vec
 def embed_chunks(encoder: Encoder, todo: list, batch_size: int, commit_every: int, max_pixels: int) -> Iterator[Chunk]:
     """Decode (in parallel threads, a batch ahead) and embed the files, one chunk per `commit_every` images."""
     records, vectors, failures = [], [], []
-    with ThreadPoolExecutor() as decoders, _short_gil_turns():
+    with ThreadPoolExecutor() as decoders:
         batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
         for decoded in _prefetch(decoders, batches, lambda item: _decode(encoder, item, max_pixels)):
             good = [d for d in decoded if "error" not in d]
@@ -206,22 +204,6 @@ def embed_shared(encoder: Encoder, todo: list | None, batch_size: int, commit_ev
             records = [record for got in gathered for record in got[0]]
             vectors = [got[1] for got in gathered if got[1] is not None]
             yield records, np.concatenate(vectors) if vectors else None, [bad for got in gathered for bad in got[2]]
-
-
-@contextmanager
-def _short_gil_turns(seconds: float = 2e-4) -> Iterator[None]:
-    """Decoding threads hand the GIL on every 0.2 ms instead of Python's 5 ms while the model runs beside them.
-
-    Each time the model's call returns, the thread that feeds it needs the GIL back, and a decoding thread
-    busy in Pillow's Python code kept it up to 5 ms while a core sat idle. Decoding + embedding 384 Flickr8k
-    photos at a time, interleaved with bare passes, 2 cores: 0.85-0.86 of the bare forward pass at 5 ms,
-    0.90-0.92 at 0.2 ms, 0.88 at 1 ms (bench/RESULTS.md)."""
-    previous = sys.getswitchinterval()
-    sys.setswitchinterval(seconds)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(previous)
 
 
 def _prefetch(pool: ThreadPoolExecutor, batches: list[list], work) -> Iterator[list[dict]]:
