@@ -15,22 +15,23 @@ from eval.captions import CaptionedImage
 def caption_stats(images: list[CaptionedImage]) -> dict[str, dict[str, float]]:
     """Per language: images, captions, mean characters and words per caption, and `shared`, the percent of
     captions that (case, spaces and punctuation aside) are also a caption of another image."""
-    images_of: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
-    captions: dict[str, list[str]] = defaultdict(list)
+    images_of: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))  # lang -> caption -> keys
+    captions: dict[str, list[tuple[str, int]]] = defaultdict(list)  # lang -> (normalised caption, words)
     for image in images:
         for lang, texts in image.captions.items():
             for text in texts:
-                images_of[lang][_normalise(text)].add(image.key)
-                captions[lang].append(text)
+                normalised = _normalise(text)
+                images_of[lang][normalised].add(image.key)
+                captions[lang].append((normalised, len(text.split())))
     stats = {}
     for lang in sorted(captions):
-        texts = captions[lang]
+        rows = captions[lang]
         stats[lang] = {
-            "images": sum(1 for image in images if lang in image.captions),
-            "captions": len(texts),
-            "mean_characters": sum(len(_normalise(text)) for text in texts) / len(texts),
-            "mean_words": sum(len(text.split()) for text in texts) / len(texts),
-            "shared": 100 * sum(len(images_of[lang][_normalise(text)]) > 1 for text in texts) / len(texts),
+            "images": len(set().union(*images_of[lang].values())),
+            "captions": len(rows),
+            "mean_characters": sum(len(text) for text, _ in rows) / len(rows),
+            "mean_words": sum(words for _, words in rows) / len(rows),
+            "shared": 100 * sum(len(images_of[lang][text]) > 1 for text, _ in rows) / len(rows),
         }
     return stats
 
