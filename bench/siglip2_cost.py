@@ -22,6 +22,7 @@ CONFIGS = {
     "+TIPS": ["--tips", "1"],
     "+LocCa+SILC+TIPS": ["--locca", "1", "--silc", "1", "--tips", "1"],
     "+NaFlex": ["--naflex", "--naflex-from", "0"],
+    "+LocCa+SILC+TIPS+NaFlex": ["--locca", "1", "--silc", "1", "--tips", "1", "--naflex", "--naflex-from", "0"],
 }
 
 

@@ -12,6 +12,7 @@ from open_clip.transformer import MultimodalTransformer, VisionTransformer, _exp
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from embedding.naflex import naflex_forward, padding_mask
 from embedding.tokenizer import EOS_ID, PAD_ID
 
 DECODER_WEIGHTS, DECODER_CONFIG = "locca.safetensors", "locca.json"
@@ -34,6 +35,16 @@ def vit_forward(visual: VisionTransformer, pixels: torch.Tensor, mask: torch.Ten
     if visual.proj is not None:
         pooled = pooled @ visual.proj
     return pooled, x[:, 1:]
+
+
+def vit_tokens(visual: VisionTransformer, images: torch.Tensor | list[torch.Tensor], mask: torch.Tensor | None = None,
+               mask_token: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(pooled, patch tokens [B, L, width], valid [B, L]) of a square batch [B, 3, S, S] (every token valid)
+    or of NaFlex images at their own grids (a list, padded: embedding.naflex)."""
+    if isinstance(images, list):
+        return naflex_forward(visual, images, mask, mask_token)
+    pooled, tokens = vit_forward(visual, images, mask, mask_token)
+    return pooled, tokens, torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
 
 
 @dataclass
@@ -97,27 +108,39 @@ class LocCaDecoder(nn.Module):
         # `transformer` attribute the class does not have): initialise it as that method means to.
         nn.init.normal_(self.blocks.text_projection, std=config.width ** -0.5)
 
-    def forward(self, patch_tokens: torch.Tensor, sequences: torch.Tensor) -> torch.Tensor:
-        """Next-token logits [B, L, vocab] for `sequences` [B, L] over the images' patch tokens [B, N, width]."""
-        x = self.embed(sequences) + self.position[: sequences.shape[1]]
-        return self.blocks(self.image_proj(patch_tokens), x)
+    def forward(self, patch_tokens: torch.Tensor, sequences: torch.Tensor, valid: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """Next-token logits [B, L, vocab] for `sequences` [B, L] over the images' patch tokens [B, N, width],
+        of which `valid` [B, N] (NaFlex padding) marks the real ones. open_clip's MultimodalTransformer.forward
+        has no cross-attention mask, hence this walk over its blocks."""
+        blocks, length = self.blocks, sequences.shape[1]
+        x = self.embed(sequences) + self.position[:length]
+        image = self.image_proj(patch_tokens)
+        cross_mask = None  # every token real (a square batch): no mask, and the unmasked attention kernel
+        if valid is not None and not valid.all():
+            cross_mask = padding_mask(~valid, blocks.cross_attn[0].attn.num_heads, length, x.dtype)
+        for causal, cross in zip(blocks.resblocks, blocks.cross_attn, strict=True):
+            x = causal(x, attn_mask=blocks.attn_mask[:length, :length])
+            x = cross(x, k_x=image, v_x=image, attn_mask=cross_mask)
+        return blocks.ln_final(x) @ blocks.text_projection
 
-    def loss(self, patch_tokens: torch.Tensor, sequences: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def loss(self, patch_tokens: torch.Tensor, sequences: torch.Tensor, targets: torch.Tensor,
+             valid: torch.Tensor | None = None) -> torch.Tensor:
         """Teacher-forced cross-entropy on the positions `targets` [B, L] marks (the answer, not the prompt)."""
-        logits = self(patch_tokens, sequences[:, :-1])
+        logits = self(patch_tokens, sequences[:, :-1], valid)
         labels = sequences[:, 1:].masked_fill(~targets[:, 1:], -100)
         return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
 
     @torch.no_grad()
     def generate(self, patch_tokens: torch.Tensor, prompts: list[list[int]], steps: int,
-                 allowed: range | None = None) -> list[list[int]]:
+                 allowed: range | None = None, valid: torch.Tensor | None = None) -> list[list[int]]:
         """Greedy continuation of each image's prompt (all of one length), `steps` tokens or to EOS;
         `allowed` restricts the choice (the coordinate tokens when reading a box)."""
         sequences = torch.tensor(prompts, device=patch_tokens.device)
         prompt = prompts[0]
         done = torch.zeros(len(patch_tokens), dtype=torch.bool, device=patch_tokens.device)
         for _ in range(min(steps, self.config.context_length - len(prompt))):
-            logits = self(patch_tokens, sequences)[:, -1].float()
+            logits = self(patch_tokens, sequences, valid)[:, -1].float()
             if allowed is not None:
                 keep = torch.full_like(logits, -math.inf)
                 keep[:, allowed.start:allowed.stop] = 0
@@ -153,18 +176,27 @@ def load_decoder(folder: str | Path) -> LocCaDecoder:
 
 
 @torch.inference_mode()
-def image_tokens(encoder, images: list, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """(pooled embeddings, patch tokens [N, P, width]) of images through an encoder with an open_clip ViT."""
+def image_tokens(encoder, images: list, batch_size: int = 64, square: bool = False
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(pooled embeddings, patch tokens [N, P, width], valid [N, P]) of images through an encoder with an
+    open_clip ViT: at their own aspect ratios when it was trained with NaFlex (unless `square`), padded."""
     visual = getattr(encoder.model, "visual", None)
     if not isinstance(visual, VisionTransformer):
         raise ValueError(f"{encoder.name} has no open_clip ViT image tower: patch tokens need one")
-    pooled, tokens = [], []
+    native = encoder.naflex is not None and not square
+    pooled, tokens, valid = [], [], []
     for start in range(0, len(images), batch_size):
-        pixels = torch.stack([encoder.square_pixels(image) for image in images[start:start + batch_size]])
-        p, t = vit_forward(visual, encoder.transform.standardize(pixels))
+        chunk = [encoder.pixels(image) if native else encoder.square_pixels(image)
+                 for image in images[start:start + batch_size]]
+        standard = [encoder.transform.standardize(p[None])[0] for p in chunk] if native else \
+            encoder.transform.standardize(torch.stack(chunk))
+        p, t, v = vit_tokens(visual, standard)
         pooled.append(p)
         tokens.append(t)
-    return torch.cat(pooled), torch.cat(tokens)
+        valid.append(v)
+    length = max(t.shape[1] for t in tokens)  # NaFlex chunks differ in length: pad them to one
+    return (torch.cat(pooled), torch.cat([F.pad(t, (0, 0, 0, length - t.shape[1])) for t in tokens]),
+            torch.cat([F.pad(v, (0, length - v.shape[1])) for v in valid]))
 
 
 def caption_images(encoder, decoder: LocCaDecoder, images: list, language: str) -> list[str]:
@@ -172,8 +204,9 @@ def caption_images(encoder, decoder: LocCaDecoder, images: list, language: str) 
     c = decoder.config
     if language not in c.languages:
         raise ValueError(f"the decoder writes {', '.join(c.languages)}, not {language!r}")
-    _, tokens = image_tokens(encoder, images)
-    generated = decoder.generate(tokens, [[c.task("cap"), c.language(language)]] * len(tokens), c.context_length)
+    _, tokens, valid = image_tokens(encoder, images)
+    generated = decoder.generate(tokens, [[c.task("cap"), c.language(language)]] * len(tokens), c.context_length,
+                                 valid=valid)
     return [encoder.tokenizer.processor.decode([t for t in ids if t < c.text_vocab and t != EOS_ID])
             for ids in generated]
 
@@ -182,14 +215,14 @@ def locate(encoder, decoder: LocCaDecoder, image, expression: str, language: str
     """Ref: the box (x0, y0, x1, y1 as fractions of width and height) that `expression` names in `image`."""
     c = decoder.config
     phrase = encoder.tokenizer.ids([expression])[0]
-    _, tokens = image_tokens(encoder, [image])
-    return c.box_from_tokens(read_boxes(decoder, tokens, [phrase], [language])[0])
+    _, tokens, valid = image_tokens(encoder, [image])
+    return c.box_from_tokens(read_boxes(decoder, tokens, [phrase], [language], valid)[0])
 
 
 def read_boxes(decoder: LocCaDecoder, patch_tokens: torch.Tensor, phrases: list[list[int]],
-               languages: list[str]) -> list[list[int]]:
-    """Ref for a batch: row i's box tokens for expression `phrases[i]` (token ids) in image `patch_tokens[i]`.
-    Rows run in groups of one prompt length (the decoder attends without a padding mask)."""
+               languages: list[str], valid: torch.Tensor | None = None) -> list[list[int]]:
+    """Ref for a batch: row i's box tokens for expression `phrases[i]` (token ids) in image `patch_tokens[i]`
+    (`valid`: its real tokens). Rows run in groups of one prompt length (prompts are not padded)."""
     c = decoder.config
     prompts = [[c.task("ref"), c.language(lang), *phrase, c.sep]
                for phrase, lang in zip(phrases, languages, strict=True)]
@@ -197,7 +230,8 @@ def read_boxes(decoder: LocCaDecoder, patch_tokens: torch.Tensor, phrases: list[
     for length in sorted({len(p) for p in prompts}):
         rows = [i for i, p in enumerate(prompts) if len(p) == length]
         found = decoder.generate(patch_tokens[rows], [prompts[i] for i in rows], 4,
-                                 allowed=range(c.first_bin, c.vocab_size))
+                                 allowed=range(c.first_bin, c.vocab_size),
+                                 valid=None if valid is None else valid[rows])
         for i, box in zip(rows, found, strict=True):
             boxes[i] = box
     return boxes

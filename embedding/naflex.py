@@ -35,35 +35,44 @@ class NaFlexTransform:
         return pil_to_tensor(image.resize((columns * self.patch, rows * self.patch), Image.BICUBIC))
 
 
-def naflex_forward(visual: VisionTransformer, images: list[torch.Tensor]
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def naflex_forward(visual: VisionTransformer, images: list[torch.Tensor], mask: torch.Tensor | None = None,
+                   mask_token: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(pooled embeddings [B, D], patch tokens [B, L, width], valid [B, L]) of standardised images
-    [3, rows*p, columns*p] of any grids, padded to the longest in the batch."""
+    [3, rows*p, columns*p] of any grids, padded to the longest in the batch; `mask` [B, L] replaces those
+    patch embeddings with `mask_token` (TIPS), as vit_forward does for a square batch."""
     patch, width = visual.patch_size[0], visual.conv1.out_channels
     side = visual.grid_size[0]
     # The patch embedding is a convolution with stride = kernel: the same as a linear map on flat patches.
     weight = visual.conv1.weight.flatten(1)
     learned = visual.positional_embedding[1:].T.reshape(1, width, side, side)
-    tokens = []
+    embedded, positions = [], []
     for image in images:
         rows, columns = image.shape[-2] // patch, image.shape[-1] // patch
         patches = image.reshape(3, rows, patch, columns, patch).permute(1, 3, 0, 2, 4).reshape(rows * columns, -1)
         position = F.interpolate(learned, size=(rows, columns), mode="bilinear", antialias=True, align_corners=False)
-        tokens.append(patches.to(weight.dtype) @ weight.T + position.reshape(width, -1).T)
-    lengths = torch.tensor([len(t) for t in tokens], device=weight.device)
-    x = pad_sequence(tokens, batch_first=True)
+        embedded.append(patches.to(weight.dtype) @ weight.T)
+        positions.append(position.reshape(width, -1).T)
+    lengths = torch.tensor([len(t) for t in embedded], device=weight.device)
+    x = pad_sequence(embedded, batch_first=True)
+    if mask is not None:
+        x = torch.where(mask[..., None], mask_token.to(x.dtype), x)
+    x = x + pad_sequence(positions, batch_first=True)
     valid = torch.arange(x.shape[1], device=x.device) < lengths[:, None]
     cls = _expand_token(visual.class_embedding, len(x)).to(x.dtype) + visual.positional_embedding[:1].to(x.dtype)
     x = visual.ln_pre(torch.cat([cls, x], dim=1))
     padding = torch.cat([torch.zeros_like(valid[:, :1]), ~valid], dim=1)  # True: a padding token
     heads = visual.transformer.resblocks[0].attn.num_heads
-    attn_mask = torch.zeros(padding.shape, dtype=x.dtype, device=x.device).masked_fill(padding, float("-inf"))
-    attn_mask = attn_mask[:, None, None, :].expand(-1, heads, x.shape[1], -1).reshape(-1, x.shape[1], x.shape[1])
-    x = visual.transformer(x, attn_mask=attn_mask)
+    x = visual.transformer(x, attn_mask=padding_mask(padding, heads, x.shape[1], x.dtype))
     pooled = _pool(visual, x, padding)
     if visual.proj is not None:
         pooled = pooled @ visual.proj
     return pooled, x[:, 1:], valid
+
+
+def padding_mask(padding: torch.Tensor, heads: int, queries: int, dtype: torch.dtype) -> torch.Tensor:
+    """An additive attention mask [B * heads, queries, keys] that hides the keys `padding` [B, keys] marks."""
+    mask = torch.zeros(padding.shape, dtype=dtype, device=padding.device).masked_fill(padding, float("-inf"))
+    return mask[:, None, None, :].expand(-1, heads, queries, -1).reshape(-1, queries, padding.shape[1])
 
 
 def _pool(visual: VisionTransformer, x: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:

@@ -32,7 +32,8 @@ def patch_dataset(encoder, keys: list[str], images_dir: Path, masks_dir: Path) -
     tokens, labels = [], []
     for start in tqdm(range(0, len(keys), 256), desc="patch tokens", unit="batch"):
         chunk = keys[start:start + 256]
-        _, t = image_tokens(encoder, [images_dir / f"{key}.jpg" for key in chunk])
+        # The probe's labels are the square grid's patches, so a NaFlex model is read at the square too.
+        _, t, _ = image_tokens(encoder, [images_dir / f"{key}.jpg" for key in chunk], square=True)
         tokens.append(t.flatten(0, 1))
         labels += [patch_labels(masks_dir / f"{key}.png", side, patch) for key in chunk]
     return torch.cat(tokens).float(), torch.cat(labels)

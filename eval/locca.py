@@ -34,7 +34,7 @@ def referring_accuracy(encoder, decoder: LocCaDecoder, instances: str | Path, im
     ious: dict[str, list[float]] = {lang: [] for lang in languages}
     for start in tqdm(range(0, len(images), 64), desc="Ref", unit="batch"):
         chunk = images[start:start + 64]
-        _, tokens = image_tokens(encoder, [Path(images_dir) / image["file_name"] for image in chunk])
+        _, tokens, valid = image_tokens(encoder, [Path(images_dir) / image["file_name"] for image in chunk])
         rows, phrases, langs, truths = [], [], [], []
         for row, image in enumerate(chunk):
             for annotation in refs_by_image[image["id"]]:
@@ -45,7 +45,8 @@ def referring_accuracy(encoder, decoder: LocCaDecoder, instances: str | Path, im
                         rows.append(row)
                         langs.append(lang)
                         truths.append(truth)
-        for lang, box, truth in zip(langs, read_boxes(decoder, tokens[rows], phrases, langs), truths, strict=True):
+        boxes = read_boxes(decoder, tokens[rows], phrases, langs, valid[rows])
+        for lang, box, truth in zip(langs, boxes, truths, strict=True):
             ious[lang].append(box_iou(c.box_from_tokens(box), truth))
     result = {lang: {"acc_iou50": 100.0 * float(np.mean(np.array(v) >= 0.5)), "mean_iou": float(np.mean(v)),
                      "n": len(v)} for lang, v in ious.items() if v}

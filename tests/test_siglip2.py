@@ -12,17 +12,24 @@ from PIL import Image
 
 from embedding import load_encoder
 from embedding.checkpoint import build_model
-from embedding.locca import DecoderConfig, LocCaDecoder, caption_images, load_decoder, vit_forward
+from embedding.locca import DecoderConfig, LocCaDecoder, caption_images, image_tokens, load_decoder, locate, vit_forward
 from embedding.naflex import naflex_forward, patch_grid
 from eval.captions import read_captions
 from eval.dense import patch_labels
 from eval.locca import box_iou
 from indexer import Library, index_folders
-from tests.conftest import run_module
+from tests.conftest import run_module, torchrun
 from tests.test_app import serving
 from train.presets import siglip_config
 from train.scenes import KINDS, LANGUAGES, SHAPES, Thing, caption, generate, render
-from train.siglip2 import LocCaExamples, ObjectiveWeights, SelfDistillConfig, SigLIP2Objectives
+from train.siglip2 import (
+    LocCaExamples,
+    ObjectiveWeights,
+    SelfDistillation,
+    SelfDistillConfig,
+    SigLIP2Objectives,
+    patch_mask,
+)
 from train.trainer import TrainConfig, train
 
 
@@ -130,8 +137,8 @@ def test_self_distillation_switches_on_late_and_the_teacher_follows_by_ema():
     objectives = SigLIP2Objectives(ObjectiveWeights(silc=1.0, tips=0.5, distill_from=0.8), visual, None,
                                    SelfDistillConfig(momentum=0.9, prototypes=64))
     pixels = torch.randn(4, 3, 64, 64)
-    assert objectives.losses(visual, pixels, None, [0, 1, 2, 3], progress=0.5) == {}
-    terms = objectives.losses(visual, pixels, None, [0, 1, 2, 3], progress=0.8)
+    assert objectives.losses(visual, pixels, slice(0, 4), None, None, [0, 1, 2, 3], progress=0.5) == {}
+    terms = objectives.losses(visual, pixels, slice(0, 4), None, None, [0, 1, 2, 3], progress=0.8)
     assert set(terms) == {"silc", "tips"} and all(torch.isfinite(v) and v > 0 for v in terms.values())
     teacher = objectives.distill.teacher.module["visual"]
     student_before = {k: v.clone() for k, v in visual.state_dict().items()}
@@ -238,6 +245,46 @@ def test_naflex_forward_is_the_vit_on_a_square_and_does_not_depend_on_its_batch(
     assert tokens.shape[1] == 55 and valid.all() and batched_valid.sum(1).tolist() == [55, 55, 64]
 
 
+def test_naflex_masks_patches_as_the_square_forward_does_and_the_decoder_ignores_padding():
+    """TIPS's mask token in NaFlex is vit_forward's at the square grid; the LocCa decoder reads an image padded
+    in a NaFlex batch exactly as alone, and without padding it is open_clip's MultimodalTransformer."""
+    torch.manual_seed(0)
+    visual = _tiny_vit().eval()
+    square, wide = torch.randn(3, 64, 64), torch.randn(3, 40, 88)
+    mask = torch.zeros(2, 64, dtype=torch.bool)
+    mask[:, ::3] = True
+    token = torch.randn(192)
+    config = DecoderConfig(text_vocab=50, languages=["en"], image_width=192)
+    decoder = LocCaDecoder(config).eval()
+    sequences = torch.tensor([[config.task("cap"), config.language("en"), 7, 8, 9]] * 2)
+    with torch.no_grad():
+        expected, expected_tokens = vit_forward(visual, square[None], mask[:1], token)
+        pooled, tokens, valid = naflex_forward(visual, [wide, square], mask, token)
+        alone, alone_tokens, _ = naflex_forward(visual, [wide], mask[:1, :55], token)
+        torch.testing.assert_close(pooled[1], expected[0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(tokens[0, :55], alone_tokens[0], atol=1e-5, rtol=0)
+        padded = decoder(tokens, sequences, valid)
+        torch.testing.assert_close(padded[0], decoder(alone_tokens, sequences[:1])[0], atol=1e-5, rtol=0)
+        x = decoder.embed(sequences) + decoder.position[:5]
+        torch.testing.assert_close(decoder(tokens, sequences), decoder.blocks(decoder.image_proj(tokens), x))
+    assert not torch.allclose(padded[0], decoder(tokens, sequences)[0], atol=1e-3)  # the padding was masked
+
+
+def test_tips_masks_real_patches_only_and_silc_crops_stay_inside_each_image():
+    torch.manual_seed(0)
+    valid = torch.arange(64) < torch.tensor([[64], [55], [10], [1]])
+    for _ in range(5):
+        mask = patch_mask(valid, 0.5)
+        assert not (mask & ~valid).any() and mask.sum(1).tolist() == [32, 28, 5, 0]
+    distill = SelfDistillation(_tiny_vit(), SelfDistillConfig(local_crops=3, prototypes=16))
+    images = [torch.full((3, 40, 88), 1.0), torch.full((3, 64, 64), 2.0), torch.full((3, 88, 40), 3.0)]
+    crops = distill._crops(images, (64, 64))
+    assert crops.shape == (9, 3, 64, 64)  # crop-major: crop k of image i is row k * 3 + i
+    values = crops.reshape(3, 3, -1)
+    for image in range(3):  # a crop reaching the zero padding of the batch would mix in zeros
+        torch.testing.assert_close(values[:, image], torch.full_like(values[:, image], image + 1.0))
+
+
 def test_a_naflex_run_embeds_images_at_their_own_aspect_everywhere(scenes, tmp_path):
     """NaFlex for the second half of a run; the checkpoint then embeds at native aspect in the encoder and
     the indexer, and a vector does not depend on what it is batched with."""
@@ -261,7 +308,34 @@ def test_a_naflex_run_embeds_images_at_their_own_aspect_everywhere(scenes, tmp_p
     index_folders(library, encoder, [photos], progress=False)
     for path, vector in zip(paths, together, strict=True):
         np.testing.assert_allclose(library.vector(str(path)), vector, atol=1e-5)
-    refused = run_module("train", "--captions", str(scenes / "captions_train.jsonl"), "--images",
-                         str(scenes / "images"), "--out", str(tmp_path / "x"), "--steps", "1", "--naflex",
-                         "--locca", "1", check=False)
-    assert refused.returncode == 2 and "--naflex" in refused.stderr
+
+
+def test_naflex_trains_with_locca_silc_and_tips_in_one_process_or_two_and_the_decoder_reads_native_tokens(
+        scenes, tmp_path):
+    """All four together: the objectives read the NaFlex batches (every term logged and finite), and two
+    processes under torchrun log the steps of one; the decoder then captions and locates at native aspect,
+    and a caption does not depend on its batch."""
+    args = ["--captions", str(scenes / "captions_train.jsonl"), "--images", str(scenes / "images"), "--instances",
+            str(scenes / "instances_train.json"), "--no-flip", "--vocab-size", "200", "--steps", "4", "--batch-size",
+            "8", "--warmup-steps", "1", "--log-every", "1", "--locca", "1", "--silc", "1", "--tips", "1",
+            "--distill-from", "0.5", "--naflex", "--naflex-from", "0.5"]
+    run_module("train", *args, "--out", str(tmp_path / "one"))
+    done = torchrun(2, "train", *args, "--out", str(tmp_path / "two"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    curves = {}
+    for run in ("one", "two"):
+        rows = [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+        curves[run] = [row for row in rows if "loss" in row]
+    one = curves["one"]
+    assert [row["naflex"] for row in one] == [False, False, True, True]
+    assert all(np.isfinite(row[term]) and row[term] > 0 for row in one[2:] for term in ("locca", "silc", "tips"))
+    for name in ("loss", "t", "b", "locca", "silc", "tips"):
+        np.testing.assert_allclose([row.get(name, 0) for row in curves["two"]], [row.get(name, 0) for row in one],
+                                   rtol=2e-4, atol=1e-4, err_msg=name)
+    encoder, decoder = load_encoder(str(tmp_path / "one")), load_decoder(tmp_path / "one")
+    paths = [scenes / "images" / f"test-00000{i}.jpg" for i in range(3)]
+    _, tokens, valid = image_tokens(encoder, paths)
+    assert len({int(n) for n in valid.sum(1)}) > 1  # several grids, so the batch was padded
+    assert caption_images(encoder, decoder, paths, "en")[1:2] == caption_images(encoder, decoder, paths[1:2], "en")
+    box = locate(encoder, decoder, paths[0], "a small red circle", "en")
+    assert len(box) == 4 and all(0 <= v <= 1 for v in box)

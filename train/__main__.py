@@ -36,8 +36,10 @@ EXAMPLES = """examples:
   SigLIP 2 on the generated scenes: LocCa (captions, Ref, GCap), then SILC + TIPS for the last 20%:
     python -m train scenes --out data/scenes
     python -m train --recipe scenes --out runs/scenes-siglip2 --locca 1 --silc 1 --tips 1
-  NaFlex for the last 10% (native aspect ratios; the checkpoint then embeds images that way):
+  NaFlex for the last 10% (native aspect ratios; the checkpoint then embeds images that way), alone or
+  with the other three:
     python -m train --recipe scenes --out runs/scenes-naflex --naflex
+    python -m train --recipe scenes --out runs/scenes-all --locca 1 --silc 1 --tips 1 --naflex
   a multilingual SentencePiece tokenizer on caption files:
     python -m train tokenizer --captions ../shared/data/flickr8k/captions_train.jsonl --vocab 8000 --out tok
 """
@@ -166,7 +168,8 @@ def _parser() -> argparse.ArgumentParser:
     sig2.add_argument("--naflex", action="store_true",
                       help="NaFlex: for the end of the run (--naflex-from) each image keeps its aspect ratio, cut "
                            "into at most --naflex-patches patches (position embeddings resized, padding masked); the "
-                           "checkpoint then embeds images that way everywhere (sigmoid loss alone for now)")
+                           "checkpoint then embeds images that way everywhere; LocCa, SILC and TIPS read the "
+                           "native images too")
     sig2.add_argument("--naflex-from", type=float, default=0.9,
                       help="fraction of training after which batches are NaFlex (default 0.9: the last 10%%)")
     sig2.add_argument("--naflex-patches", type=int,

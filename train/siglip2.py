@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from open_clip.transformer import VisionTransformer
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchvision.ops import roi_align
 
-from embedding.locca import DecoderConfig, LocCaDecoder, vit_forward
+from embedding.locca import DecoderConfig, LocCaDecoder, vit_forward, vit_tokens
 from embedding.tokenizer import EOS_ID, PAD_ID
 
 
@@ -130,42 +131,101 @@ class SelfDistillation(nn.Module):
         """One EMA step of the teacher towards the student (after each optimiser step)."""
         self.teacher.update_parameters(self._student(visual))
 
-    def losses(self, visual: VisionTransformer, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
-        """{"silc": ..., "tips": ...} for a batch of standardised images [B, 3, S, S]."""
+    def losses(self, visual: VisionTransformer, images: torch.Tensor | list[torch.Tensor], rows: slice = slice(None)
+               ) -> dict[str, torch.Tensor]:
+        """{"silc": ..., "tips": ...} for the `rows` of a batch of standardised images: square [B, 3, S, S], or
+        under NaFlex at their own grids (a list). The teacher and the masked student see the images as given;
+        the local crops are square, at the tower's input size. Crops and masks are drawn for the whole batch."""
         c = self.config
+        mine = images[rows]
         with torch.no_grad():
             teacher = self.teacher.module
-            pooled, tokens = vit_forward(teacher["visual"], pixels)
+            pooled, tokens, valid = vit_tokens(teacher["visual"], mine)
             global_logits, patch_logits = teacher["head"](pooled), teacher["patch_head"](tokens)
             global_target = F.softmax((global_logits - self.center) / c.teacher_temperature, dim=-1)
             patch_target = F.softmax((patch_logits - self.patch_center) / c.teacher_temperature, dim=-1)
-            self.center.lerp_(global_logits.mean(0), 1 - c.center_momentum)
-            self.patch_center.lerp_(patch_logits.flatten(0, 1).mean(0), 1 - c.center_momentum)
+            # The centres follow the whole batch's means (the same in every process).
+            batch_mean = _averaged(global_logits.mean(0) * _share(len(global_logits), len(images)))
+            self.center.lerp_(batch_mean, 1 - c.center_momentum)
+            all_valid = _valid(images, visual.patch_size[0])
+            patch_mean = _averaged(patch_logits[valid].mean(0) * _share(valid.sum(), all_valid.sum()))
+            self.patch_center.lerp_(patch_mean, 1 - c.center_momentum)
 
-        crops = roi_align(pixels, self._crop_boxes(pixels), output_size=pixels.shape[-2:], aligned=True)
-        crop_pooled, _ = vit_forward(visual, crops)
+        crop_pooled, _ = vit_forward(visual, self._crops(images, visual.image_size, rows))
         crop_logp = F.log_softmax(self.head(crop_pooled) / c.student_temperature, dim=-1)
         silc = -(global_target.repeat(c.local_crops, 1) * crop_logp).sum(-1).mean()
+        silc = silc * _share(len(global_target), len(images))
 
-        batch, patches = tokens.shape[:2]
-        mask = torch.rand(batch, patches, device=pixels.device).argsort(1) < round(c.mask_ratio * patches)
-        _, masked_tokens = vit_forward(visual, pixels, mask, self.mask_token)
+        all_mask = patch_mask(all_valid, c.mask_ratio)
+        mask = all_mask[rows, : valid.shape[1]]  # beyond its longest image, this process's rows are padding
+        _, masked_tokens, _ = vit_tokens(visual, mine, mask, self.mask_token)
         patch_logp = F.log_softmax(self.patch_head(masked_tokens[mask]) / c.student_temperature, dim=-1)
-        tips = -(patch_target[mask] * patch_logp).sum(-1).mean()
+        tips = -(patch_target[mask] * patch_logp).sum(-1).mean() * _share(mask.sum(), all_mask.sum())
         return {"silc": silc, "tips": tips}
 
-    def _crop_boxes(self, pixels: torch.Tensor) -> torch.Tensor:
-        """`local_crops` random boxes per image, [K, 5] rows of (image, x0, y0, x1, y1), crop-major order."""
+    def _crops(self, images: torch.Tensor | list[torch.Tensor], size: tuple[int, int], rows: slice = slice(None)
+               ) -> torch.Tensor:
+        """`local_crops` random crops of each image of `rows` (crop-major order), each a share `crop_scale` of
+        the image's area at an aspect ratio within 3:4..4:3, resized to `size`; drawn for the whole batch."""
         c = self.config
-        batch, size = len(pixels), pixels.shape[-1]
-        k = batch * c.local_crops
+        if isinstance(images, list):
+            heights = torch.tensor([float(i.shape[-2]) for i in images])
+            widths = torch.tensor([float(i.shape[-1]) for i in images])
+        else:
+            heights = widths = torch.full((len(images),), float(images.shape[-1]))
+        k = len(images) * c.local_crops
+        heights, widths = heights.repeat(c.local_crops), widths.repeat(c.local_crops)
         area = torch.empty(k).uniform_(*c.crop_scale)
         ratio = torch.exp(torch.empty(k).uniform_(math.log(3 / 4), math.log(4 / 3)))
-        w = (area * ratio).sqrt().clamp(max=1.0) * size
-        h = (area / ratio).sqrt().clamp(max=1.0) * size
-        x0, y0 = torch.rand(k) * (size - w), torch.rand(k) * (size - h)
-        image = torch.arange(batch).repeat(c.local_crops).float()
-        return torch.stack([image, x0, y0, x0 + w, y0 + h], dim=1).to(pixels)
+        side = (heights * widths).sqrt()  # of a square as large as the image
+        w = ((area * ratio).sqrt() * side).minimum(widths)
+        h = ((area / ratio).sqrt() * side).minimum(heights)
+        x0, y0 = torch.rand(k) * (widths - w), torch.rand(k) * (heights - h)
+        image = torch.arange(len(images)).repeat(c.local_crops)
+        boxes = torch.stack([image.float(), x0, y0, x0 + w, y0 + h], dim=1)
+        start, stop, _ = rows.indices(len(images))
+        boxes = boxes[(image >= start) & (image < stop)]
+        boxes[:, 0] -= start
+        mine = images[rows]
+        if isinstance(mine, list):  # NaFlex: one batch, each image top-left, its edge pixels repeated
+            height, width = max(i.shape[-2] for i in mine), max(i.shape[-1] for i in mine)
+            # (roi_align's samples at an image's last half pixel read the next row and column: repeating the
+            # edge gives the values it reads at the border of an unpadded image)
+            mine = torch.cat([F.pad(i[None], (0, width - i.shape[-1], 0, height - i.shape[-2]), mode="replicate")
+                              for i in mine])
+        return roi_align(mine, boxes.to(mine), output_size=size, aligned=True)
+
+
+def _valid(images: torch.Tensor | list[torch.Tensor], patch: int) -> torch.Tensor:
+    """[B, L]: which patch tokens of a batch are real (a square batch's all; a NaFlex list's padded at the end)."""
+    if not isinstance(images, list):
+        return torch.ones(len(images), (images.shape[-2] // patch) * (images.shape[-1] // patch), dtype=torch.bool,
+                          device=images.device)
+    lengths = torch.tensor([(i.shape[-2] // patch) * (i.shape[-1] // patch) for i in images], device=images[0].device)
+    return torch.arange(int(lengths.max()), device=lengths.device) < lengths[:, None]
+
+
+def _share(part: int | torch.Tensor, whole: int | torch.Tensor) -> float:
+    """What this process's mean is scaled by so that the mean over processes is the whole batch's mean:
+    its share of the batch's items times the number of processes (1.0 in one process)."""
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    return float(part) / float(whole) * world if world > 1 else 1.0
+
+
+def _averaged(value: torch.Tensor) -> torch.Tensor:
+    """`value` averaged over the processes of a torchrun job (as it is in one process)."""
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(value)
+        value /= dist.get_world_size()
+    return value
+
+
+def patch_mask(valid: torch.Tensor, ratio: float) -> torch.Tensor:
+    """TIPS's mask [B, L]: round(ratio * real patches) of each image's real patches (`valid`), at random."""
+    # An image's real patches come first and its padding last (NaFlex), so where random scores, with the
+    # padding's sorted to the end, rank below that count is a random choice among the real patches.
+    scores = torch.rand(valid.shape, device=valid.device).masked_fill(~valid, 2.0)
+    return scores.argsort(1) < (valid.sum(1, keepdim=True) * ratio).round()
 
 
 @dataclass
@@ -191,18 +251,28 @@ class SigLIP2Objectives(nn.Module):
             self.distill = SelfDistillation(visual, distill) if weights.silc or weights.tips else None
         self.register_buffer("distilling", torch.tensor(False))  # saved with the run: a resume keeps the teacher
 
-    def losses(self, visual: VisionTransformer, pixels: torch.Tensor, patch_tokens: torch.Tensor,
-               indices: list[int], progress: float) -> dict[str, torch.Tensor]:
-        """The switched-on terms, unweighted, for a batch (pixels standardised, the student's patch tokens)."""
+    def losses(self, visual: VisionTransformer, images: torch.Tensor | list[torch.Tensor], rows: slice,
+               patch_tokens: torch.Tensor, valid: torch.Tensor, indices: list[int], progress: float
+               ) -> dict[str, torch.Tensor]:
+        """The switched-on terms, unweighted, for this process's `rows` of a batch: the batch's standardised
+        images (square, or a NaFlex list) and image `indices`, the student's patch tokens of its rows and which
+        of them are real (NaFlex pads).
+
+        Under torchrun every process draws the examples, crops and masks of the whole batch from the same
+        random stream and keeps its rows', and scales its term so that the average over processes (what DDP
+        does to gradients) is the term of the whole batch: N processes train as one would."""
         terms = {}
         if self.decoder is not None:
-            sequences, answers, rows = (t.to(pixels.device) for t in self.examples.batch(indices))
-            terms["locca"] = self.decoder.loss(patch_tokens[rows], sequences, answers)
+            sequences, answers, image_rows = (t.to(patch_tokens.device) for t in self.examples.batch(indices))
+            keep = (image_rows >= rows.start) & (image_rows < rows.stop)
+            mine = image_rows[keep] - rows.start
+            locca = self.decoder.loss(patch_tokens[mine], sequences[keep], answers[keep], valid[mine])
+            terms["locca"] = locca * _share(answers[keep, 1:].sum(), answers[:, 1:].sum())
         if self.distill is not None and progress >= self.weights.distill_from:
             if not self.distilling:
                 self.distill.start(visual)
                 self.distilling.fill_(True)
-            distilled = self.distill.losses(visual, pixels)
+            distilled = self.distill.losses(visual, images, rows)
             terms.update({name: value for name, value in distilled.items() if getattr(self.weights, name)})
         return terms
 

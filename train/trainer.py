@@ -9,7 +9,8 @@ Two kinds of model go through the same loop:
 
 Under `torchrun --nproc_per_node N -m train ...` every process draws the same global batch and trains
 on its 1/N of the rows; the multi-device loss (train.losses) sees all pairs of the global batch and
-DistributedDataParallel averages the gradients, so N processes take the steps one process would.
+DistributedDataParallel averages the gradients, so N processes take the steps one process would (SigLIP 2's
+terms too: train.siglip2 draws for the whole batch and scales each process's share).
 The trained part runs on a CUDA GPU when there is one (NCCL between GPUs), else on the CPU (gloo).
 
 A from-scratch ViT can also train SigLIP 2's extra objectives (train.siglip2: LocCa, SILC, TIPS), each
@@ -37,7 +38,7 @@ from tqdm import tqdm
 
 from embedding.checkpoint import CONFIG_FILE, build_model, save_checkpoint, save_fine_tuned
 from embedding.loading import load_encoder, model_folder, process_device
-from embedding.locca import save_decoder, vit_forward
+from embedding.locca import save_decoder, vit_tokens
 from embedding.naflex import NaFlexTransform, naflex_forward
 from embedding.onnx_trunk import onnx_image_trunk
 from embedding.tokenizer import PAD_ID, SentencePieceTokenizer
@@ -109,8 +110,8 @@ class TrainConfig:
     ema_momentum: float = 0.996
     local_crops: int = 2
     mask_ratio: float = 0.5
-    # NaFlex (from-scratch ViT, sigmoid loss alone for now): from `naflex_from` of the run on, each image at
-    # its own aspect ratio in at most `naflex_patches` patches (default: the square input's count).
+    # NaFlex (from-scratch ViT): from `naflex_from` of the run on, each image at its own aspect ratio in at
+    # most `naflex_patches` patches (default: the square input's count); LocCa, SILC and TIPS read it too.
     naflex: bool = False
     naflex_from: float = 0.9
     naflex_patches: int | None = None
@@ -181,12 +182,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     model.to(device)
     data.to(device)
     batch_size = min(cfg.batch_size, len(data) - len(data) % world)
-    embed = _Embed(model, data.images_cached, data.texts_cached, patch_tokens=objectives is not None)
-    if world > 1:
-        embed = DistributedDataParallel(embed, device_ids=[device.index] if device.type == "cuda" else None)
 
     # 3. Loss and optimiser: no weight decay on gains, biases, t and b; t and b may have their own rate.
     loss_fn = make_loss(cfg.loss, chunk=cfg.chunk, distributed=world > 1)
+    forward = _Step(_Embed(model, data.images_cached, data.texts_cached), loss_fn, objectives, cfg.bf16)
+    if world > 1:  # SigLIP 2's heads sit out the steps before SILC/TIPS switch on: DDP must look for them
+        forward = DistributedDataParallel(forward, device_ids=[device.index] if device.type == "cuda" else None,
+                                          find_unused_parameters=objectives is not None)
     optimizer = _optimizer(model, cfg, objectives)
 
     # 4. Resumable state: everything that decides the rest of the run.
@@ -223,14 +225,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             image_input, text_input = data.batch(indices, rng, native=native)
             mine = slice(rank * batch_size // world, (rank + 1) * batch_size // world)  # this process's rows
             last = micro == cfg.accum_steps - 1  # DDP averages gradients once, after the last micro-batch
-            with embed.no_sync() if world > 1 and not last else contextlib.nullcontext():
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                    image_features, text_features, patch_tokens = embed(image_input[mine], text_input[mine])
-                loss = loss_fn(image_features.float(), text_features.float(), model.logit_scale, model.logit_bias)
-                terms = {}
-                if objectives is not None:
-                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                        terms = objectives.losses(model.visual, image_input, patch_tokens, indices, progress)
+            with forward.no_sync() if world > 1 and not last else contextlib.nullcontext():
+                loss, terms = forward(image_input, text_input, mine, indices, progress)
                 total = loss + objectives.total(terms) if terms else loss
                 (total / cfg.accum_steps).backward()
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
@@ -240,10 +236,12 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         step += 1
         bar.update(1)
 
-        if step % cfg.log_every == 0 and world > 1:  # each process holds its share; the mean is the batch's loss
-            loss = loss.detach().clone()
-            dist.all_reduce(loss)
-            loss /= world
+        if step % cfg.log_every == 0 and world > 1:  # each process holds its share; the mean is the batch's
+            loss, *values = (value.detach().clone() for value in (loss, *terms.values()))
+            for value in (loss, *values):
+                dist.all_reduce(value)
+                value /= world
+            terms = dict(zip(terms, values, strict=True))
         if step % cfg.log_every == 0 and lead:
             row = {"step": step, "loss": round(loss.item(), 5), "t": round(model.logit_scale.exp().item(), 4),
                    "b": round(model.logit_bias.item(), 4) if model.logit_bias is not None else None,
@@ -307,11 +305,8 @@ def _check(cfg: TrainConfig) -> None:
     if cfg.siglip2 and (cfg.pretrained or cfg.init):
         raise ValueError("--locca/--silc/--tips train a ViT image tower from scratch (--size); "
                          "not with --image-base/--text-base or --init")
-    if cfg.siglip2 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ValueError("--locca/--silc/--tips run in one process for now (not under torchrun)")
-    if cfg.naflex and (cfg.pretrained or cfg.init or cfg.siglip2 or int(os.environ.get("WORLD_SIZE", "1")) > 1):
-        raise ValueError("--naflex trains a from-scratch ViT (--size) in one process with the sigmoid loss alone "
-                         "for now: its padded batches do not yet feed --locca/--silc/--tips or torchrun")
+    if cfg.naflex and (cfg.pretrained or cfg.init):
+        raise ValueError("--naflex trains a from-scratch ViT (--size); not with --image-base/--text-base or --init")
     if cfg.pretrained and not (cfg.image_base and cfg.text_base):
         raise ValueError("a model on pretrained bases needs both --image-base and --text-base")
     for base, kind in ((cfg.image_base, "image"), (cfg.text_base, "text")):
@@ -427,13 +422,12 @@ def _lead_first(rank: int, world: int):
 
 
 class _Embed(nn.Module):
-    """The trained part of a step: inputs -> unit-norm embeddings (a locked trunk's cached features go through
-    the head only). DistributedDataParallel wraps this module."""
+    """The trained part of the towers: inputs -> unit-norm embeddings (a locked trunk's cached features go
+    through the head only)."""
 
-    def __init__(self, model: nn.Module, images_cached: bool, texts_cached: bool, patch_tokens: bool = False):
+    def __init__(self, model: nn.Module, images_cached: bool, texts_cached: bool):
         super().__init__()
         self.model, self.images_cached, self.texts_cached = model, images_cached, texts_cached
-        self.patch_tokens = patch_tokens  # also return the ViT's patch tokens (for SigLIP 2's decoder)
 
     def images(self, inputs: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
         if isinstance(inputs, list):  # NaFlex: images at their own patch grids
@@ -445,12 +439,31 @@ class _Embed(nn.Module):
         features = self.model.text_head(inputs) if self.texts_cached else self.model.encode_text(inputs)
         return F.normalize(features, dim=-1)
 
-    def forward(self, image_input: torch.Tensor | list[torch.Tensor], text_input: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        if self.patch_tokens:
-            pooled, tokens = vit_forward(self.model.visual, image_input)
-            return F.normalize(pooled, dim=-1), self.texts(text_input), tokens
-        return self.images(image_input), self.texts(text_input), None
+
+class _Step(nn.Module):
+    """A training step's forward: this process's rows through the towers, the sigmoid loss (across processes
+    under torchrun) and SigLIP 2's terms. DistributedDataParallel wraps this module, so every weight a term
+    reaches (t and b, the decoder, the self-distillation heads) has its gradient averaged over processes."""
+
+    def __init__(self, embed: _Embed, loss_fn, objectives: SigLIP2Objectives | None, bf16: bool):
+        super().__init__()
+        self.embed, self.loss_fn, self.objectives, self.bf16 = embed, loss_fn, objectives, bf16
+
+    def forward(self, images: torch.Tensor | list[torch.Tensor], texts: torch.Tensor, rows: slice,
+                indices: list[int], progress: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(loss, SigLIP 2's unweighted terms) for the rows `rows` of the global batch `images`, `texts`."""
+        model = self.embed.model
+        with torch.autocast(texts.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            terms = {}
+            if self.objectives is None:
+                image_features = self.embed.images(images[rows])
+            else:  # SigLIP 2's decoder reads the patch tokens the pooled embedding comes from
+                pooled, tokens, valid = vit_tokens(model.visual, images[rows])
+                image_features = F.normalize(pooled, dim=-1)
+                terms = self.objectives.losses(model.visual, images, rows, tokens, valid, indices, progress)
+            text_features = self.embed.texts(texts[rows])
+        loss = self.loss_fn(image_features.float(), text_features.float(), model.logit_scale, model.logit_bias)
+        return loss, terms
 
 
 def _optimizer(model, cfg: TrainConfig, objectives: nn.Module | None = None) -> torch.optim.AdamW:
