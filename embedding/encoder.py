@@ -74,7 +74,7 @@ class Encoder:
 
     def _encode_pixels(self, pixels: list[torch.Tensor], normalize: bool) -> torch.Tensor:
         if self.naflex:  # each image at its own grid; padding is masked, so batching does not change a vector
-            pooled, _, _ = naflex_forward(self.model.visual, [self.transform.standardize(p[None])[0] for p in pixels])
+            pooled, _, _ = naflex_forward(self.model.visual, self.transform.standardize_each(pixels))
             return torch.nn.functional.normalize(pooled, dim=-1) if normalize else pooled
         return self.model.encode_image(self.transform.standardize(torch.stack(pixels)), normalize=normalize)
 

@@ -12,7 +12,7 @@ from open_clip.transformer import MultimodalTransformer, VisionTransformer, _exp
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from embedding.naflex import naflex_forward, padding_mask
+from embedding.naflex import naflex_forward, padding_mask, valid_tokens
 from embedding.tokenizer import EOS_ID, PAD_ID
 
 DECODER_WEIGHTS, DECODER_CONFIG = "locca.safetensors", "locca.json"
@@ -44,7 +44,7 @@ def vit_tokens(visual: VisionTransformer, images: torch.Tensor | list[torch.Tens
     if isinstance(images, list):
         return naflex_forward(visual, images, mask, mask_token)
     pooled, tokens = vit_forward(visual, images, mask, mask_token)
-    return pooled, tokens, torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+    return pooled, tokens, valid_tokens(images, visual.patch_size[0])
 
 
 @dataclass
@@ -188,7 +188,7 @@ def image_tokens(encoder, images: list, batch_size: int = 64, square: bool = Fal
     for start in range(0, len(images), batch_size):
         chunk = [encoder.pixels(image) if native else encoder.square_pixels(image)
                  for image in images[start:start + batch_size]]
-        standard = [encoder.transform.standardize(p[None])[0] for p in chunk] if native else \
+        standard = encoder.transform.standardize_each(chunk) if native else \
             encoder.transform.standardize(torch.stack(chunk))
         p, t, v = vit_tokens(visual, standard)
         pooled.append(p)

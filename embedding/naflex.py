@@ -52,12 +52,11 @@ def naflex_forward(visual: VisionTransformer, images: list[torch.Tensor], mask: 
         position = F.interpolate(learned, size=(rows, columns), mode="bilinear", antialias=True, align_corners=False)
         embedded.append(patches.to(weight.dtype) @ weight.T)
         positions.append(position.reshape(width, -1).T)
-    lengths = torch.tensor([len(t) for t in embedded], device=weight.device)
     x = pad_sequence(embedded, batch_first=True)
     if mask is not None:
         x = torch.where(mask[..., None], mask_token.to(x.dtype), x)
     x = x + pad_sequence(positions, batch_first=True)
-    valid = torch.arange(x.shape[1], device=x.device) < lengths[:, None]
+    valid = valid_tokens(images, patch)
     cls = _expand_token(visual.class_embedding, len(x)).to(x.dtype) + visual.positional_embedding[:1].to(x.dtype)
     x = visual.ln_pre(torch.cat([cls, x], dim=1))
     padding = torch.cat([torch.zeros_like(valid[:, :1]), ~valid], dim=1)  # True: a padding token
@@ -67,6 +66,16 @@ def naflex_forward(visual: VisionTransformer, images: list[torch.Tensor], mask: 
     if visual.proj is not None:
         pooled = pooled @ visual.proj
     return pooled, x[:, 1:], valid
+
+
+def valid_tokens(images: torch.Tensor | list[torch.Tensor], patch: int) -> torch.Tensor:
+    """[B, L]: which patch tokens of a batch are real: all of a square batch [B, 3, S, S]; of a NaFlex list,
+    each image's own grid, the padding after it."""
+    if not isinstance(images, list):
+        count = (images.shape[-2] // patch) * (images.shape[-1] // patch)
+        return torch.ones(len(images), count, dtype=torch.bool, device=images.device)
+    lengths = torch.tensor([(i.shape[-2] // patch) * (i.shape[-1] // patch) for i in images], device=images[0].device)
+    return torch.arange(int(lengths.max()), device=lengths.device) < lengths[:, None]
 
 
 def padding_mask(padding: torch.Tensor, heads: int, queries: int, dtype: torch.dtype) -> torch.Tensor:

@@ -104,7 +104,7 @@ class CaptionPairs:
 
     def native_inputs(self, indices: list[int], flips: list[bool]) -> list[torch.Tensor]:
         """The images at their own aspect ratios, normalised (NaFlex)."""
-        inputs = [self.transform.standardize(self.native[i][None])[0] for i in indices]
+        inputs = self.transform.standardize_each([self.native[i] for i in indices])
         return [pixels.flip(-1) if flip else pixels for pixels, flip in zip(inputs, flips, strict=True)]
 
 

@@ -25,6 +25,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchvision.ops import roi_align
 
 from embedding.locca import DecoderConfig, LocCaDecoder, vit_forward, vit_tokens
+from embedding.naflex import valid_tokens
 from embedding.tokenizer import EOS_ID, PAD_ID
 
 
@@ -147,7 +148,7 @@ class SelfDistillation(nn.Module):
             # The centres follow the whole batch's means (the same in every process).
             batch_mean = _averaged(global_logits.mean(0) * _share(len(global_logits), len(images)))
             self.center.lerp_(batch_mean, 1 - c.center_momentum)
-            all_valid = _valid(images, visual.patch_size[0])
+            all_valid = valid_tokens(images, visual.patch_size[0])
             patch_mean = _averaged(patch_logits[valid].mean(0) * _share(valid.sum(), all_valid.sum()))
             self.patch_center.lerp_(patch_mean, 1 - c.center_momentum)
 
@@ -194,15 +195,6 @@ class SelfDistillation(nn.Module):
             mine = torch.cat([F.pad(i[None], (0, width - i.shape[-1], 0, height - i.shape[-2]), mode="replicate")
                               for i in mine])
         return roi_align(mine, boxes.to(mine), output_size=size, aligned=True)
-
-
-def _valid(images: torch.Tensor | list[torch.Tensor], patch: int) -> torch.Tensor:
-    """[B, L]: which patch tokens of a batch are real (a square batch's all; a NaFlex list's padded at the end)."""
-    if not isinstance(images, list):
-        return torch.ones(len(images), (images.shape[-2] // patch) * (images.shape[-1] // patch), dtype=torch.bool,
-                          device=images.device)
-    lengths = torch.tensor([(i.shape[-2] // patch) * (i.shape[-1] // patch) for i in images], device=images[0].device)
-    return torch.arange(int(lengths.max()), device=lengths.device) < lengths[:, None]
 
 
 def _share(part: int | torch.Tensor, whole: int | torch.Tensor) -> float:
