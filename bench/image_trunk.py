@@ -1,7 +1,8 @@
 """The bundled image tower's bare forward pass under each CPU runtime, in one process.
 
-Eager fp32, channels-last, bf16 autocast (+ channels-last), torch.compile and onnxruntime, on the same
-ready tensors; each row also gives the worst cosine to eager's vectors. `embedding/` uses the fastest.
+Eager fp32, channels-last, bf16 autocast (+ channels-last), torch.compile and onnxruntime (one session
+using every thread, and what `embedding/` runs: the batch split over one single-threaded session per
+thread), on the same ready tensors; each row also gives the worst cosine to eager's vectors.
 
     python -m bench.image_trunk --batch-size 32 --batches 8
 """
@@ -9,9 +10,11 @@ ready tensors; each row also gives the worst cosine to eager's vectors. `embeddi
 import argparse
 import time
 
+import onnxruntime
 import torch
 
 from embedding import load_encoder
+from embedding.onnx_trunk import export_onnx
 
 
 def main() -> None:
@@ -25,6 +28,10 @@ def main() -> None:
     onnx_trunk, model.onnx_image_trunk = model.onnx_image_trunk, None
     pixels = torch.randn(args.batch_size, 3, size, size).clamp(-1, 1)
     channels_last = pixels.to(memory_format=torch.channels_last)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    one_session = onnxruntime.InferenceSession(str(export_onnx(model.visual.trunk, size)), options,
+                                               providers=["CPUExecutionProvider"])
 
     def bf16(x: torch.Tensor) -> torch.Tensor:
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -33,7 +40,10 @@ def main() -> None:
     # In this order: the channels-last rows convert the model's weights in place.
     runtimes = [("eager fp32", lambda: (model.encode_image, pixels)),
                 ("torch.compile fp32", lambda: (torch.compile(model.encode_image), pixels)),
-                ("onnxruntime fp32", lambda: (lambda x: model.image_head(onnx_trunk(x)), pixels)),
+                ("onnxruntime fp32, one session", lambda: (lambda x: model.image_head(torch.from_numpy(
+                    one_session.run(None, {"pixels": x.numpy()})[0])), pixels)),
+                ("onnxruntime fp32, a session per thread", lambda: (lambda x: model.image_head(onnx_trunk(x)),
+                                                                    pixels)),
                 ("channels-last fp32", lambda: (model.to(memory_format=torch.channels_last).encode_image,
                                                 channels_last)),
                 ("bf16 autocast, channels-last", lambda: (bf16, channels_last))]

@@ -3,10 +3,11 @@
 import math
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch.distributed as dist
@@ -168,16 +169,27 @@ Chunk = tuple[list[dict], np.ndarray, list[dict]]  # embedded records, their vec
 
 
 def embed_chunks(encoder: Encoder, todo: list, batch_size: int, commit_every: int, max_pixels: int) -> Iterator[Chunk]:
-    """Decode (in parallel threads, a batch ahead) and embed the files, one chunk per `commit_every` images."""
+    """Decode (in parallel threads) and embed the files, one chunk per `commit_every` images.
+
+    Two batches are in flight at each stage, so the model always has a batch queued: when one of its
+    threads finishes its share of a batch early, it starts on the next (bench/RESULTS.md)."""
+    def embed(decoded: list[dict]) -> tuple[list[dict], np.ndarray | None]:
+        good = [d for d in decoded if "error" not in d]
+        return decoded, encoder.embed_pixels([d.pop("pixels") for d in good]) if good else None
+
+    def start_decoding(batch: list) -> Callable[[], list[dict]]:
+        futures = [decoders.submit(_decode, encoder, item, max_pixels) for item in batch]
+        return lambda: [future.result() for future in futures]
+
     records, vectors, failures = [], [], []
-    with ThreadPoolExecutor() as decoders:
+    with ThreadPoolExecutor() as decoders, ThreadPoolExecutor(2) as model:
         batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
-        for decoded in _prefetch(decoders, batches, lambda item: _decode(encoder, item, max_pixels)):
-            good = [d for d in decoded if "error" not in d]
-            failures += [d for d in decoded if "error" in d]
-            if good:
-                vectors.append(encoder.embed_pixels([d.pop("pixels") for d in good]))
-                records += good
+        decoded = _ahead(batches, start_decoding)
+        for batch, batch_vectors in _ahead(decoded, lambda batch: model.submit(embed, batch).result):
+            failures += [d for d in batch if "error" in d]
+            if batch_vectors is not None:
+                vectors.append(batch_vectors)
+                records += [d for d in batch if "error" not in d]
             if len(records) + len(failures) >= commit_every:
                 yield records, np.concatenate(vectors) if vectors else None, failures
                 records, vectors, failures = [], [], []
@@ -206,15 +218,16 @@ def embed_shared(encoder: Encoder, todo: list | None, batch_size: int, commit_ev
             yield records, np.concatenate(vectors) if vectors else None, [bad for got in gathered for bad in got[2]]
 
 
-def _prefetch(pool: ThreadPoolExecutor, batches: list[list], work) -> Iterator[list[dict]]:
-    """Yield each batch's results while the pool already works on the next batch (two in flight)."""
+def _ahead(items: Iterable, start: Callable[[Any], Callable[[], Any]], depth: int = 2) -> Iterator:
+    """Each item's result, in order, with `depth` items started: `start(item)` begins its work in the
+    background and returns the function that waits for the result."""
     in_flight: deque = deque()
-    for batch in batches:
-        in_flight.append([pool.submit(work, item) for item in batch])
-        if len(in_flight) == 2:
-            yield [future.result() for future in in_flight.popleft()]
+    for item in items:
+        in_flight.append(start(item))
+        if len(in_flight) == depth:
+            yield in_flight.popleft()()
     while in_flight:
-        yield [future.result() for future in in_flight.popleft()]
+        yield in_flight.popleft()()
 
 
 def _decode(encoder: Encoder, item: _Todo, max_pixels: int) -> dict:

@@ -46,6 +46,18 @@ def test_indexes_photos_and_records_bad_files(tmp_path, encoder):
     assert rows == [(48, 34)]
 
 
+def test_each_file_keeps_its_own_vector_with_batches_in_flight(tmp_path, encoder):
+    """Decoding and embedding run batches ahead of each other; every photo still gets its own vector."""
+    photos = make_photos(tmp_path / "photos", count=11)
+    (photos / "photo5.jpg").write_text("not a JPEG: a failure in the middle of a batch")
+    library = Library(tmp_path / "library")
+    summary = index_folders(library, encoder, [photos], batch_size=3, commit_every=4, progress=False)
+    assert summary.indexed == 10 and [os.path.basename(p) for p, _ in summary.failed] == ["photo5.jpg"]
+    for i in (0, 1, 2, 3, 4, 6, 7, 8, 9, 10):
+        path = photos / f"photo{i}.jpg"
+        np.testing.assert_allclose(library.vector(str(path)), encoder.embed_images([path])[0], atol=1e-5)
+
+
 def test_rerun_embeds_only_new_or_changed_files_and_drops_deleted(tmp_path, encoder):
     photos = make_photos(tmp_path / "photos")
     library = Library(tmp_path / "library")

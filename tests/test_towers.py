@@ -1,6 +1,7 @@
 """Pretrained towers from pip packages: weights mapped right, hashes checked, e5 equal to its own engine."""
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -142,6 +143,18 @@ def test_onnx_image_trunk_gives_the_eager_vectors():
     cosines = (fast * eager).sum(axis=1)
     assert cosines.min() > 1 - 1e-5, cosines
     assert np.abs(fast - eager).max() < 1e-4
+
+
+def test_onnx_image_trunk_serves_concurrent_callers():
+    """Batches from several threads at once, each split over the per-thread sessions, come back whole and in order."""
+    trunk = load_encoder("bundled").model.onnx_image_trunk
+    batches = [torch.randn(size, 3, 260, 260) for size in (1, 2, 5, 3, 7, 4)]
+    alone = [trunk(batch) for batch in batches]
+    with ThreadPoolExecutor(len(batches)) as callers:
+        together = list(callers.map(trunk, batches))
+    for batch, one, other in zip(batches, alone, together, strict=True):
+        assert other.shape[0] == batch.shape[0]
+        torch.testing.assert_close(other, one, atol=1e-5, rtol=1e-5)
 
 
 def test_head_dropout_trains_noisy_and_embeds_deterministic():
