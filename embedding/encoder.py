@@ -98,10 +98,13 @@ def _fingerprint(model: torch.nn.Module, tokenizer_identity: bytes, preprocess_c
     return digest.hexdigest()[:20]
 
 
-def weights_hash(module: torch.nn.Module) -> "hashlib._Hash":
-    """sha256 over a module's parameter and buffer names, dtypes and bytes (update it with more if needed)."""
+def weights_hash(module: torch.nn.Module, skip: str | None = None) -> "hashlib._Hash":
+    """sha256 over a module's parameter and buffer names, dtypes and bytes, less those whose names start with
+    `skip` (update it with more if needed)."""
     digest = hashlib.sha256()
     for name, tensor in sorted(module.state_dict().items()):
+        if skip and name.startswith(skip):
+            continue
         digest.update(name.encode())
         digest.update(str(tensor.dtype).encode())
         digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())

@@ -19,7 +19,7 @@ from torch import nn
 
 from embedding.checkpoint import atomic_write
 from embedding.e5 import E5Tokenizer
-from embedding.onnx_trunk import onnx_image_trunk
+from embedding.onnx_trunk import onnx_image_trunk, onnx_text_trunk
 from embedding.packing import pack, unpack
 from embedding.towers import BASES, BaseUnavailable, image_tower, text_tower
 
@@ -44,12 +44,13 @@ class TwoTowers(nn.Module):
         bias = config.get("init_logit_bias")
         self.logit_bias = nn.Parameter(torch.tensor(float(bias))) if bias is not None else None
         self.pad_id = e5.specials["pad"]
-        self.onnx_image_trunk = None  # set by use_onnx_image_trunk: a faster runtime for inference
+        self.onnx_image_trunk = self.onnx_text_trunk = None  # set by use_onnx_trunks: faster for inference
 
-    def use_onnx_image_trunk(self) -> None:
-        """Run the image trunk in onnxruntime whenever no gradient is needed (inference only: the export is
-        made once from the current weights, so call this after training, not before)."""
+    def use_onnx_trunks(self) -> None:
+        """Run both trunks in onnxruntime whenever no gradient is needed (inference only: the export is made
+        once from the current weights, so call this after training, not before)."""
         self.onnx_image_trunk = onnx_image_trunk(self.visual.trunk, BASES[self.config["image"]["base"]].image_size)
+        self.onnx_text_trunk = onnx_text_trunk(self.text)
 
     # The trunks and heads are separate so that a locked trunk's features can be computed once and cached.
     def image_trunk(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -62,6 +63,13 @@ class TwoTowers(nn.Module):
 
     def text_trunk(self, tokens: torch.Tensor) -> torch.Tensor:
         mask = (tokens != self.pad_id).long()
+        # Columns of padding only are cut off: masked out, they change nothing but the cost (a short query
+        # padded to the 64-token context ran e5 1.6x slower, bench/RESULTS.md).
+        used = mask.any(dim=0).nonzero()
+        width = int(used.max()) + 1 if len(used) else tokens.shape[1]
+        tokens, mask = tokens[:, :width], mask[:, :width]
+        if self.onnx_text_trunk is not None and not torch.is_grad_enabled():
+            return self.onnx_text_trunk(tokens, mask)
         return self.text.pooler(self.text.transformer(input_ids=tokens, attention_mask=mask), mask)
 
     def text_head(self, features: torch.Tensor) -> torch.Tensor:

@@ -145,6 +145,23 @@ def test_onnx_image_trunk_gives_the_eager_vectors():
     assert np.abs(fast - eager).max() < 1e-4
 
 
+def test_text_trunk_in_onnxruntime_on_trimmed_tokens_gives_the_eager_full_context_vectors():
+    """e5 in onnxruntime, on tokens cut to the batch's longest text, equals eager PyTorch on the padded context."""
+    encoder = load_encoder("bundled")
+    model = encoder.model
+    assert model.onnx_text_trunk is not None
+    texts = ["a dog", "Zwei Hunde spielen im Schnee neben einem roten Haus", "一个男人在骑自行车", "beach " * 80]
+    tokens = encoder.tokenizer(texts)
+    mask = (tokens != model.pad_id).long()
+    assert mask[0].sum() < mask[1].sum() < tokens.shape[1] == mask[3].sum()  # short, longer, cut at the context
+    with torch.inference_mode():
+        fast = torch.cat([model.text_trunk(tokens[:1]), model.text_trunk(tokens[1:3]), model.text_trunk(tokens[3:])])
+        full = model.text.pooler(model.text.transformer(input_ids=tokens, attention_mask=mask), mask)
+    torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-4)
+    cosines = torch.nn.functional.cosine_similarity(fast, full)
+    assert cosines.min() > 1 - 1e-6, cosines
+
+
 def test_onnx_image_trunk_serves_concurrent_callers():
     """Batches from several threads at once, each split over the per-thread sessions, come back whole and in order."""
     trunk = load_encoder("bundled").model.onnx_image_trunk
