@@ -5,16 +5,18 @@ import sys
 from pathlib import Path
 
 import gradio as gr
+from starlette.middleware import Middleware
 
+from app.guard import LOOPBACK_NAMES, RequestGuard, body_limit
 from app.thumbnails import thumbnail_dir
 from app.ui import build_ui
+from app.uploads import UploadLimits
 from embedding import EncoderUnavailable, load_encoder
+from embedding.images import DEFAULT_MAX_PIXELS, allow_pixels, pixel_count
 from embedding.loading import model_folder
 from embedding.locca import find_decoder
 from indexer import Library, LibraryBusy, ModelMismatch, default_library_dir, index_folders
 from indexer.demo import copy_demo_photos
-
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,14 +33,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--auth", metavar="USER:PASSWORD", help="require this login (needed for any other --host)")
     parser.add_argument("--insecure", action="store_true",
                         help="allow another --host without --auth (anyone who can reach it sees your photos)")
-    parser.add_argument("--max-upload-mb", type=float, default=25, help="largest accepted upload (default 25)")
+    parser.add_argument("--max-upload-mb", type=float, default=25,
+                        help="largest accepted upload, also inline in an API request (default 25)")
+    parser.add_argument("--max-pixels", type=pixel_count, default=DEFAULT_MAX_PIXELS,
+                        help="refuse uploaded images whose header announces more pixels (default %(default)s)")
+    parser.add_argument("--allow-index", action="append", default=[], type=Path, metavar="FOLDER",
+                        help="let the page and the API index folders below FOLDER (repeatable; none by default: "
+                             "then only `python -m indexer` adds photos)")
     args = parser.parse_args(argv)
-    if args.host not in LOOPBACK and not (args.auth or args.insecure):
+    if args.host not in LOOPBACK_NAMES and not (args.auth or args.insecure):
         print(f"error: --host {args.host} exposes your photos beyond this machine: add --auth USER:PASSWORD "
               "(or --insecure if you really mean it)", file=sys.stderr)
         return 2
     if args.auth and ":" not in args.auth:
         print("error: --auth takes USER:PASSWORD", file=sys.stderr)
+        return 2
+    if missing := [str(folder) for folder in args.allow_index if not folder.is_dir()]:
+        print(f"error: --allow-index needs existing folders: {', '.join(missing)}", file=sys.stderr)
         return 2
 
     try:
@@ -53,13 +64,22 @@ def main(argv: list[str] | None = None) -> int:
     except (EncoderUnavailable, LibraryBusy, ModelMismatch) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    # Only the library's own folders and its thumbnails are served; nothing else on disk is reachable.
+    if library.lost:
+        print(f"warning: {len(library.lost)} photos lost their vectors (a missing or damaged index file): the next "
+              "indexing run embeds them again")
+    # Served files: the thumbnails (previews of the library's photos, made by the app) and what Gradio itself
+    # copied into its cache (uploads, and the photos the page shows in full). Never the indexed folders
+    # themselves, which may hold anything beside the photos.
     thumbnail_dir(library.folder).mkdir(exist_ok=True)
-    gr.set_static_paths([str(root) for root in library.roots()] + [str(thumbnail_dir(library.folder))])
+    gr.set_static_paths([str(thumbnail_dir(library.folder))])
     print(f"{len(library)} photos in {library.folder}, model {encoder.name}")
-    build_ui(library, encoder, decoder).launch(server_name=args.host, server_port=args.port,
-                                      auth=tuple(args.auth.split(":", 1)) if args.auth else None,
-                                      max_file_size=f"{args.max_upload_mb}mb")
+    allow_pixels(args.max_pixels)
+    limits = UploadLimits(max_bytes=int(args.max_upload_mb * 2**20), max_pixels=args.max_pixels)
+    guard = Middleware(RequestGuard, hosts=LOOPBACK_NAMES if args.host in LOOPBACK_NAMES else None,
+                       max_body=body_limit(limits.max_bytes))
+    ui = build_ui(library, encoder, decoder, limits, tuple(args.allow_index))
+    ui.launch(server_name=args.host, server_port=args.port, auth=tuple(args.auth.split(":", 1)) if args.auth else None,
+              max_file_size=limits.max_bytes, app_kwargs={"middleware": [guard]})
     return 0
 
 

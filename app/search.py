@@ -11,6 +11,8 @@ from embedding import Encoder
 from indexer import Filters, Library
 
 _WEIGHTED = re.compile(r"^([+-]?\d+(?:\.\d+)?)\s*:\s*(.+)$")
+MAX_WEIGHT = 100.0
+MAX_RESULTS = 1000  # per query: what a person pages through; FAISS's answer for k = 10**8 takes gigabytes
 
 
 @dataclass
@@ -19,6 +21,7 @@ class Result:
     path: str
     score: float        # cosine similarity to the query vector
     probability: float  # sigmoid(t * cos + b), the model's own calibration (text queries only)
+    hash: str | None = None  # of the file's bytes (names its thumbnail)
 
 
 @dataclass
@@ -36,6 +39,9 @@ def parse_query(query: str) -> list[Term]:
         weight, text = 1.0, part
         if match := _WEIGHTED.match(part):
             weight, text = float(match.group(1)), match.group(2).strip()
+            if not abs(weight) <= MAX_WEIGHT:
+                raise ValueError(f"a weight is a number from -{MAX_WEIGHT:g} to {MAX_WEIGHT:g}, "
+                                 f"not {match.group(1)[:20]}")
         elif part.startswith("-"):
             weight, text = -1.0, part[1:].strip()
         if not text:
@@ -73,29 +79,38 @@ def make_filters(folder: str | None = "", taken_from: str | None = "", taken_to:
 def search_text(library: Library, encoder: Encoder, query: str, k: int = 24, min_probability: float = 0.0,
                 filters: Filters | None = None) -> list[Result]:
     """The k best matches for a text or combined query among photos passing `filters`, weak ones dropped."""
+    check_count(k)
     terms = parse_query(query)
-    if not terms or k <= 0:
+    if not terms:
         return []
     hits = library.search(query_vector(encoder, terms), k, filters)
     probabilities = encoder.probability([hit.score for hit in hits])
-    return [Result(hit.id, hit.path, hit.score, float(p)) for hit, p in zip(hits, probabilities, strict=True)
-            if p >= min_probability]
+    return [Result(hit.id, hit.path, hit.score, float(p), hit.hash)
+            for hit, p in zip(hits, probabilities, strict=True) if p >= min_probability]
+
+
+def check_count(k: int) -> None:
+    """Refuse a result count outside 1..MAX_RESULTS, in words."""
+    if not 1 <= k <= MAX_RESULTS:
+        raise ValueError(f"the number of results is 1 to {MAX_RESULTS:,}, not {k:,}")
 
 
 def search_image(library: Library, encoder: Encoder, image: Image.Image, k: int = 24,
                  filters: Filters | None = None) -> list[Result]:
     """The k library images most similar to `image` (cosine; no probability: t, b calibrate text-image)."""
+    check_count(k)
     hits = library.search(encoder.embed_images([image])[0], k, filters)
-    return [Result(hit.id, hit.path, hit.score, float("nan")) for hit in hits]
+    return [Result(hit.id, hit.path, hit.score, float("nan"), hit.hash) for hit in hits]
 
 
 def more_like_this(library: Library, path: str, k: int = 24, filters: Filters | None = None) -> list[Result]:
     """The k library images most similar to one already in the library (itself left out)."""
+    check_count(k)
     vector = library.vector(path)
     if vector is None:
         raise ValueError(f"{path} is not in the library")
     hits = library.search(vector, k + 1, filters)
-    return [Result(hit.id, hit.path, hit.score, float("nan")) for hit in hits if hit.path != path][:k]
+    return [Result(hit.id, hit.path, hit.score, float("nan"), hit.hash) for hit in hits if hit.path != path][:k]
 
 
 def tag_image(encoder: Encoder, image: Image.Image, labels: list[str]) -> dict[str, float]:

@@ -1,4 +1,6 @@
-"""Small JPEG previews for the gallery, made on first display and kept in the library folder."""
+"""Small JPEG previews for the gallery, made on first display and kept in the library folder.
+
+A preview is named by the photo's content hash: an edited photo gets a new preview, and copies share one."""
 
 import os
 from pathlib import Path
@@ -12,9 +14,10 @@ def thumbnail_dir(library_folder: Path) -> Path:
     return library_folder / "thumbnails"
 
 
-def thumbnail(library_folder: Path, image_id: int, path: str) -> str:
-    """The preview of library image `image_id` (made now if missing); the original if it cannot be read."""
-    target = thumbnail_dir(library_folder) / f"{image_id}.jpg"
+def thumbnail(library_folder: Path, image_id: int, path: str, content_hash: str | None = None) -> str:
+    """The preview of library image `image_id` at `path` (made now if missing), named by its `content_hash`
+    (by its id, never reused, in a library from before hashes); the original if it cannot be read."""
+    target = thumbnail_dir(library_folder) / f"{content_hash or f'id{image_id}'}.jpg"
     if target.is_file():
         return str(target)
     try:

@@ -9,9 +9,11 @@ from PIL import Image
 
 from app.search import Result, make_filters, more_like_this, search_image, search_text, tag_image
 from app.thumbnails import thumbnail
+from app.uploads import UploadLimits, open_upload
 from embedding import Encoder
 from embedding.locca import LocCaDecoder, caption_images
 from indexer import Library, index_folders
+from indexer.library import LibraryWriteError
 from indexer.tags import tag_library
 
 CONCURRENT_REQUESTS = 4  # per endpoint (indexing: one at a time)
@@ -19,9 +21,11 @@ QUERY_HELP = ("Any language the model knows. Combine terms with commas; `-` excl
               "`beach, -people, 2:sunset`.")
 
 
-def build_ui(library: Library, encoder: Encoder, decoder: LocCaDecoder | None = None) -> gr.Blocks:
+def build_ui(library: Library, encoder: Encoder, decoder: LocCaDecoder | None = None,
+             limits: UploadLimits = UploadLimits(), index_roots: tuple[Path, ...] = ()) -> gr.Blocks:  # noqa: B008
     """The page; API endpoints /search, /search_image, /more_like_this and /tag return JSON, and /caption
-    returns text when the model has a LocCa `decoder`."""
+    returns text when the model has a LocCa `decoder`. Uploads are held to `limits`; the Library panel
+    (and /index_folder) indexes only folders below `index_roots` (--allow-index), none by default."""
 
     def as_json(results: list[Result]) -> list[dict]:
         # The key is not "path": gradio_client would take such dicts for files and download them.
@@ -30,7 +34,7 @@ def build_ui(library: Library, encoder: Encoder, decoder: LocCaDecoder | None = 
 
     def gallery(results: list[Result]) -> tuple[list[tuple[str, str]], list[str]]:
         """Thumbnails with captions for the gallery, and the originals' paths (to act on a selection)."""
-        shown = [(thumbnail(library.folder, r.id, r.path),
+        shown = [(thumbnail(library.folder, r.id, r.path, r.hash),
                   (f"{r.probability:.0%}" if not math.isnan(r.probability) else f"cos {r.score:.2f}")
                   + f" · {Path(r.path).name}") for r in results]
         return shown, [r.path for r in results]
@@ -38,8 +42,11 @@ def build_ui(library: Library, encoder: Encoder, decoder: LocCaDecoder | None = 
     def checked(run):
         try:
             return run()
-        except ValueError as error:  # a bad query or filter: shown to the user, not a server error
+        except (ValueError, LibraryWriteError) as error:  # a bad query, filter, upload; a full disk: in words
             raise gr.Error(str(error)) from None
+
+    def uploaded(path: str | None) -> Image.Image:
+        return checked(lambda: open_upload(path, limits, min_side=2 * encoder.input_side))
 
     def search_gallery(query, n, threshold, folder, taken_from, taken_to, gps, tag):  # -> gallery, originals
         return gallery(checked(lambda: search_text(library, encoder, query, int(n), float(threshold),
@@ -56,20 +63,15 @@ def build_ui(library: Library, encoder: Encoder, decoder: LocCaDecoder | None = 
         """Images most like one already in the library (given by its path) -> [{image, score}]."""
         return as_json(checked(lambda: more_like_this(library, image, int(k))))
 
-    def by_image(image: Image.Image, k: int) -> list[dict]:
-        if image is None:
-            raise gr.Error("upload an image first")
-        return as_json(search_image(library, encoder, image, int(k)))
+    def by_image(image: str | None, k: int) -> list[dict]:
+        picture = uploaded(image)
+        return as_json(checked(lambda: search_image(library, encoder, picture, int(k))))
 
-    def tag(image: Image.Image, labels: str) -> dict[str, float]:
-        if image is None:
-            raise gr.Error("upload an image first")
-        return tag_image(encoder, image, labels.split(","))
+    def tag(image: str | None, labels: str) -> dict[str, float]:
+        return tag_image(encoder, uploaded(image), labels.split(","))
 
-    def caption(image: Image.Image, language: str) -> str:
-        if image is None:
-            raise gr.Error("upload an image first")
-        return caption_images(encoder, decoder, [image], language)[0]
+    def caption(image: str | None, language: str) -> str:
+        return caption_images(encoder, decoder, [uploaded(image)], language)[0]
 
     def remember(originals: list[str], event: gr.SelectData) -> tuple[str, str, str]:
         """The selected result: kept for "more like this", and shown full size with its path and tags."""
@@ -79,11 +81,8 @@ def build_ui(library: Library, encoder: Encoder, decoder: LocCaDecoder | None = 
 
     def index_folder(folder: str, progress=gr.Progress(track_tqdm=True)):  # noqa: B008 (how Gradio passes progress)
         """Add a folder's photos to the library (searches go on meanwhile); the run's summary and the new status."""
-        root = Path(folder.strip()).expanduser()
-        if not folder.strip() or not root.is_dir():
-            raise gr.Error(f"not a folder on the server: {folder!r}")
-        summary = index_folders(library, encoder, [root])  # its tqdm bars drive the page's progress bar
-        gr.set_static_paths([str(root.resolve())])  # an indexed root's photos may now be shown
+        root = checked(lambda: allowed_folder(folder, index_roots))
+        summary = checked(lambda: index_folders(library, encoder, [root]))  # its tqdm bars drive the progress bar
         if library.vocabulary():
             tag_library(library, encoder, library.vocabulary())
         return str(summary), *library_status()
@@ -95,9 +94,15 @@ def build_ui(library: Library, encoder: Encoder, decoder: LocCaDecoder | None = 
         roots = ", ".join(f"`{root}`" for root in library.roots()) or "none"
         failures = library.failures()
         tags = ", ".join(f"{tag} (≥ {threshold:.2f})" for tag, threshold in library.vocabulary().items()) or "none"
+        allowed = ", ".join(f"`{root}`" for root in index_roots)
+        adding = (f"Add photos from below {allowed} here, or" if allowed else
+                  "Indexing from this page is off (start the app with `--allow-index FOLDER` to allow it); add "
+                  "photos")
+        lost = (f" · **{len(library.lost)} photos lost their vectors** (a missing or damaged index file): the next "
+                "indexing run embeds them again" if library.lost else "")
         text = (f"**{len(library)} photos** in `{library.folder}` · model `{encoder.name}` "
                 f"(fingerprint `{encoder.fingerprint}`) · folders: {roots} · tags: {tags} · **{len(failures)} "
-                f"files could not be read** (below). Add photos below, or with "
+                f"files could not be read** (below){lost}. {adding} with "
                 f"`python -m indexer FOLDER --library {library.folder}` while the app is stopped; tags with "
                 f"`--tag LABEL[=THRESHOLD]`.")
         return text, [[path, reason] for path, reason in failures]
@@ -133,13 +138,15 @@ def build_ui(library: Library, encoder: Encoder, decoder: LocCaDecoder | None = 
             results.select(remember, originals, [selected, full_size, selected_info], api_visibility="private")
             like.click(similar_gallery, [selected, k], [results, originals], api_visibility="private")
         with gr.Tab("Search by image"):
-            upload = gr.Image(type="pil", label="A photo like the ones you want")
+            upload = gr.Image(type="filepath", image_mode=None, label="A photo like the ones you want",
+                              elem_id="search-upload")
             image_results = gr.Gallery(label="Most similar photos (cosine)", columns=6, object_fit="cover")
-            upload.change(lambda image, n: gallery(search_image(library, encoder, image, int(n)))[0]
-                          if image is not None else [], [upload, k], image_results, api_visibility="private")
+            upload.change(lambda image, n: gallery(checked(lambda: search_image(
+                library, encoder, uploaded(image), int(n))))[0] if image is not None else [],
+                [upload, k], image_results, api_visibility="private")
         with gr.Tab("Tag an image"):
             with gr.Row():
-                tag_upload = gr.Image(type="pil", label="Image", elem_id="tag-image")
+                tag_upload = gr.Image(type="filepath", image_mode=None, label="Image", elem_id="tag-image")
                 with gr.Column():
                     labels = gr.Textbox(label="Labels, comma-separated, any language", elem_id="tag-labels",
                                         value="dog, cat, beach, snow, people, Fahrrad, 汽车")
@@ -168,9 +175,23 @@ def build_ui(library: Library, encoder: Encoder, decoder: LocCaDecoder | None = 
         # JSON endpoints for scripts (gradio_client); the image one takes an uploaded file.
         gr.api(search, api_name="search")
         gr.api(similar, api_name="more_like_this")
-        api_image = gr.Image(type="pil", visible=False)
+        api_image = gr.File(type="filepath", visible=False)  # no decoding before open_upload's checks
         api_k = gr.Number(24, visible=False)
         gr.Button(visible=False).click(by_image, [api_image, api_k], gr.JSON(visible=False), api_name="search_image")
     # Several searches at once (the library and the encoder are thread-safe, tested), so a quick query need
     # not wait behind a slow one; on 2 cores it measured no faster than one at a time (bench/RESULTS.md).
     return ui.queue(default_concurrency_limit=CONCURRENT_REQUESTS)
+
+
+def allowed_folder(folder: str, index_roots: tuple[Path, ...]) -> Path:
+    """The folder a page or API request asks to index, if it lies below a root the operator allowed."""
+    if not index_roots:
+        raise ValueError("indexing from the page is off: start the app with --allow-index FOLDER to allow the "
+                         "folders below FOLDER")
+    root = Path(folder.strip()).expanduser().resolve()
+    if not folder.strip() or not any(root.is_relative_to(allowed.resolve()) for allowed in index_roots):
+        raise ValueError(f"{folder!r} is not below a folder this app may index (--allow-index: "
+                         f"{', '.join(str(allowed) for allowed in index_roots)})")
+    if not root.is_dir():
+        raise ValueError(f"not a folder on the server: {folder!r}")
+    return root

@@ -68,7 +68,7 @@ def evaluate_zeroshot(encoder: Encoder, images_dir: str | Path, language: str = 
     templates = load_templates(templates_file, language)
     paths, labels = [], []
     for index, class_dir in enumerate(class_dirs):
-        found = list(find_images(images_dir / class_dir))
+        found, _ = find_images(images_dir / class_dir)
         paths += found
         labels += [index] * len(found)
     prompts = [t.format(label=name) for name in names for t in templates]

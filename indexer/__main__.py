@@ -2,17 +2,19 @@
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from contextlib import closing
 from pathlib import Path
 
 import torch.distributed as dist
 
 from embedding import EncoderUnavailable, load_encoder
+from embedding.images import DEFAULT_MAX_PIXELS, allow_pixels, pixel_count
 from embedding.loading import process_device
 from indexer.ann import AUTO_THRESHOLD, HNSW_LIMIT, KINDS
-from indexer.library import Library, LibraryBusy, ModelMismatch, default_library_dir
-from indexer.metadata import DEFAULT_MAX_PIXELS
+from indexer.library import Library, LibraryBusy, LibraryWriteError, ModelMismatch, default_library_dir
 from indexer.run import embed_shared, index_folders
 from indexer.tags import parse_tag, read_vocabulary, tag_library
 
@@ -41,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="add one zero-shot tag (repeatable); the vocabulary is kept in the library")
     parser.add_argument("--follow-links", action="store_true",
                         help="also index files that symbolic links lead to outside the given folders")
-    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+    parser.add_argument("--max-pixels", type=pixel_count, default=DEFAULT_MAX_PIXELS,
                         help="refuse (and record) images whose header announces more pixels (default %(default)s)")
     parser.add_argument("--ann", choices=KINDS,
                         help="index type for search, kept in the library: exact, hnsw, ivfpq, or auto (the "
@@ -50,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ann-threshold", type=int, metavar="N",
                         help=f"library size at which auto turns approximate (default {AUTO_THRESHOLD:,})")
     args = parser.parse_args(argv)
+    allow_pixels(args.max_pixels)
+    stop = _stop_on_interrupt()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         dist.init_process_group("gloo")  # torchrun: this process embeds a share; rank 0 writes the library
         if dist.get_rank() > 0:
@@ -65,20 +69,39 @@ def main(argv: list[str] | None = None) -> int:
                 library.set_ann(args.ann or library.setting("ann") or "auto", args.ann_threshold)
             summary = index_folders(library, encoder, args.paths, batch_size=args.batch_size,
                                     commit_every=args.commit_every, max_pixels=args.max_pixels,
-                                    follow_links=args.follow_links)
+                                    follow_links=args.follow_links, stop=stop)
             print(summary)
+            if summary.stopped:
+                return 130  # as a shell reports a command that Ctrl-C ended
             vocabulary = {**library.vocabulary(), **(read_vocabulary(args.tags) if args.tags else {}),
                           **dict(parse_tag(tag) for tag in args.tag)}
             if vocabulary:
                 tagged = tag_library(library, encoder, vocabulary)
                 print(f"tagged {tagged} images with {len(vocabulary)} tags")
             print(f"library: {args.library} ({len(library)} images)")
-    except (EncoderUnavailable, LibraryBusy, ModelMismatch, FileNotFoundError, ValueError) as error:
+    except (EncoderUnavailable, LibraryBusy, LibraryWriteError, ModelMismatch, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2  # (under torchrun, the launcher then stops the other processes)
+    except KeyboardInterrupt:
+        print("stopped: what was committed is kept; run again to index the rest", file=sys.stderr)
+        return 130
     if dist.is_initialized():
         dist.destroy_process_group()
     return 0
+
+
+def _stop_on_interrupt() -> threading.Event:
+    """The first Ctrl-C asks the run to stop after the commit under way; a second one stops it at once."""
+    stop = threading.Event()
+
+    def interrupted(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("\nstopping after the current commit (Ctrl-C again to stop at once)", file=sys.stderr)
+
+    signal.signal(signal.SIGINT, interrupted)
+    return stop
 
 
 def _embed_share(args) -> int:

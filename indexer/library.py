@@ -1,8 +1,16 @@
 """A photo library on disk: metadata in DuckDB, vectors in FAISS, one id shared by both.
 
-Write order makes a killed indexer harmless: vectors are saved to the FAISS file (atomically, via
-rename) before their rows are committed to DuckDB, so the only possible leftover is vectors whose
-rows never landed; `Library.__init__` drops those. DuckDB is the source of truth.
+Write order makes a killed indexer harmless at any instant:
+1. `bind_model` commits the model's settings (its dimension among them) before any vector exists; from then
+   on a missing `index.faiss` is an empty index of that dimension, so a library killed before its first
+   commit opens as an empty one.
+2. Each commit saves the vectors to the FAISS file (whole, via a temporary file and a rename) before their
+   rows, and the next free id, are committed to DuckDB in one transaction. The only possible leftover is
+   vectors whose rows never landed; `Library.__init__` drops those. DuckDB is the source of truth.
+Ids are never reused (the next free id is kept in the settings), so nothing cached under an id, such as a
+thumbnail, can come back for another photo. A vector file that is lost or damaged (moved aside to
+`index.faiss.damaged`) never deletes rows: they are kept, marked lost, and the next indexing run embeds
+their files again.
 """
 
 import functools
@@ -59,6 +67,10 @@ class ModelMismatch(RuntimeError):
     """The library was built with a different embedding model than the one offered."""
 
 
+class LibraryWriteError(OSError):
+    """The library's files could not be written (a full disk, a read-only folder); what was committed stays."""
+
+
 @dataclass
 class Filters:
     """Restrictions applied inside the vector search (so k results still come back when k match)."""
@@ -77,6 +89,7 @@ class Hit:
     id: int
     path: str
     score: float  # cosine similarity
+    hash: str | None = None  # of the file's bytes: names what was embedded (thumbnails are kept by it)
 
 
 def default_library_dir() -> Path:
@@ -84,14 +97,26 @@ def default_library_dir() -> Path:
     return Path(os.environ.get("SIGSEARCH_LIBRARY", Path.home() / ".local/share/sigsearch/library"))
 
 
+def _write_error(path: Path, error: Exception) -> "LibraryWriteError":
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[-1]
+    return LibraryWriteError(f"could not write {path} ({reason}); free some disk space and run again: "
+                             "everything committed before is kept")
+
+
 def _thread_safe(cls):
     """Every public method holds the library's lock, so the app can search while its panel indexes: one
-    DuckDB connection and one FAISS index are not safe to use from two threads at once."""
+    DuckDB connection and one FAISS index are not safe to use from two threads at once. A database write
+    that fails (any statement may need to grow the file or its log) becomes one `LibraryWriteError`."""
     def locked(method):
         @functools.wraps(method)
         def run(self, *args, **kwargs):
             with self.lock:
-                return method(self, *args, **kwargs)
+                try:
+                    return method(self, *args, **kwargs)
+                except (duckdb.IOException, duckdb.TransactionException) as error:
+                    if "could not write" not in str(error).lower() and "no space" not in str(error).lower():
+                        raise
+                    raise _write_error(self.folder / DB_FILE, error) from None
         return run
 
     for name, member in list(vars(cls).items()):
@@ -118,7 +143,10 @@ class Library:
             raise LibraryBusy(f"the library in {self.folder} is open in another process ({who}): "
                               "stop that app or indexer first, or use another --library") from None
         self.db.execute(SCHEMA)
+        for leftover in self.folder.glob("*.tmp"):  # a write a kill or a full disk cut short
+            leftover.unlink()
         self.index = self._load_index()
+        self.lost: set[int] = set()  # ids of rows whose vectors were lost with a missing or damaged index file
         self._reconcile()
         self.ann = self._load_ann()
 
@@ -138,8 +166,8 @@ class Library:
         if stored is None:
             self.db.executemany("INSERT OR REPLACE INTO settings VALUES (?, ?)",
                                 [("model", model_name), ("fingerprint", fingerprint), ("dim", str(dim))])
-            if self.index is None:
-                self.index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        if self.index is None:
+            self.index = _empty_index(dim)
 
     # --- contents --------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -166,9 +194,18 @@ class Library:
                                     [paths]).fetchall())
 
     def ids_by_hash(self, hashes: list[str]) -> dict[str, int]:
-        """content hash -> id of an indexed image with those bytes, for the `hashes` that are indexed."""
-        return dict(self.db.execute("SELECT hash, min(id) FROM images WHERE list_contains(?, hash) GROUP BY hash",
-                                    [hashes]).fetchall())
+        """content hash -> id of an indexed image with those bytes and a vector, for the `hashes` that are indexed."""
+        return dict(self.db.execute("SELECT hash, min(id) FROM images WHERE list_contains(?, hash) "
+                                    "AND NOT list_contains(?, id) GROUP BY hash",
+                                    [hashes, sorted(self.lost)]).fetchall())
+
+    def take_lost(self) -> list[str]:
+        """Forget the rows whose vectors were lost and return their paths, for the caller to embed again."""
+        paths = [row[0] for row in self.db.execute("SELECT path FROM images WHERE list_contains(?, id)",
+                                                    [sorted(self.lost)]).fetchall()]
+        self.remove(paths)
+        self.lost.clear()
+        return paths
 
     def update_stat(self, path: str, size: int, mtime: float) -> None:
         """A file touched but not changed (same bytes): remember its new size and mtime."""
@@ -193,7 +230,11 @@ class Library:
         ids = np.arange(first, first + len(records), dtype=np.int64)
         self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
         self.ann = None  # out of date until refresh_ann
-        self._save_index()  # vectors first: see the module docstring
+        try:
+            self._save_index()  # vectors first: see the module docstring
+        except LibraryWriteError:
+            self.index.remove_ids(ids)  # memory agrees with disk again
+            raise
         # One statement per table, the rows passed as one list per column and unnested side by side:
         # DuckDB's executemany runs row by row (~1 ms per image, a tenth of the indexer's time).
         columns = [ids.tolist(), *([r.get(column) for r in records] for column in _IMAGE_COLUMNS)]
@@ -201,6 +242,7 @@ class Library:
             self.db.execute("DELETE FROM failures WHERE list_contains(?, path)", [columns[1]])
             self.db.execute(f"INSERT INTO images (id, {', '.join(_IMAGE_COLUMNS)}) "
                             f"SELECT {', '.join(['unnest(?)'] * len(columns))}", columns)
+            self.db.execute("INSERT OR REPLACE INTO settings VALUES ('next_id', ?)", [str(first + len(records))])
 
     def record_failure(self, path: str, size: int | None, mtime: float | None, reason: str) -> None:
         self.db.execute("INSERT OR REPLACE INTO failures (path, size, mtime, reason) VALUES (?, ?, ?, ?)",
@@ -229,9 +271,9 @@ class Library:
         return self._index_ids(), inner.reconstruct_n(0, inner.ntotal)
 
     def vector(self, path: str) -> np.ndarray | None:
-        """The stored vector of one indexed file, or None if the file is not in the library."""
+        """The stored vector of one indexed file, or None if the file is not in the library (or lost its vector)."""
         row = self.db.execute("SELECT id FROM images WHERE path = ?", [path]).fetchone()
-        return None if row is None else self.index.reconstruct(int(row[0]))
+        return None if row is None or row[0] in self.lost else self.index.reconstruct(int(row[0]))
 
     # --- tags ------------------------------------------------------------------------------------
     def vocabulary(self) -> dict[str, float]:
@@ -312,17 +354,25 @@ class Library:
             index, params = self.index, faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
         scores, ids = index.search(np.asarray(vector, dtype=np.float32).reshape(1, -1), k, params=params)
         found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
-        paths = dict(self.db.execute("SELECT id, path FROM images WHERE list_contains(?, id)",
-                                     [[i for i, _ in found]]).fetchall())
-        return [Hit(i, paths[i], s) for i, s in found if i in paths]
+        rows = {i: (path, digest) for i, path, digest in self.db.execute(
+            "SELECT id, path, hash FROM images WHERE list_contains(?, id)", [[i for i, _ in found]]).fetchall()}
+        return [Hit(i, rows[i][0], s, rows[i][1]) for i, s in found if i in rows]
 
     def close(self) -> None:
         self.db.close()
 
     # --- internals -------------------------------------------------------------------------------
     def _load_index(self):
+        """The vector file; else, once a model is bound, an empty index of its dimension. A damaged file is
+        moved aside (its rows are then lost vectors, see `_reconcile`), never deleted."""
         path = self.folder / INDEX_FILE
-        return faiss.read_index(str(path)) if path.is_file() else None
+        if path.is_file():
+            try:
+                return faiss.read_index(str(path))
+            except RuntimeError:
+                os.replace(path, path.with_name(INDEX_FILE + ".damaged"))
+        dim = self.setting("dim")
+        return _empty_index(int(dim)) if dim else None
 
     def _save_index(self) -> None:
         self._write_index(self.index, INDEX_FILE)
@@ -330,8 +380,12 @@ class Library:
     def _write_index(self, index: faiss.Index, name: str) -> None:
         """Write to a temporary file, then rename: the file on disk is always a whole index."""
         tmp = self.folder / (name + ".tmp")
-        faiss.write_index(index, str(tmp))
-        os.replace(tmp, self.folder / name)
+        try:
+            faiss.write_index(index, str(tmp))
+            os.replace(tmp, self.folder / name)
+        except (RuntimeError, OSError) as error:  # FAISS reports a full disk as a RuntimeError
+            tmp.unlink(missing_ok=True)
+            raise _write_error(self.folder / name, error) from None
 
     def _load_ann(self):
         """The approximate index, if there is one and it holds exactly the library's vectors (an indexing
@@ -339,7 +393,10 @@ class Library:
         path = self.folder / ANN_FILE
         if not path.is_file():
             return None
-        ann = faiss.read_index(str(path))
+        try:
+            ann = faiss.read_index(str(path))
+        except RuntimeError:  # damaged: it is derived data, rebuilt by the next refresh_ann
+            return None
         fresh = np.array_equal(np.sort(faiss.vector_to_array(ann.id_map)), np.sort(self._index_ids()))
         return ann if fresh else None
 
@@ -349,21 +406,20 @@ class Library:
         return faiss.vector_to_array(self.index.id_map).astype(np.int64)
 
     def _next_id(self) -> int:
+        """Above every id ever given: the stored high-water mark, the rows and the vectors."""
         db_max = self.db.execute("SELECT coalesce(max(id), 0) FROM images").fetchone()[0]
-        index_ids = self._index_ids()
-        return max(db_max, int(index_ids.max(initial=0))) + 1
+        given = int(self.setting("next_id") or 1)
+        return max(db_max + 1, int(self._index_ids().max(initial=0)) + 1, given)
 
     def _reconcile(self) -> None:
-        """Drop vectors without rows (an interrupted add) and rows without vectors (a lost index file)."""
+        """Drop vectors without rows (an interrupted add); mark rows without vectors (a lost index file) lost."""
         db_ids = {row[0] for row in self.db.execute("SELECT id FROM images").fetchall()}
         index_ids = set(self._index_ids().tolist())
         orphans = index_ids - db_ids
         if orphans:
             self.index.remove_ids(np.array(sorted(orphans), dtype=np.int64))
             self._save_index()
-        lost = db_ids - index_ids
-        if lost:
-            self.db.execute("DELETE FROM images WHERE list_contains(?, id)", [sorted(lost)])
+        self.lost = db_ids - index_ids
         self.db.execute("DELETE FROM image_tags WHERE id NOT IN (SELECT id FROM images)")
 
     @contextmanager
@@ -375,3 +431,7 @@ class Library:
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
+
+
+def _empty_index(dim: int) -> faiss.Index:
+    return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))

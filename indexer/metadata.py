@@ -1,38 +1,26 @@
 """What a photo's header says, read without decoding its pixels: size, date taken, camera, GPS."""
 
-import hashlib
 import warnings
 from datetime import datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image
 from PIL.ExifTags import GPS, IFD, Base
 
-DEFAULT_MAX_PIXELS = 100_000_000  # above any camera's photo; beyond it a file is treated as a bomb
+from embedding.images import DEFAULT_MAX_PIXELS, check_pixels
+
 # We enforce our own limit before decoding, so PIL's warning between its two thresholds is noise.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
-class TooManyPixels(ValueError):
-    """The header announces more pixels than the limit (a decompression bomb, or an absurd image)."""
-
-
-def file_hash(path: Path) -> str:
-    """The file's content hash (BLAKE2b, 128 bits): equal bytes, equal hash, whatever the name."""
-    digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as file:
-        while chunk := file.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def read_metadata(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
+def read_metadata(file: Path | BinaryIO, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
     """width and height (as displayed, after EXIF rotation), taken_at, camera, gps_lat, gps_lon."""
-    with Image.open(path) as image:
+    with Image.open(file) as image:
+        check_pixels(image, max_pixels)
         width, height = image.size
-        if width * height > max_pixels:
-            raise TooManyPixels(f"{width}x{height} = {width * height:,} pixels is over the limit of {max_pixels:,}")
-        exif = image.getexif()
+        # Pillow decodes a whole PNG to look for EXIF stored after the pixels: read only what precedes them.
+        exif = Image.Exif() if image.format == "PNG" and "exif" not in image.info else image.getexif()
     if exif.get(Base.Orientation) in (5, 6, 7, 8):  # stored rotated by 90 degrees
         width, height = height, width
     details = exif.get_ifd(IFD.Exif)

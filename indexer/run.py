@@ -1,6 +1,9 @@
 """Embed the images under some folders into a library: only new or changed files, bad files recorded."""
 
+import functools
+import io
 import math
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -14,9 +17,11 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from embedding import Encoder
+from embedding.images import DEFAULT_MAX_PIXELS
 from indexer.crawl import find_images
+from indexer.files import content_hash, file_hash, max_file_bytes, read_file
 from indexer.library import Library
-from indexer.metadata import DEFAULT_MAX_PIXELS, file_hash, read_metadata
+from indexer.metadata import read_metadata
 
 
 @dataclass
@@ -28,12 +33,15 @@ class Summary:
     failed: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     ann: str | None = None  # the approximate index searches use (indexer.ann), None: exact search
+    stopped: bool = False  # asked to stop: what was committed is kept, the rest waits for the next run
 
     def __str__(self) -> str:
         rate = self.indexed / self.seconds if self.seconds else 0.0
         lines = [f"indexed {self.indexed}, unchanged {self.unchanged}, reused {self.reused} (renamed or copied), "
                  f"removed {self.removed}, "
                  f"failed {len(self.failed)} in {self.seconds:.1f} s ({rate:.1f} images/s)"]
+        if self.stopped:
+            lines.append("stopped early: run again to index the rest")
         lines.append(f"search: approximate ({self.ann})" if self.ann else "search: exact")
         lines += [f"  failed: {path}: {reason}" for path, reason in self.failed]
         return "\n".join(lines)
@@ -41,12 +49,15 @@ class Summary:
 
 def index_folders(library: Library, encoder: Encoder, folders: list[Path], batch_size: int = 32,
                   progress: bool = True, commit_every: int = 1024, max_pixels: int = DEFAULT_MAX_PIXELS,
-                  follow_links: bool = False) -> Summary:
+                  follow_links: bool = False, stop: threading.Event | None = None) -> Summary:
     """Add every image under `folders` to `library`; re-embed changed files, drop deleted ones.
 
     Work is committed every `commit_every` images: a killed run loses at most that much, and the
-    index file is rewritten len/commit_every times rather than once per batch."""
+    index file is rewritten len/commit_every times rather than once per batch. Setting `stop` (Ctrl-C)
+    ends the run after the commit under way. Files whose vectors were lost (a missing or damaged index
+    file) are embedded again, wherever they are."""
     start = time.time()
+    stop = stop or threading.Event()
     library.bind_model(encoder.name, encoder.fingerprint, encoder.dim)
     roots = [Path(folder).resolve() for folder in folders]
     for root in roots:
@@ -55,26 +66,73 @@ def index_folders(library: Library, encoder: Encoder, folders: list[Path], batch
         library.add_root(root)
 
     summary = Summary()
-    files = {str(path): path for root in roots for path in find_images(root, follow_links)}
+    files, skipped = _crawl(library, summary, roots, follow_links)
     known = library.known_files()
     under_roots = [p for p in known if any(Path(p).is_relative_to(root) for root in roots)]
-    gone = [p for p in under_roots if p not in files]
+    gone = [p for p in under_roots if p not in files and p not in skipped]
     stats = {}  # name -> (size, mtime) of the files that are new or differ from what is stored
     for name, path in files.items():
         try:
             stat = path.stat()
-        except OSError as error:  # a broken link, a file deleted meanwhile, no permission
+        except OSError as error:  # deleted meanwhile, no permission
             _fail(library, summary, name, error)
             continue
         if known.get(name) == (stat.st_size, stat.st_mtime):
             summary.unchanged += 1
         else:
             stats[name] = (stat.st_size, stat.st_mtime)
-    todo, copies = _sort_by_content(library, summary, stats, set(known), progress)
+    todo, copies = _sort_by_content(library, summary, stats, set(known), progress, stop)
 
+    embed = functools.partial(_embed_into, library, encoder, summary, batch_size=batch_size,
+                              commit_every=commit_every, max_pixels=max_pixels, progress=progress, stop=stop)
+    embed(todo)
+    if not stop.is_set():
+        embed(_add_copies(library, summary, copies, stats))
+    library.remove(gone)  # last: a renamed file's vector was still needed above
+    summary.removed = len(gone)
+    summary.ann = library.refresh_ann()
+    summary.stopped = stop.is_set()
+    summary.seconds = time.time() - start
+    return summary
+
+
+def _crawl(library: Library, summary: Summary, roots: list[Path], follow_links: bool) -> tuple[dict, dict]:
+    """({name: path} of every image under `roots` and of every file whose vector was lost, wherever it is;
+    {name: reason} of the files passed over, recorded as failures and kept apart from deleted files)."""
+    files, skipped = {}, {}
+    for root in roots:
+        found, passed_over = find_images(root, follow_links)
+        files.update((str(path), path) for path in found)
+        skipped.update(passed_over)
+    files.update((name, Path(name)) for name in library.take_lost())
+    for name, reason in skipped.items():
+        _fail(library, summary, name, reason)
+    return files, skipped
+
+
+def _add_copies(library: Library, summary: Summary, copies: list[tuple[str, "_Todo"]],
+                stats: dict[str, tuple[int, float]]) -> list["_Todo"]:
+    """Store the copies of files this run embedded with their vectors, record those of files that failed;
+    returns the copies left to embed (their first was rewritten before it was read: other bytes now)."""
+    failed, rest = dict(summary.failed), []
+    for copy, first in copies:
+        if not _reuse(library, summary, {copy: first.hash}, stats):
+            continue
+        if first.path in failed:
+            _fail(library, summary, copy, f"same content as {first.path}: {failed[first.path]}", *stats[copy])
+        else:
+            rest.append(_Todo(copy, first.hash))
+    return rest
+
+
+def _embed_into(library: Library, encoder: Encoder, summary: Summary, todo: list, *, batch_size: int,
+                commit_every: int, max_pixels: int, progress: bool, stop: threading.Event) -> None:
+    """Embed `todo` and commit it in chunks, recording the files that cannot be read."""
+    if not todo:
+        return
     bar = tqdm(total=len(todo), unit="image", desc="indexing", disable=not progress)
     chunks = embed_shared if dist.is_initialized() and dist.get_world_size() > 1 else embed_chunks
-    for records, vectors, failures in chunks(encoder, todo, batch_size, commit_every, max_pixels):
+    for records, vectors, failures in chunks(encoder, todo, batch_size, commit_every, max_pixels, stop):
         for bad in failures:
             _fail(library, summary, bad["path"], bad["error"], bad["size"], bad["mtime"])
         if records:
@@ -82,16 +140,6 @@ def index_folders(library: Library, encoder: Encoder, folders: list[Path], batch
             summary.indexed += len(records)
         bar.update(len(records) + len(failures))
     bar.close()
-    failed = dict(summary.failed)
-    for copy, first in copies:  # the same bytes as a file this run just embedded (or failed to)
-        if _reuse(library, summary, {copy: first.hash}, stats):
-            _fail(library, summary, copy, f"same content as {first.path}: {failed.get(first.path, 'not indexed')}",
-                  *stats[copy])
-    library.remove(gone)  # last: a renamed file's vector was still needed above
-    summary.removed = len(gone)
-    summary.ann = library.refresh_ann()
-    summary.seconds = time.time() - start
-    return summary
 
 
 @dataclass
@@ -101,12 +149,12 @@ class _Todo:
 
 
 def _sort_by_content(library: Library, summary: Summary, stats: dict[str, tuple[int, float]], known: set[str],
-                     progress: bool) -> tuple[list[_Todo], list[tuple[str, _Todo]]]:
+                     progress: bool, stop: threading.Event) -> tuple[list[_Todo], list[tuple[str, _Todo]]]:
     """The content hash decides what files whose size or mtime changed need: (to embed, [(copy, its first)]).
 
     Bytes already indexed, at the same path (touched) or another (renamed, copied), reuse the stored vector
     at once; new bytes are embedded once, and their other copies reuse that vector afterwards."""
-    hashes = _hash_files(library, summary, list(stats), progress)
+    hashes = _hash_files(library, summary, list(stats), progress, stop)
     stored = library.stored_hashes(list(hashes))
     for name in [name for name, digest in hashes.items() if stored.get(name) == digest]:
         library.update_stat(name, *stats[name])  # touched, not changed
@@ -126,11 +174,15 @@ def _sort_by_content(library: Library, summary: Summary, stats: dict[str, tuple[
     return list(firsts.values()), copies
 
 
-def _hash_files(library: Library, summary: Summary, names: list[str], progress: bool) -> dict[str, str]:
-    """name -> content hash, hashed in parallel threads (hashlib releases the GIL); unreadable files fail."""
-    def work(name: str) -> str | OSError:
+def _hash_files(library: Library, summary: Summary, names: list[str], progress: bool,
+                stop: threading.Event) -> dict[str, str]:
+    """name -> content hash, hashed in parallel threads (hashlib releases the GIL); unreadable files fail.
+    When `stop` is set, the files not hashed yet are left for the next run."""
+    def work(name: str) -> str | OSError | None:
+        if stop.is_set():
+            return None
         try:
-            return file_hash(Path(name))
+            return file_hash(name)
         except OSError as error:
             return error
 
@@ -141,7 +193,7 @@ def _hash_files(library: Library, summary: Summary, names: list[str], progress: 
         for name, result in zip(names, results, strict=True):
             if isinstance(result, OSError):
                 _fail(library, summary, name, result)
-            else:
+            elif result is not None:
                 hashes[name] = result
     return hashes
 
@@ -160,7 +212,7 @@ def _reuse(library: Library, summary: Summary, hashes: dict[str, str],
 def _fail(library: Library, summary: Summary, name: str, error: Exception | str, size: int | None = None,
           mtime: float | None = None) -> None:
     """Record an unreadable file in the library and in the run's summary."""
-    reason = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    reason = error if isinstance(error, str) else _reason(error)
     library.record_failure(name, size, mtime, reason)
     summary.failed.append((name, reason))
 
@@ -168,8 +220,10 @@ def _fail(library: Library, summary: Summary, name: str, error: Exception | str,
 Chunk = tuple[list[dict], np.ndarray, list[dict]]  # embedded records, their vectors, failed records
 
 
-def embed_chunks(encoder: Encoder, todo: list, batch_size: int, commit_every: int, max_pixels: int) -> Iterator[Chunk]:
-    """Decode (in parallel threads) and embed the files, one chunk per `commit_every` images.
+def embed_chunks(encoder: Encoder, todo: list, batch_size: int, commit_every: int, max_pixels: int,
+                 stop: threading.Event | None = None) -> Iterator[Chunk]:
+    """Decode (in parallel threads) and embed the files, one chunk per `commit_every` images; once `stop` is
+    set, the chunk under way is the last.
 
     Two batches are in flight at each stage, so the model always has a batch queued: when one of its
     threads finishes its share of a batch early, it starts on the next (bench/RESULTS.md)."""
@@ -190,6 +244,9 @@ def embed_chunks(encoder: Encoder, todo: list, batch_size: int, commit_every: in
             if batch_vectors is not None:
                 vectors.append(batch_vectors)
                 records += [d for d in batch if "error" not in d]
+            if stop is not None and stop.is_set():
+                decoders.shutdown(cancel_futures=True)
+                break
             if len(records) + len(failures) >= commit_every:
                 yield records, np.concatenate(vectors) if vectors else None, failures
                 records, vectors, failures = [], [], []
@@ -198,9 +255,10 @@ def embed_chunks(encoder: Encoder, todo: list, batch_size: int, commit_every: in
 
 
 def embed_shared(encoder: Encoder, todo: list | None, batch_size: int, commit_every: int,
-                 max_pixels: int) -> Iterator[Chunk]:
+                 max_pixels: int, stop: threading.Event | None = None) -> Iterator[Chunk]:
     """Under torchrun: every process embeds its share of the lead's `todo` (others pass None), and the lead
-    gets each round's chunks from all of them to commit; only the lead (rank 0) writes the library."""
+    gets each round's chunks from all of them to commit; only the lead (rank 0) writes the library.
+    (`stop` is not shared between processes: under torchrun, Ctrl-C reaches them all and stops the run.)"""
     rank, world = dist.get_rank(), dist.get_world_size()
     box = [todo]
     dist.broadcast_object_list(box, src=0)  # what the lead planned (file names and hashes)
@@ -231,14 +289,19 @@ def _ahead(items: Iterable, start: Callable[[Any], Callable[[], Any]], depth: in
 
 
 def _decode(encoder: Encoder, item: _Todo, max_pixels: int) -> dict:
-    """One file as a record with metadata and pixels, or with the reason it could not be read."""
-    path = Path(item.path)
+    """One file as a record with metadata and pixels, or with the reason it could not be read. The hash,
+    size and mtime stored are those of the bytes decoded, read once (a file rewritten since it was hashed
+    is stored as it is now; one rewritten after this read has a newer mtime and is redone next run)."""
     record = {"path": item.path, "hash": item.hash, "size": None, "mtime": None}
     try:
-        stat = path.stat()
-        record.update(size=stat.st_size, mtime=stat.st_mtime)
-        record.update(read_metadata(path, max_pixels))  # header only: refuses bombs before decoding
-        record["pixels"] = encoder.pixels(path)
+        data, stat = read_file(item.path, max_file_bytes(max_pixels))
+        record.update(size=stat.st_size, mtime=stat.st_mtime, hash=content_hash(data))
+        record.update(read_metadata(io.BytesIO(data), max_pixels))  # header only: refuses bombs before decoding
+        record["pixels"] = encoder.pixels(io.BytesIO(data))
     except Exception as error:  # any unreadable file is recorded, never fatal
-        record["error"] = f"{type(error).__name__}: {error}"
+        record["error"] = _reason(error)
     return record
+
+
+def _reason(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}"

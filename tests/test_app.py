@@ -1,5 +1,9 @@
 """The app over HTTP: the page, the /search API, photos served only from the library."""
 
+import asyncio
+import base64
+import http.client
+import json
 import os
 import shutil
 import subprocess
@@ -9,11 +13,13 @@ import urllib.error
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
+from app.guard import LOOPBACK_NAMES, RequestGuard
 from embedding import load_encoder
 from indexer import Library, index_folders
 from tests.conftest import REPO, free_port
@@ -45,11 +51,25 @@ def serving(*args: str, env: dict | None = None):
         process.wait(timeout=30)
 
 
-def status(url: str) -> int:
+def indexed_library(model: Path, photos: Path, folder: Path) -> tuple[Path, dict]:
+    """(a library of `photos` in `folder`, the environment for an app serving it)."""
+    library = Library(folder / "library")
+    index_folders(library, load_encoder(str(model)), [photos], progress=False)
+    library.close()
+    return folder / "library", {"GRADIO_TEMP_DIR": str(folder / "gradio"), "GRADIO_ANALYTICS_ENABLED": "False"}
+
+
+def status(url: str, data: bytes | None = None, headers: dict | None = None) -> int:
     try:
-        return urllib.request.urlopen(url, timeout=10).status
+        return urllib.request.urlopen(urllib.request.Request(url, data, headers or {}), timeout=30).status
     except urllib.error.HTTPError as error:
         return error.code
+
+
+def peak_memory_mb(pid: int) -> float:
+    """The process's peak resident memory so far (VmHWM), in MB."""
+    line = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("VmHWM"))
+    return int(line.split()[1]) / 1024
 
 
 def test_app_with_no_arguments_builds_a_demo_library_and_answers(tmp_path):
@@ -66,21 +86,20 @@ def test_app_with_no_arguments_builds_a_demo_library_and_answers(tmp_path):
 
 
 def test_app_serves_library_photos_and_nothing_else(tiny_run, photo_folder, tmp_path):
-    library = Library(tmp_path / "library")
-    index_folders(library, load_encoder(str(tiny_run)), [photo_folder], progress=False)
-    library.close()
-    secret = tmp_path / "secret.txt"
-    secret.write_text("not for the browser")
-    env = {"GRADIO_TEMP_DIR": str(tmp_path / "gradio"), "GRADIO_ANALYTICS_ENABLED": "False"}
-    with serving("--library", str(tmp_path / "library"), env=env) as url:  # the library's own model
+    photo_folder = Path(shutil.copytree(photo_folder, tmp_path / "photos"))  # a file is added beside them
+    (photo_folder / ".secret.txt").write_text("beside the photos, never indexed")  # once served whole
+    library_dir, env = indexed_library(tiny_run, photo_folder, tmp_path)
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    with serving("--library", str(library_dir), "--allow-index", str(allowed), env=env) as url:
         assert status(url) == 200
         results = Client(url, verbose=False).predict("Ein Hund rennt über das Gras", 8, api_name="/search")
         assert len(results) == 8 and all(r["image"].startswith(str(photo_folder)) for r in results)
-        assert status(f"{url}gradio_api/file={results[0]['image']}") == 200
-        assert status(f"{url}gradio_api/file={secret}") == 403
+        for path in (results[0]["image"], photo_folder / ".secret.txt", "/etc/passwd"):  # only copies Gradio made
+            assert status(f"{url}gradio_api/file={path}") == 403
         # The running app holds the library: a second writer gets a clear message, not a traceback.
         busy = subprocess.run([sys.executable, "-m", "indexer", str(photo_folder), "--library",
-                               str(tmp_path / "library")], cwd=REPO, capture_output=True, text=True, timeout=120)
+                               str(library_dir)], cwd=REPO, capture_output=True, text=True, timeout=120)
         assert busy.returncode == 2 and "open in another process (python" in busy.stderr and "PID" in busy.stderr
         assert "Traceback" not in busy.stderr
         client = Client(url, verbose=False)
@@ -89,15 +108,19 @@ def test_app_serves_library_photos_and_nothing_else(tiny_run, photo_folder, tmp_
         assert len(combined) == 8 and [r["image"] for r in combined] != [r["image"] for r in results]
         with pytest.raises(Exception, match="positive term"):  # a bad query is a clear error, not a crash
             client.predict("-Hund", 8, api_name="/search")
+        with pytest.raises(Exception, match="number of results is 1 to 1,000"):  # once 16.7 s and 3.1 GB
+            client.predict("Hund", 10**9, api_name="/search")
         by_image = client.predict(handle_file(results[0]["image"]), 4, api_name="/search_image")
         assert by_image[0]["image"] == results[0]["image"] and by_image[0]["score"] > 0.999
         similar = client.predict(results[0]["image"], 4, api_name="/more_like_this")
         assert len(similar) == 4 and results[0]["image"] not in [r["image"] for r in similar]
         tags = client.predict(handle_file(results[0]["image"]), "Hund, snow, 猫", api_name="/tag")
         assert {c["label"] for c in tags["confidences"]} == {"Hund", "snow", "猫"}
+        with pytest.raises(Exception, match="not an image"):
+            client.predict(handle_file(photo_folder / ".secret.txt"), 4, api_name="/search_image")
 
-        # The library panel indexes another folder; its photos become searchable and servable.
-        more = tmp_path / "more"
+        # The library panel indexes a folder below --allow-index; its photos become searchable.
+        more = allowed / "more"
         more.mkdir()
         shutil.copy(results[0]["image"], more / "copy.jpg")  # known bytes: reused, not embedded
         Image.new("RGB", (40, 30), "orange").save(more / "orange.png")
@@ -105,9 +128,49 @@ def test_app_serves_library_photos_and_nothing_else(tiny_run, photo_folder, tmp_
         log, library_text, failures = client.predict(str(more), api_name="/index_folder")
         assert "indexed 1," in log and "reused 1" in log and "failed 1" in log
         assert "**50 photos**" in library_text and any(row[0].endswith("broken.jpg") for row in failures["data"])
-        assert status(f"{url}gradio_api/file={more / 'orange.png'}") == 200
-        with pytest.raises(Exception, match="not a folder"):
-            client.predict(str(tmp_path / "nowhere"), api_name="/index_folder")
+        assert str(more / "orange.png") in [r["image"] for r in client.predict("orange", 50, api_name="/search")]
+        # Nothing outside it: once, indexing /etc through the API served /etc/shadow.
+        for folder in ("/etc", str(allowed / ".." / "library"), str(tmp_path / "nowhere")):
+            with pytest.raises(Exception, match="not below a folder this app may index"):
+                client.predict(folder, api_name="/index_folder")
+        assert status(f"{url}gradio_api/file=/etc/passwd") == 403
+
+
+def test_other_sites_and_oversized_requests_are_refused_before_gradio_reads_them(tiny_run, photo_folder, tmp_path):
+    library_dir, env = indexed_library(tiny_run, photo_folder, tmp_path)
+    with serving("--library", str(library_dir), "--max-upload-mb", "1", env=env) as url:
+        call = f"{url}gradio_api/call/search"
+        body = json.dumps({"data": ["Hund", 3]}).encode()
+        json_type = {"Content-Type": "application/json"}
+        assert status(call, body, json_type) == 200  # a script (no Origin)
+        assert status(call, body, {**json_type, "Origin": url.rstrip("/")}) == 200  # the page itself
+        assert status(call, body, {**json_type, "Origin": "http://evil.example"}) == 403  # a form on another site
+        assert status(call, body, {**json_type, "Origin": "null"}) == 403
+        assert status(url, None, {"Host": f"evil.example:{url.split(':')[-1]}"}) == 403  # DNS rebinding
+
+        # An inline image (a data: URL in the JSON) over --max-upload-mb: refused from its length alone,
+        # before a byte of the body is read (the headers are sent, the body never).
+        inline = "data:image/png;base64," + base64.b64encode(os.urandom(1_500_000)).decode()
+        big = json.dumps({"data": [{"url": inline, "meta": {"_type": "gradio.FileData"}}, 4]}).encode()
+        connection = http.client.HTTPConnection(urlsplit(url).netloc, timeout=30)
+        connection.putrequest("POST", "/gradio_api/call/search_image")
+        connection.putheader("Content-Type", "application/json")
+        connection.putheader("Content-Length", str(len(big)))
+        connection.endheaders()
+        assert connection.getresponse().status == 413
+        connection.close()
+
+        # 150 MP in a 20 KB PNG: refused from its header. Decoded, it once took 450 MB per upload.
+        bomb = tmp_path / "bomb.png"
+        Image.new("1", (15000, 10000)).save(bomb)
+        pid = int(subprocess.run(["pgrep", "-f", "--", f"--port {url.split(':')[-1].rstrip('/')}"], capture_output=True,
+                                 text=True).stdout.split()[0])
+        before = peak_memory_mb(pid)
+        client = Client(url, verbose=False)
+        for api in ("/search_image", "/tag"):
+            with pytest.raises(Exception, match="too many pixels"):
+                client.predict(handle_file(bomb), *((4,) if api == "/search_image" else ("dog",)), api_name=api)
+        assert peak_memory_mb(pid) < before + 150
 
 
 def test_exposing_the_app_needs_a_login_or_an_explicit_insecure(tmp_path):
@@ -120,12 +183,45 @@ def test_exposing_the_app_needs_a_login_or_an_explicit_insecure(tmp_path):
 
 
 def test_login_is_enforced(tiny_run, photo_folder, tmp_path):
-    library = Library(tmp_path / "library")
-    index_folders(library, load_encoder(str(tiny_run)), [photo_folder], progress=False)
-    library.close()
-    env = {"GRADIO_TEMP_DIR": str(tmp_path / "gradio"), "GRADIO_ANALYTICS_ENABLED": "False"}
-    with serving("--library", str(tmp_path / "library"), "--auth", "anna:s3cret", env=env) as url:
+    library_dir, env = indexed_library(tiny_run, photo_folder, tmp_path)
+    with serving("--library", str(library_dir), "--auth", "anna:s3cret", env=env) as url:
         photo = sorted(photo_folder.iterdir())[0]
         assert status(f"{url}gradio_api/info") == 401 and status(f"{url}gradio_api/file={photo}") == 401
         results = Client(url, auth=("anna", "s3cret"), verbose=False).predict("Hund", 3, api_name="/search")
         assert len(results) == 3
+
+
+def test_the_request_guard_decides_before_the_app_is_called():
+    """The middleware alone: bodies sent without a length are counted as they come, and refused past the limit."""
+    def answer(method: str, headers: dict, chunks: list[bytes]) -> tuple[int, bool]:
+        reached = []
+
+        async def app(scope, receive, send):
+            while (await receive()).get("more_body"):
+                pass
+            reached.append(True)
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+
+        messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
+        sent = []
+
+        async def receive():
+            return messages.pop(0)
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "method": method, "path": "/gradio_api/call/search", "query_string": b"",
+                 "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()]}
+        asyncio.run(RequestGuard(app, LOOPBACK_NAMES, max_body=100)(scope, receive, send))
+        return sent[0]["status"], bool(reached)
+
+    local = {"Host": "127.0.0.1:7860"}
+    assert answer("POST", local, [b"x" * 60, b"x" * 40]) == (200, True)
+    assert answer("POST", local, [b"x" * 60, b"x" * 41]) == (413, False)  # chunked, no Content-Length
+    assert answer("POST", {**local, "Content-Length": "101"}, [b""]) == (413, False)
+    assert answer("POST", {**local, "Origin": "http://127.0.0.1:7860"}, [b"{}"]) == (200, True)
+    assert answer("POST", {**local, "Origin": "http://localhost:7860"}, [b"{}"]) == (403, False)  # another origin
+    assert answer("GET", {"Host": "[::1]:7860"}, [b""]) == (200, True)
+    assert answer("GET", {"Host": "attacker.example:7860"}, [b""]) == (403, False)

@@ -1,5 +1,6 @@
 """Crash safety: SIGKILL a real indexing process at several points; the next run completes cleanly."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -7,10 +8,31 @@ import time
 
 import faiss
 import numpy as np
+import pytest
 
 from embedding import load_encoder
-from indexer import Library
+from indexer import Library, index_folders
 from tests.conftest import REPO, run_module
+
+
+def copy_photos(flickr, folder, count):
+    folder.mkdir(parents=True, exist_ok=True)
+    for image in sorted((flickr / "images").glob("*.jpg"))[:count]:
+        (folder / image.name).write_bytes(image.read_bytes())
+    return folder
+
+
+def signal_indexer(args: list[str], log_path, ready, sign: int, what: str) -> subprocess.Popen:
+    """Run the indexer (output to `log_path`) until `ready()`, then send it `sign`; returns the process."""
+    with open(log_path, "w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "indexer", *args], cwd=REPO, stdout=log, stderr=log)
+    deadline = time.time() + 180
+    while not ready():
+        assert process.poll() is None, f"the indexer ended before {what}"
+        assert time.time() < deadline, f"no {what} within 180 s"
+        time.sleep(0.005)
+    process.send_signal(sign)
+    return process
 
 
 def kill_during_indexing(args: list[str], index_file, delay: float) -> None:
@@ -30,10 +52,7 @@ def kill_during_indexing(args: list[str], index_file, delay: float) -> None:
 
 
 def test_killed_indexer_never_corrupts_or_duplicates(flickr, tiny_run, tmp_path):
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for image in sorted((flickr / "images").glob("*.jpg"))[:400]:
-        (photos / image.name).write_bytes(image.read_bytes())
+    photos = copy_photos(flickr, tmp_path / "photos", 400)
     library_dir = tmp_path / "library"
     args = [str(photos), "--library", str(library_dir), "--model", str(tiny_run),
             "--batch-size", "8", "--commit-every", "16"]
@@ -62,3 +81,93 @@ def test_killed_indexer_never_corrupts_or_duplicates(flickr, tiny_run, tmp_path)
     expected = encoder.embed_images([path for _, path in sample])
     stored = np.stack([library.index.reconstruct(int(i)) for i, _ in sample])
     assert np.min(np.sum(expected * stored, axis=1)) > 0.9999
+
+
+def test_a_kill_before_the_first_commit_leaves_a_library_that_opens_and_completes(flickr, tiny_run, tmp_path):
+    """Once: the model was bound, index.faiss never written, and every rerun died on a missing index."""
+    photos = copy_photos(flickr, tmp_path / "photos", 40)
+    library_dir, log_path = tmp_path / "library", tmp_path / "log.txt"
+    args = [str(photos), "--library", str(library_dir), "--model", str(tiny_run), "--commit-every", "100000"]
+    process = signal_indexer(args, log_path, lambda: "indexing" in log_path.read_text(), signal.SIGKILL,
+                             "embedding")  # the model bound, nothing committed
+    process.wait(timeout=30)
+    assert not (library_dir / "index.faiss").exists()
+    done = run_module("indexer", *args)
+    assert "indexed 40," in done.stdout and "failed 0" in done.stdout
+    library = Library(library_dir)
+    assert len(library) == library.index.ntotal == 40
+
+
+def test_a_lost_or_damaged_vector_file_keeps_the_rows_and_the_next_run_embeds_them_again(tmp_path, checkpoint,
+                                                                                         flickr):
+    """Once: a missing index.faiss deleted every row on open, and a damaged one could not be opened at all."""
+    photos = copy_photos(flickr, tmp_path / "photos", 6)
+    encoder = load_encoder(str(checkpoint[0]))
+    library = Library(tmp_path / "library")
+    index_folders(library, encoder, [photos], progress=False)
+    expected = {path: library.vector(path) for path, in library.db.execute("SELECT path FROM images").fetchall()}
+    library.close()
+    for damage in ("delete", "garble"):
+        index_file = tmp_path / "library" / "index.faiss"
+        if damage == "delete":
+            index_file.unlink()
+        else:
+            index_file.write_bytes(b"not a FAISS index")
+        library = Library(tmp_path / "library")
+        assert len(library) == 6 and len(library.lost) == 6 and library.search(expected[next(iter(expected))], 3) == []
+        assert (tmp_path / "library" / "index.faiss.damaged").exists() == (damage == "garble")
+        other = tmp_path / "other"
+        other.mkdir(exist_ok=True)
+        summary = index_folders(library, encoder, [other], progress=False)  # lost files are found wherever they are
+        assert (summary.indexed, len(library), library.index.ntotal, library.lost) == (6, 6, 6, set())
+        for path, vector in expected.items():
+            np.testing.assert_allclose(library.vector(path), vector, atol=1e-5)
+        library.close()
+
+
+def test_a_full_disk_is_one_clear_line_loses_nothing_and_leaves_no_temporary_file(tmp_path, checkpoint, flickr):
+    if os.geteuid() != 0:
+        pytest.skip("a small disk is mounted (tmpfs) for this test, which needs root; CI runs as root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(disk)], check=True)
+    try:
+        library_dir = disk / "library"
+        args = ["--library", str(library_dir), "--model", str(checkpoint[0]), "--commit-every", "8"]
+        run_module("indexer", str(copy_photos(flickr, tmp_path / "first", 8)), *args)
+        filler = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)
+        try:  # the disk fills up
+            while True:
+                os.write(filler, b"\0" * 4096)
+        except OSError:
+            pass
+        finally:
+            os.close(filler)
+        photos = copy_photos(flickr, tmp_path / "photos", 80)
+        full = run_module("indexer", str(photos), *args, check=False)
+        assert full.returncode == 2 and "Traceback" not in full.stderr, full.stderr[-2000:]
+        assert full.stderr.startswith("error: could not write") and "free some disk space" in full.stderr
+        assert not list(library_dir.glob("*.tmp"))
+        (disk / "filler").unlink()
+        done = run_module("indexer", str(photos), *args)
+        assert "failed 0" in done.stdout
+        library = Library(library_dir)
+        assert len(library) == library.index.ntotal == 88
+        library.close()
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_ctrl_c_stops_after_the_current_commit(flickr, tiny_run, tmp_path):
+    photos = copy_photos(flickr, tmp_path / "photos", 400)
+    library_dir, log_path = tmp_path / "library", tmp_path / "log.txt"
+    args = [str(photos), "--library", str(library_dir), "--model", str(tiny_run), "--commit-every", "16"]
+    process = signal_indexer(args, log_path, (library_dir / "index.faiss").exists, signal.SIGINT, "first commit")
+    assert process.wait(timeout=120) == 130
+    assert "stopping after the current commit" in log_path.read_text()
+    assert "stopped early" in log_path.read_text() and "Traceback" not in log_path.read_text()
+    library = Library(library_dir)
+    assert 0 < len(library) == library.index.ntotal < 400
+    library.close()
+    assert "failed 0" in run_module("indexer", *args).stdout
+    assert len(Library(library_dir)) == 400

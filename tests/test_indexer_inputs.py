@@ -1,13 +1,16 @@
 """Every kind of odd or bad file is either indexed correctly or recorded with a reason; never fatal."""
 
 import os
+import shutil
 
 import numpy as np
 import pytest
 from PIL import Image
 
+import indexer.run
 from embedding import load_encoder
 from indexer import Library, index_folders
+from indexer.files import content_hash
 from tests.conftest import run_module
 
 
@@ -61,7 +64,7 @@ def test_every_odd_file_is_indexed_or_recorded(odd_folder, checkpoint, tmp_path)
     assert "DecompressionBombError" in failed["bomb.png"]
     assert "TooManyPixels" in failed["too-many-pixels.png"] and "100,000,000" in failed["too-many-pixels.png"]
     assert "truncated" in failed["truncated.jpg"].lower()
-    assert "FileNotFoundError" in failed["broken-link.jpg"]
+    assert "broken link" in failed["broken-link.jpg"]
     assert dict(library.failures()).keys() == {str(odd_folder / name) for name in failed}
 
     rows = {os.path.basename(row[0]): row[1:] for row in library.db.execute(
@@ -92,7 +95,9 @@ def test_links_out_of_the_folder_are_not_followed_unless_asked(tmp_path, checkpo
     os.symlink(outside, inside / "linked-folder")
     encoder = load_encoder(str(checkpoint[0]))
     library = Library(tmp_path / "library")
-    assert index_folders(library, encoder, [inside], progress=False).indexed == 1
+    summary = index_folders(library, encoder, [inside], progress=False)
+    assert summary.indexed == 1 and [os.path.basename(path) for path, _ in summary.failed] == ["link.jpg"]
+    assert "leads outside the indexed folders" in summary.failed[0][1]  # listed, not skipped in silence
     followed = Library(tmp_path / "library2")
     summary = index_folders(followed, encoder, [inside], progress=False, follow_links=True)
     assert (summary.indexed, summary.reused, len(followed)) == (2, 1, 3)  # both links reach the same bytes
@@ -103,3 +108,108 @@ def test_cli_lists_failures_in_its_summary(odd_folder, checkpoint, tmp_path):
                       "--model", str(checkpoint[0]))
     assert "indexed 10" in done.stdout and "failed 7" in done.stdout
     assert f"failed: {odd_folder / 'notes.jpg'}: UnidentifiedImageError" in done.stdout
+
+
+def test_odd_names_and_special_files_are_recorded_and_never_stop_a_run(tmp_path, checkpoint, monkeypatch):
+    """A FIFO (once hung the run forever), a link loop and a non-UTF-8 name (each once aborted it), a file
+    that vanishes after the crawl, and a broken link leading outside: each recorded, the rest indexed."""
+    photos, outside = tmp_path / "photos", tmp_path / "outside"
+    photos.mkdir()
+    outside.mkdir()
+    for i in range(3):
+        photo(seed=i).save(photos / f"ok{i}.jpg")
+    os.mkfifo(photos / "y.jpg")
+    os.symlink(photos / "loop-b.jpg", photos / "loop-a.jpg")
+    os.symlink(photos / "loop-a.jpg", photos / "loop-b.jpg")
+    photo(seed=7).save(os.fsencode(photos) + b"/caf\xe9.jpg")  # Latin-1 bytes: not UTF-8
+    photo(seed=8).save(photos / "vanishes.jpg")
+    os.symlink(outside / "gone.jpg", photos / "broken-outside.jpg")
+    real_find = indexer.run.find_images
+
+    def find_then_delete(root, follow_links=False):  # the file is deleted after it was listed
+        found = real_find(root, follow_links)
+        (photos / "vanishes.jpg").unlink(missing_ok=True)
+        return found
+
+    monkeypatch.setattr(indexer.run, "find_images", find_then_delete)
+    library = Library(tmp_path / "library")
+    summary = index_folders(library, load_encoder(str(checkpoint[0])), [photos], progress=False)
+    failed = {os.path.basename(path): reason for path, reason in summary.failed}
+    assert summary.indexed == 3 and len(library) == 3
+    assert set(failed) == {"y.jpg", "loop-a.jpg", "loop-b.jpg", "caf\\xe9.jpg", "vanishes.jpg",
+                           "broken-outside.jpg"}
+    assert "FIFO" in failed["y.jpg"] and "not valid UTF-8" in failed["caf\\xe9.jpg"]
+    assert "loop" in failed["loop-a.jpg"].lower() and "broken link" in failed["broken-outside.jpg"]
+    assert "FileNotFoundError" in failed["vanishes.jpg"]
+    assert len(library.failures()) == 6
+
+
+def test_following_links_walks_each_folder_once(tmp_path, checkpoint):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    photo().save(photos / "a.jpg")
+    photo(seed=1).save(photos / "b.jpg")
+    os.symlink(".", photos / "loop")  # once: 2 photos became 82 rows
+    library = Library(tmp_path / "library")
+    summary = index_folders(library, load_encoder(str(checkpoint[0])), [photos], progress=False,
+                            follow_links=True)
+    assert (summary.indexed, len(library)) == (2, 2)
+
+
+def test_a_file_rewritten_during_a_run_stores_the_hash_of_the_bytes_embedded(tmp_path, checkpoint, monkeypatch):
+    """Once: the old bytes' hash with the new bytes' vector, and a later copy of the old bytes reused it."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    old, new = photos / "old.png", tmp_path / "new.png"
+    photo(seed=1).save(old)
+    photo(seed=2).save(new)
+    old_bytes = old.read_bytes()
+    real_embed = indexer.run.embed_chunks
+
+    def rewrite_then_embed(encoder, todo, *args):  # hashed as the old photo, rewritten before it is read
+        shutil.copy(new, old)
+        yield from real_embed(encoder, todo, *args)
+
+    monkeypatch.setattr(indexer.run, "embed_chunks", rewrite_then_embed)
+    encoder = load_encoder(str(checkpoint[0]))
+    library = Library(tmp_path / "library")
+    index_folders(library, encoder, [photos], progress=False)
+    monkeypatch.undo()
+    assert library.stored_hashes([str(old)]) == {str(old): content_hash(new.read_bytes())}
+    np.testing.assert_allclose(library.vector(str(old)), encoder.embed_images([new])[0], atol=1e-5)
+
+    (photos / "copy-of-the-old-bytes.png").write_bytes(old_bytes)
+    summary = index_folders(library, encoder, [photos], progress=False)
+    assert (summary.indexed, summary.reused) == (1, 0)
+    np.testing.assert_allclose(library.vector(str(photos / "copy-of-the-old-bytes.png")),
+                               encoder.embed_images([photos / "copy-of-the-old-bytes.png"])[0], atol=1e-5)
+
+
+def test_max_pixels_alone_decides_what_is_too_large(tmp_path, checkpoint):
+    """Once: `--max-pixels 3e8` still refused a 196 MP photo (Pillow's own ceiling overrode it)."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("1", (14000, 14000), 1).save(photos / "196mp.png")
+    done = run_module("indexer", str(photos), "--library", str(tmp_path / "library"), "--model", str(checkpoint[0]),
+                      "--max-pixels", "3e8")
+    assert "indexed 1," in done.stdout and "failed 0" in done.stdout
+
+
+def test_a_folder_that_cannot_be_listed_is_recorded(tmp_path, checkpoint, monkeypatch):
+    """(Permissions do not stop root, who runs CI, so the refusal is made where os.walk lists a folder.)"""
+    photos = tmp_path / "photos"
+    (photos / "private").mkdir(parents=True)
+    photo().save(photos / "mine.jpg")
+    photo(seed=1).save(photos / "private" / "theirs.jpg")
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path).endswith("private"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    library = Library(tmp_path / "library")
+    summary = index_folders(library, load_encoder(str(checkpoint[0])), [photos], progress=False)
+    assert summary.indexed == 1
+    assert summary.failed == [(str(photos / "private"), "cannot list this folder: Permission denied")]

@@ -5,6 +5,7 @@ import pytest
 from PIL import Image
 
 from app.search import (
+    MAX_RESULTS,
     Term,
     make_filters,
     more_like_this,
@@ -29,6 +30,20 @@ def test_parse_query():
         parse_query("-people, -cars")
     with pytest.raises(ValueError, match="empty term"):
         parse_query("dog, -")
+    for absurd in ("9" * 400 + ":cat", "dog, 100000:cat", "dog, -101:cat"):  # once: [] without a word
+        with pytest.raises(ValueError, match="a weight is a number from -100 to 100"):
+            parse_query(absurd)
+
+
+def test_result_counts_out_of_range_are_refused_in_words(searchable, photo_folder):
+    library, encoder = searchable
+    photo = str(sorted(photo_folder.iterdir())[0])
+    for k in (-1, 0, MAX_RESULTS + 1, 10**9):  # once: a bare AssertionError, or 7.45 GiB allocated
+        with pytest.raises(ValueError, match=f"number of results is 1 to {MAX_RESULTS:,}"):
+            search_text(library, encoder, "dog", k)
+        with pytest.raises(ValueError, match="number of results"):
+            more_like_this(library, photo, k)
+    assert len(search_text(library, encoder, "dog", MAX_RESULTS)) == 48  # the whole (small) library
 
 
 @pytest.fixture(scope="module")
@@ -130,9 +145,34 @@ def test_thumbnails_are_small_cached_and_fall_back_to_the_original(tmp_path):
     big = tmp_path / "big.jpg"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (3000, 4000, 3), dtype=np.uint8)).save(big)
     made = thumbnail(tmp_path / "library", 7, str(big))
-    assert made == str(tmp_path / "library" / "thumbnails" / "7.jpg")
+    assert made == str(tmp_path / "library" / "thumbnails" / "id7.jpg")
     with Image.open(made) as preview:
         assert max(preview.size) == SIDE and preview.size[0] > preview.size[1]  # aspect kept
     big.unlink()
     assert thumbnail(tmp_path / "library", 7, str(big)) == made  # cached: the original is not read again
     assert thumbnail(tmp_path / "library", 8, str(big)) == str(big)  # unreadable: the original path
+
+
+def test_a_photo_edited_and_indexed_again_gets_its_own_thumbnail(tmp_path, checkpoint):
+    """Once: the edited photo took the freed id of its old version, and the old picture's preview with it."""
+    from app.thumbnails import thumbnail
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (64, 48), "blue").save(photos / "a.png")
+    Image.new("RGB", (64, 48), "red").save(photos / "b.png")  # indexed last: the highest id
+    encoder = load_encoder(str(checkpoint[0]))
+    library = Library(tmp_path / "library")
+    index_folders(library, encoder, [photos], progress=False)
+
+    def preview_colour() -> tuple[int, float]:
+        result = next(r for r in search_text(library, encoder, "x", 2) if r.path.endswith("b.png"))
+        with Image.open(thumbnail(library.folder, result.id, result.path, result.hash)) as preview:
+            return result.id, np.asarray(preview.convert("RGB"), dtype=float).mean(axis=(0, 1))
+
+    old_id, red = preview_colour()
+    Image.new("RGB", (64, 48), "green").save(photos / "b.png")
+    index_folders(library, encoder, [photos], progress=False)
+    new_id, green = preview_colour()
+    assert new_id > old_id  # ids are never given twice
+    assert red[0] > 200 > red[1] and green[1] > 100 > green[0]

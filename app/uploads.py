@@ -1,0 +1,36 @@
+"""Uploaded images (search by image, tagging), refused from their size and header before any pixel is decoded.
+
+Gradio hands the handlers a file path (components with `type="filepath"`, `image_mode=None`, which Gradio
+passes on without decoding), so the same `--max-upload-mb` and `--max-pixels` hold for the page, the API and
+inline `data:` URLs alike.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from embedding import open_rgb
+from embedding.images import DEFAULT_MAX_PIXELS, TooManyPixels
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    max_bytes: int = 25 << 20
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+
+def open_upload(path: str | Path | None, limits: UploadLimits, min_side: int | None = None) -> Image.Image:
+    """The uploaded image as upright RGB, or a ValueError that says in words why it cannot be used."""
+    if path is None:
+        raise ValueError("upload an image first")
+    size = Path(path).stat().st_size
+    if size > limits.max_bytes:
+        raise ValueError(f"the image is {size / 2**20:.1f} MB, over the upload limit of "
+                         f"{limits.max_bytes / 2**20:.0f} MB (--max-upload-mb)")
+    try:
+        return open_rgb(path, min_side=min_side, max_pixels=limits.max_pixels)
+    except TooManyPixels as error:
+        raise ValueError(f"the image has too many pixels: {error} (--max-pixels)") from None
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as error:
+        raise ValueError(f"not an image that can be read: {type(error).__name__}") from None
