@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image
 
 from embedding import Encoder
+from embedding.words import label_vectors
 from indexer import Filters, Library
 
 _WEIGHTED = re.compile(r"^([+-]?\d+(?:\.\d+)?)\s*:\s*(.+)$")
@@ -118,5 +119,5 @@ def tag_image(encoder: Encoder, image: Image.Image, labels: list[str]) -> dict[s
     labels = [label.strip() for label in labels if label.strip()]
     if not labels:
         return {}
-    similarities = encoder.embed_texts(labels) @ encoder.embed_images([image])[0]
+    similarities = label_vectors(encoder, labels) @ encoder.embed_images([image])[0]
     return dict(zip(labels, encoder.probability(similarities).tolist(), strict=True))

@@ -16,7 +16,8 @@ def main(argv: list[str] | None = None) -> int:
                     "recall per language (both published protocols); `locca`, `caption`, `dense`: SigLIP 2's "
                     "localisation, captioning and dense features; `zeroshot`: zero-shot classification "
                     "of a folder-per-class image set; `captions`: what a caption file gives each language "
-                    "(length, captions shared by several images); `ann`: recall and latency of a library's "
+                    "(length, captions shared by several images); `tags`: one-word search and zero-shot tags "
+                    "per language; `ann`: recall and latency of a library's "
                     "ANN index vs exact search; `report`: compare training runs in one table and plot. "
                     "Embeddings are cached per model fingerprint in $SIGSEARCH_CACHE or ~/.cache/sigsearch.",
         epilog="example: python -m eval xm3600 --captions ../shared/data/flickr8k/captions_test.jsonl "
@@ -114,6 +115,25 @@ def main(argv: list[str] | None = None) -> int:
     dn.add_argument("--scenes", type=Path, required=True, help="folder from `python -m train scenes`")
     dn.add_argument("--train-images", type=int, default=2000)
     dn.add_argument("--json", type=Path)
+    tg = commands.add_parser(
+        "tags", help="everyday words: one-word search mAP, tag F1, calibration, per language",
+        description="Scores labels as the product does (the tag panel's and --tag's path, probabilities "
+                    "σ(t·cos+b)) on one image set: --captions with --images (the ~40 concepts of "
+                    "eval/data/concepts.json; an image holds a concept when 2 of its 5 English captions name "
+                    "it), --classes (a folder per CIFAR-10 class, names also in es/it/pl), or --demo (each demo "
+                    "photo's subject first for its own name, en and de). Per language: one-word search mAP, tag "
+                    "precision/recall/F1 at the default threshold, the median probability of true pairs, expected "
+                    "calibration error (and top-1 for classes).")
+    sets = tg.add_mutually_exclusive_group(required=True)
+    sets.add_argument("--captions", type=Path, help="captions.jsonl (with --images)")
+    sets.add_argument("--classes", type=Path, help="folder with one sub-folder per CIFAR-10 class")
+    sets.add_argument("--demo", type=Path, help="a folder of the demo photos (`python -m app` copies them)")
+    tg.add_argument("--images", type=Path, help="folder of <image/key>.jpg (with --captions)")
+    tg.add_argument("--model", default="bundled")
+    tg.add_argument("--languages", help="comma-separated (default: every language with labels)")
+    tg.add_argument("--json", type=Path)
+    tg.add_argument("--markdown", type=Path)
+    tg.add_argument("--no-cache", action="store_true")
     args = parser.parse_args(argv)
 
     try:
@@ -126,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         encoder = load_encoder(args.model)
         if args.command in ("locca", "caption", "dense"):
             return _siglip2(args, encoder)
+        if args.command == "tags":
+            return _tags(args, encoder)
         return _xm3600(args, encoder) if args.command == "xm3600" else _zeroshot(args, encoder)
     except (EncoderUnavailable, LibraryBusy, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -161,6 +183,31 @@ def _zeroshot(args, encoder) -> int:
           f"mean per-class recall {result['mean_per_class_recall']:.2f}%")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
+    return 0
+
+
+def _tags(args, encoder) -> int:
+    from eval.tags import caption_concepts, class_folders, demo_subjects, evaluate_tags, tags_markdown
+
+    if args.demo:
+        result = demo_subjects(encoder, args.demo, cache=not args.no_cache)
+        for lang, found in result.items():
+            print(f"{lang}: {found['first']} of {found['subjects']} subjects first for their own name; ranks "
+                  + ", ".join(f"{label} {rank}" for label, rank in found["ranks"].items()))
+        text = None
+    else:
+        if args.captions and not args.images:
+            raise ValueError("--captions needs --images")
+        paths, truth, labels = (caption_concepts(args.captions, args.images) if args.captions
+                                else class_folders(args.classes))
+        result = evaluate_tags(encoder, paths, truth, labels, args.languages.split(",") if args.languages else None,
+                               cache=not args.no_cache)
+        text = tags_markdown(result)
+        print(text, end="")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
+    if args.markdown and text:
+        args.markdown.write_text(text, encoding="utf-8")
     return 0
 
 

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from embedding import Encoder
+from embedding.words import label_vectors
 from indexer.library import Library
 
 DEFAULT_THRESHOLD = 0.5
@@ -34,6 +35,6 @@ def tag_library(library: Library, encoder: Encoder, vocabulary: dict[str, float]
     if not vocabulary:
         return 0
     ids, vectors = library.vectors()
-    probabilities = encoder.probability(vectors @ encoder.embed_texts(list(vocabulary)).T)
+    probabilities = encoder.probability(vectors @ label_vectors(encoder, list(vocabulary)).T)
     library.set_tags(vocabulary, ids, probabilities)
     return len(ids)

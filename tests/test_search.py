@@ -94,6 +94,23 @@ def test_tags_are_independent_probabilities(searchable, photo_folder):
     assert alone["dog"] == pytest.approx(tags["dog"], rel=1e-5)  # no softmax: other labels change nothing
 
 
+def test_the_tag_panel_and_library_tags_read_labels_the_same_way(searchable, photo_folder, tmp_path):
+    """Both go through embedding.words.label_vectors: one photo, one label, one probability everywhere."""
+    from embedding.words import label_vectors
+
+    _, encoder = searchable
+    path = sorted(photo_folder.iterdir())[0]
+    library = Library(tmp_path / "library")
+    index_folders(library, encoder, [path], progress=False)
+    tag_library(library, encoder, {"Hund": 0.0, "雪": 0.0})
+    stored = library.image_tags(str(path))
+    panel = tag_image(encoder, Image.open(path), ["Hund", "雪"])
+    direct = encoder.probability(label_vectors(encoder, ["Hund", "雪"]) @ encoder.embed_images([path])[0])
+    for j, label in enumerate(["Hund", "雪"]):
+        assert stored[label] == pytest.approx(float(direct[j]), abs=1e-5)
+        assert panel[label] == pytest.approx(float(direct[j]), abs=1e-5)
+
+
 def test_make_filters_reads_form_values():
     assert not make_filters().active() and not make_filters(None, None, None, None, None).active()
     f = make_filters(" /photos ", "2024-01-01", "2024-12-31", "yes", "Hund")

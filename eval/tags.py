@@ -1,0 +1,160 @@
+"""Everyday words: one-word search and zero-shot tags, scored as the product scores them, in every language.
+
+Three image sets, each with words whose answer is known:
+- a caption file (Flickr8k test): the concepts of `data/concepts.json`; an image holds a concept when at
+  least `MIN_MENTIONS` of its English captions name it (one caption alone is often a detail or a mistake);
+- a folder per class (CIFAR-10): each image holds its class; class names per language from
+  `data/cifar10_classnames.json`, which also names them in languages no model here was trained on;
+- the demo library: each everyday subject (`data/demo_subjects.json`) should come first for its own name.
+
+Labels become vectors through `embedding.words.label_vectors`, the product's own path, and probabilities
+through the model's σ(t·cos + b). Per language: one-word search mAP (each label a query over all images),
+tag precision / recall / F1 at the product's threshold, the median probability of the images that hold the
+concept, and the expected calibration error with its reliability table.
+"""
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from embedding import Encoder
+from embedding.words import label_vectors
+from eval.cache import cached_embeddings, image_keys
+from eval.captions import image_file, read_captions
+from indexer.crawl import find_images
+from indexer.tags import DEFAULT_THRESHOLD
+
+DATA = Path(__file__).resolve().parent / "data"
+MIN_MENTIONS = 2
+BINS = 10
+
+
+def average_precision(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Mean over the positives of the precision at each one's rank; ties count against the model."""
+    order = np.lexsort((positive, -scores))  # by score, falling; among equal scores negatives first
+    hits = positive[order].astype(bool)
+    if not hits.any():
+        return float("nan")
+    precision_at = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    return float(precision_at[hits].mean())
+
+
+def tag_f1(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Precision, recall and F1 (percent) over all (image, label) pairs, and F1 averaged over labels."""
+    def f1(p: np.ndarray, t: np.ndarray) -> tuple[float, float, float]:
+        tp = float((p & t).sum())
+        precision, recall = tp / max(p.sum(), 1), tp / max(t.sum(), 1)
+        return precision, recall, 2 * tp / max(p.sum() + t.sum(), 1)
+
+    precision, recall, pooled = f1(predicted, truth)
+    per_label = [f1(predicted[:, j], truth[:, j])[2] for j in range(truth.shape[1]) if truth[:, j].any()]
+    return {"precision": 100 * precision, "recall": 100 * recall, "f1": 100 * pooled,
+            "f1_per_label": 100 * float(np.mean(per_label))}
+
+
+def calibration(probabilities: np.ndarray, truth: np.ndarray, bins: int = BINS) -> dict:
+    """Expected calibration error (percent points) over equal-width probability bins, and the reliability
+    table: per bin, how many pairs, their mean probability and how often they truly hold."""
+    p, t = probabilities.reshape(-1), truth.reshape(-1).astype(float)
+    which = np.minimum((p * bins).astype(int), bins - 1)
+    table, error = [], 0.0
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            mean_p, frequency = float(p[inside].mean()), float(t[inside].mean())
+            error += inside.mean() * abs(mean_p - frequency)
+            table.append({"bin": f"{b / bins:.1f}-{(b + 1) / bins:.1f}", "pairs": int(inside.sum()),
+                          "mean_probability": mean_p, "holds": frequency})
+    return {"ece": 100 * error, "reliability": table}
+
+
+def score_words(encoder: Encoder, image_emb: np.ndarray, truth: np.ndarray, labels: list[str],
+                threshold: float = DEFAULT_THRESHOLD) -> dict:
+    """All the figures for one language's `labels` (one per column of `truth`, [images, labels] bool)."""
+    probabilities = encoder.probability(image_emb @ label_vectors(encoder, labels).T)
+    aps = [average_precision(probabilities[:, j], truth[:, j]) for j in range(len(labels)) if truth[:, j].any()]
+    return {"map": 100 * float(np.mean(aps)), **tag_f1(probabilities >= threshold, truth),
+            "median_probability_true": float(np.median(probabilities[truth])),
+            "top1": _top1(probabilities, truth), **calibration(probabilities, truth)}
+
+
+def _top1(probabilities: np.ndarray, truth: np.ndarray) -> float | None:
+    """Zero-shot accuracy (percent) where every image holds exactly one label (a class set); else None."""
+    if not (truth.sum(axis=1) == 1).all():
+        return None
+    return 100 * float((probabilities.argmax(axis=1) == truth.argmax(axis=1)).mean())
+
+
+def caption_concepts(captions_file: Path, images_dir: Path) -> tuple[list[Path], np.ndarray, dict[str, list[str]]]:
+    """(image paths, [images, concepts] truth from the English captions, {language: labels})."""
+    concepts = json.loads((DATA / "concepts.json").read_text(encoding="utf-8"))["concepts"]
+    patterns = [re.compile(r"\b(" + "|".join(map(re.escape, c["match_en"])) + r")\b") for c in concepts]
+    paths, truth = [], []
+    for record in read_captions(captions_file, ["en"]):
+        english = [caption.lower() for caption in record.captions.get("en", [])]
+        paths.append(image_file(images_dir, record.key))
+        truth.append([sum(bool(p.search(c)) for c in english) >= MIN_MENTIONS for p in patterns])
+    languages = [key for key in concepts[0] if key != "match_en"]
+    return paths, np.array(truth, dtype=bool), {lang: [c[lang] for c in concepts] for lang in languages}
+
+
+def class_folders(images_dir: Path) -> tuple[list[Path], np.ndarray, dict[str, list[str]]]:
+    """(image paths, one-hot truth, {language: class names}) of a folder-per-class set named in the built-in
+    table (CIFAR-10)."""
+    table = json.loads((DATA / "cifar10_classnames.json").read_text(encoding="utf-8"))
+    classes = sorted(d.name for d in Path(images_dir).iterdir() if d.is_dir())
+    if set(classes) != set(table["en"]):
+        raise ValueError(f"{images_dir} is not a folder per CIFAR-10 class (found {', '.join(classes[:12])})")
+    paths, truth = [], []
+    for index, name in enumerate(classes):
+        found, _ = find_images(Path(images_dir) / name)
+        paths += found
+        truth += [np.eye(len(classes), dtype=bool)[index]] * len(found)
+    return paths, np.array(truth), {lang: [names[c] for c in classes] for lang, names in table.items()}
+
+
+def demo_subjects(encoder: Encoder, demo_dir: Path, cache: bool = True) -> dict:
+    """Per language: each demo subject's rank (1 = first) among the demo photos for its own name (the best of
+    its photos, where it has several)."""
+    subjects = json.loads((DATA / "demo_subjects.json").read_text(encoding="utf-8"))["subjects"]
+    paths, _ = find_images(Path(demo_dir))
+    names = [p.name for p in paths]
+    image_emb = cached_embeddings(encoder, "images", image_keys(paths), lambda: encoder.embed_images(paths), cache)
+    result = {}
+    for lang in ("en", "de"):
+        labels = [subject[lang] for subject in subjects]
+        scores = image_emb @ label_vectors(encoder, labels).T
+        ranks = {}
+        for j, subject in enumerate(subjects):
+            best = max(scores[names.index(file), j] for file in subject["files"])
+            ranks[labels[j]] = 1 + int((scores[:, j] > best).sum())
+        result[lang] = {"ranks": ranks, "first": sum(rank == 1 for rank in ranks.values()), "subjects": len(ranks)}
+    return result
+
+
+def evaluate_tags(encoder: Encoder, paths: list[Path], truth: np.ndarray, labels: dict[str, list[str]],
+                  languages: list[str] | None = None, cache: bool = True) -> dict:
+    """`score_words` per language over one image set."""
+    image_emb = cached_embeddings(encoder, "images", image_keys(paths), lambda: encoder.embed_images(paths), cache)
+    chosen = languages or list(labels)
+    unknown = [lang for lang in chosen if lang not in labels]
+    if unknown:
+        raise ValueError(f"no labels in {', '.join(unknown)} (there are {', '.join(labels)})")
+    return {"model": encoder.name, "images": len(paths), "labels": truth.shape[1], "threshold": DEFAULT_THRESHOLD,
+            "positives": int(truth.sum()),
+            "languages": {lang: score_words(encoder, image_emb, truth, labels[lang]) for lang in chosen}}
+
+
+def tags_markdown(result: dict) -> str:
+    """The per-language table of `evaluate_tags`."""
+    lines = [f"{result['images']} images, {result['labels']} labels, {result['positives']} true pairs, "
+             f"threshold {result['threshold']}", "",
+             "| language | one-word mAP | tag P | tag R | tag F1 | F1 per label | median p (true) | ECE | top-1 |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for lang, r in result["languages"].items():
+        top1 = "–" if r["top1"] is None else f"{r['top1']:.2f}"
+        lines.append(f"| {lang} | {r['map']:.2f} | {r['precision']:.2f} | {r['recall']:.2f} | {r['f1']:.2f} | "
+                     f"{r['f1_per_label']:.2f} | {r['median_probability_true']:.3f} | {r['ece']:.2f} | {top1} |")
+    return "\n".join(lines) + "\n"
