@@ -143,8 +143,8 @@ class Library:
             raise LibraryBusy(f"the library in {self.folder} is open in another process ({who}): "
                               "stop that app or indexer first, or use another --library") from None
         self.db.execute(SCHEMA)
-        for leftover in self.folder.glob("*.tmp"):  # a write a kill or a full disk cut short
-            leftover.unlink()
+        for name in (INDEX_FILE, ANN_FILE):  # a write that a kill or a full disk cut short
+            (self.folder / (name + ".tmp")).unlink(missing_ok=True)
         self.index = self._load_index()
         self.lost: set[int] = set()  # ids of rows whose vectors were lost with a missing or damaged index file
         self._reconcile()

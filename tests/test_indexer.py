@@ -203,7 +203,11 @@ def test_leftovers_of_an_interrupted_run_are_dropped_on_open(tmp_path, encoder):
     library.index.add_with_ids(np.ones((2, encoder.dim), dtype=np.float32), np.array([90, 91]))
     library._save_index()
     library.close()
+    (tmp_path / "library" / "index.faiss.tmp").write_bytes(b"half an index")  # killed while writing
+    (tmp_path / "library" / "library.duckdb.tmp").mkdir()  # DuckDB's own spill folder: not ours to touch
     reopened = Library(tmp_path / "library")
+    assert not (tmp_path / "library" / "index.faiss.tmp").exists()
+    assert (tmp_path / "library" / "library.duckdb.tmp").is_dir()
     assert reopened.index.ntotal == 4 and len(reopened) == 4
     assert index_folders(reopened, encoder, [photos], progress=False).unchanged == 4
 
