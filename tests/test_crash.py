@@ -85,7 +85,7 @@ def test_killed_indexer_never_corrupts_or_duplicates(flickr, tiny_run, tmp_path)
 
 def test_a_kill_before_the_first_commit_leaves_a_library_that_opens_and_completes(flickr, tiny_run, tmp_path):
     """Once: the model was bound, index.faiss never written, and every rerun died on a missing index."""
-    photos = copy_photos(flickr, tmp_path / "photos", 40)
+    photos = copy_photos(flickr, tmp_path / "photos", 200)  # enough that the run is still embedding when killed
     library_dir, log_path = tmp_path / "library", tmp_path / "log.txt"
     args = [str(photos), "--library", str(library_dir), "--model", str(tiny_run), "--commit-every", "100000"]
     process = signal_indexer(args, log_path, lambda: "indexing" in log_path.read_text(), signal.SIGKILL,
@@ -93,9 +93,9 @@ def test_a_kill_before_the_first_commit_leaves_a_library_that_opens_and_complete
     process.wait(timeout=30)
     assert not (library_dir / "index.faiss").exists()
     done = run_module("indexer", *args)
-    assert "indexed 40," in done.stdout and "failed 0" in done.stdout
+    assert "indexed 200," in done.stdout and "failed 0" in done.stdout
     library = Library(library_dir)
-    assert len(library) == library.index.ntotal == 40
+    assert len(library) == library.index.ntotal == 200
 
 
 def test_a_lost_or_damaged_vector_file_keeps_the_rows_and_the_next_run_embeds_them_again(tmp_path, checkpoint,
