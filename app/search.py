@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from embedding import Encoder
-from embedding.words import label_vectors
+from embedding.words import Labels, read_labels
 from indexer import Filters, Library
 
 _WEIGHTED = re.compile(r"^([+-]?\d+(?:\.\d+)?)\s*:\s*(.+)$")
@@ -21,7 +21,7 @@ class Result:
     id: int             # the image's id in the library
     path: str
     score: float        # cosine similarity to the query vector
-    probability: float  # sigmoid(t * cos + b), the model's own calibration (text queries only)
+    probability: float  # sigmoid(t * cos + b): the word's own t, b for a one-term query (text queries only)
     hash: str | None = None  # of the file's bytes (names its thumbnail)
 
 
@@ -54,10 +54,10 @@ def parse_query(query: str) -> list[Term]:
     return terms
 
 
-def query_vector(encoder: Encoder, terms: list[Term]) -> np.ndarray:
-    """The weighted sum of the terms' text embeddings (negatives subtract), renormalised."""
-    vectors = encoder.embed_texts([term.text for term in terms])
-    combined = np.asarray([term.weight for term in terms], dtype=np.float32) @ vectors
+def query_vector(labels: Labels, terms: list[Term]) -> np.ndarray:
+    """The weighted sum of the terms' label vectors (`read_labels` of their texts; negatives subtract),
+    renormalised."""
+    combined = np.asarray([term.weight for term in terms], dtype=np.float32) @ labels.vectors
     return combined / max(float(np.linalg.norm(combined)), 1e-12)
 
 
@@ -84,8 +84,11 @@ def search_text(library: Library, encoder: Encoder, query: str, k: int = 24, min
     terms = parse_query(query)
     if not terms:
         return []
-    hits = library.search(query_vector(encoder, terms), k, filters)
-    probabilities = encoder.probability([hit.score for hit in hits])
+    labels = read_labels(encoder, [term.text for term in terms])
+    hits = library.search(query_vector(labels, terms), k, filters)
+    scores = np.array([[hit.score] for hit in hits], dtype=np.float32).reshape(-1, 1)
+    # One term is one label, with its own calibration; a combination has only the model's.
+    probabilities = (labels.probability(scores) if len(terms) == 1 else encoder.probability(scores))[:, 0]
     return [Result(hit.id, hit.path, hit.score, float(p), hit.hash)
             for hit, p in zip(hits, probabilities, strict=True) if p >= min_probability]
 
@@ -119,5 +122,6 @@ def tag_image(encoder: Encoder, image: Image.Image, labels: list[str]) -> dict[s
     labels = [label.strip() for label in labels if label.strip()]
     if not labels:
         return {}
-    similarities = label_vectors(encoder, labels) @ encoder.embed_images([image])[0]
-    return dict(zip(labels, encoder.probability(similarities).tolist(), strict=True))
+    read = read_labels(encoder, labels)
+    return dict(zip(labels, read.probability(read.vectors @ encoder.embed_images([image])[0]).tolist(),
+                    strict=True))

@@ -37,6 +37,7 @@ class Encoder:
         self.temperature = float(model.logit_scale.detach().exp())
         bias = getattr(model, "logit_bias", None)
         self.bias = float(bias.detach()) if bias is not None else 0.0
+        self.words = None  # embedding.words.Words the model learned, if its folder has them (set by the loader)
 
     def embed_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         """Embed texts as the checkpoint was trained to read them -> [N, dim] float32, unit norm."""

@@ -15,6 +15,7 @@ from embedding.tokenizer import SentencePieceTokenizer
 from embedding.towers import BaseUnavailable
 from embedding.two_towers import CONFIG_FILE as TWO_TOWERS_FILE
 from embedding.two_towers import load_two_towers, preprocess_config
+from embedding.words import load_words
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "models" / "bundled"
 
@@ -49,9 +50,18 @@ def process_device(choice: str = "auto") -> str:
     return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
 
 
-def load_encoder(spec: str = "bundled", device: str = "cpu", hub_cache: str | None = None) -> Encoder:
-    """Load `bundled`, a preset name, a run directory, `local-dir:DIR` or `hf-hub:ORG/NAME`."""
-    return _load_dir(model_folder(spec, hub_cache), PRESETS.get(spec, spec), device)
+def load_encoder(spec: str = "bundled", device: str = "cpu", hub_cache: str | None = None,
+                 words: bool = True) -> Encoder:
+    """Load `bundled`, a preset name, a run directory, `local-dir:DIR` or `hf-hub:ORG/NAME`, with the words
+    the model learned (`embedding.words`) unless `words` is False."""
+    folder = model_folder(spec, hub_cache)
+    encoder = _load_dir(folder, PRESETS.get(spec, spec), device)
+    if words:
+        try:
+            encoder.words = load_words(folder, encoder.fingerprint)
+        except ValueError as error:
+            raise EncoderUnavailable(str(error)) from None
+    return encoder
 
 
 def model_folder(spec: str = "bundled", hub_cache: str | None = None) -> Path:

@@ -7,10 +7,11 @@ Three image sets, each with words whose answer is known:
   `data/cifar10_classnames.json`, which also names them in languages no model here was trained on;
 - the demo library: each everyday subject (`data/demo_subjects.json`) should come first for its own name.
 
-Labels become vectors through `embedding.words.label_vectors`, the product's own path, and probabilities
-through the model's σ(t·cos + b). Per language: one-word search mAP (each label a query over all images),
-tag precision / recall / F1 at the product's threshold, the median probability of the images that hold the
-concept, and the expected calibration error with its reliability table.
+Labels become vectors and probabilities through `embedding.words.read_labels`, the product's own path (a
+word the model learned, or the text tower with the model's σ(t·cos + b)). Per language: one-word search mAP
+(each label a query over all images), tag precision / recall / F1 at the product's threshold, the median
+probability of the images that hold the concept, and the expected calibration error with its reliability
+table.
 """
 
 import json
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from embedding import Encoder
-from embedding.words import label_vectors
+from embedding.words import read_labels
 from eval.cache import cached_embeddings, image_keys
 from eval.captions import image_file, read_captions
 from indexer.crawl import find_images
@@ -73,7 +74,8 @@ def calibration(probabilities: np.ndarray, truth: np.ndarray, bins: int = BINS) 
 def score_words(encoder: Encoder, image_emb: np.ndarray, truth: np.ndarray, labels: list[str],
                 threshold: float = DEFAULT_THRESHOLD) -> dict:
     """All the figures for one language's `labels` (one per column of `truth`, [images, labels] bool)."""
-    probabilities = encoder.probability(image_emb @ label_vectors(encoder, labels).T)
+    read = read_labels(encoder, labels)
+    probabilities = read.probability(image_emb @ read.vectors.T)
     aps = [average_precision(probabilities[:, j], truth[:, j]) for j in range(len(labels)) if truth[:, j].any()]
     return {"map": 100 * float(np.mean(aps)), **tag_f1(probabilities >= threshold, truth),
             "median_probability_true": float(np.median(probabilities[truth])),
@@ -125,7 +127,8 @@ def demo_subjects(encoder: Encoder, demo_dir: Path, cache: bool = True) -> dict:
     result = {}
     for lang in ("en", "de"):
         labels = [subject[lang] for subject in subjects]
-        scores = image_emb @ label_vectors(encoder, labels).T
+        read = read_labels(encoder, labels)
+        scores = read.probability(image_emb @ read.vectors.T)
         ranks = {}
         for j, subject in enumerate(subjects):
             best = max(scores[names.index(file), j] for file in subject["files"])

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from embedding import Encoder
-from embedding.words import label_vectors
+from embedding.words import read_labels
 from indexer.library import Library
 
 DEFAULT_THRESHOLD = 0.5
@@ -35,6 +35,7 @@ def tag_library(library: Library, encoder: Encoder, vocabulary: dict[str, float]
     if not vocabulary:
         return 0
     ids, vectors = library.vectors()
-    probabilities = encoder.probability(vectors @ label_vectors(encoder, list(vocabulary)).T)
+    labels = read_labels(encoder, list(vocabulary))
+    probabilities = labels.probability(vectors @ labels.vectors.T)
     library.set_tags(vocabulary, ids, probabilities)
     return len(ids)

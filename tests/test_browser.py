@@ -1,6 +1,8 @@
 """The app in a real browser (Debian's chromium driven by playwright): what a person sees and clicks."""
 
+import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -110,6 +112,44 @@ def test_an_uploaded_image_gets_tags(page, app_url, photo_folder):
     text = page.locator("#tags").inner_text()
     assert "Hund" in text and "snow" in text and "%" in text
     shot(page, "tags")
+
+
+def dog_photo(flickr: Path) -> Path:
+    """The first test photo (never seen in training or in fitting words) all of whose English captions say dog."""
+    for line in (flickr / "captions_test.jsonl").read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        if all(re.search(r"\bdogs?\b", c.lower()) for c in record["en"]["caption"]):
+            return flickr / "images" / f"{record['image/key']}.jpg"
+    raise AssertionError("no dog photo in the test captions")
+
+
+@pytest.fixture(scope="module")
+def bundled_url(flickr, tmp_path_factory):
+    """The app on the bundled model (as `python -m app` runs it), over a library of one photo of a dog."""
+    folder = tmp_path_factory.mktemp("bundled")
+    (folder / "photos").mkdir()
+    shutil.copy(dog_photo(flickr), folder / "photos")
+    library = Library(folder / "library")
+    index_folders(library, load_encoder("bundled"), [folder / "photos"], progress=False)
+    library.close()
+    env = {"GRADIO_TEMP_DIR": str(folder / "gradio"), "GRADIO_ANALYTICS_ENABLED": "False"}
+    with serving("--library", str(folder / "library"), env=env) as url:
+        yield url
+
+
+def test_the_bundled_model_tags_a_dog_photo_dog_and_hund(page, bundled_url, flickr):
+    """#21: one-word tags in two languages clear the default threshold on a photo that plainly holds them."""
+    page.goto(bundled_url)
+    page.get_by_role("tab", name="Tag an image").click()
+    page.locator("#tag-image input[type=file]").set_input_files(str(dog_photo(flickr)))
+    page.locator("#tag-labels textarea").fill("dog, Hund, bicycle")
+    page.locator("#tag-button").click()
+    page.locator("#tags").get_by_text("bicycle").first.wait_for(timeout=60_000)
+    shot(page, "tags-dog")
+    shown = dict(re.findall(r"(dog|Hund|bicycle)\s+(\d+(?:\.\d+)?)%", page.locator("#tags").inner_text()))
+    assert set(shown) == {"dog", "Hund", "bicycle"}, page.locator("#tags").inner_text()
+    assert float(shown["dog"]) > 50 and float(shown["Hund"]) > 50  # DEFAULT_THRESHOLD, in percent
+    assert float(shown["bicycle"]) < 50
 
 
 def test_a_path_outside_the_library_is_forbidden(page, app_url):

@@ -16,6 +16,7 @@ from app.search import (
     tag_image,
 )
 from embedding import load_encoder
+from embedding.words import read_labels
 from indexer import Library, index_folders
 from indexer.tags import tag_library
 
@@ -56,8 +57,11 @@ def searchable(tiny_run, photo_folder, tmp_path_factory):
 
 def test_negative_terms_push_results_away(searchable):
     library, encoder = searchable
-    plain = query_vector(encoder, parse_query("a dog runs"))
-    minus = query_vector(encoder, parse_query("a dog runs, -a man on a bicycle"))
+    def vector(query: str) -> np.ndarray:
+        terms = parse_query(query)
+        return query_vector(read_labels(encoder, [term.text for term in terms]), terms)
+
+    plain, minus = vector("a dog runs"), vector("a dog runs, -a man on a bicycle")
     man = encoder.embed_texts(["a man on a bicycle"])[0]
     assert float(minus @ man) < float(plain @ man)  # the query moved away from the excluded term
     assert np.linalg.norm(minus) == pytest.approx(1.0, abs=1e-5)
@@ -95,9 +99,7 @@ def test_tags_are_independent_probabilities(searchable, photo_folder):
 
 
 def test_the_tag_panel_and_library_tags_read_labels_the_same_way(searchable, photo_folder, tmp_path):
-    """Both go through embedding.words.label_vectors: one photo, one label, one probability everywhere."""
-    from embedding.words import label_vectors
-
+    """Both go through embedding.words.read_labels: one photo, one label, one probability everywhere."""
     _, encoder = searchable
     path = sorted(photo_folder.iterdir())[0]
     library = Library(tmp_path / "library")
@@ -105,7 +107,8 @@ def test_the_tag_panel_and_library_tags_read_labels_the_same_way(searchable, pho
     tag_library(library, encoder, {"Hund": 0.0, "雪": 0.0})
     stored = library.image_tags(str(path))
     panel = tag_image(encoder, Image.open(path), ["Hund", "雪"])
-    direct = encoder.probability(label_vectors(encoder, ["Hund", "雪"]) @ encoder.embed_images([path])[0])
+    labels = read_labels(encoder, ["Hund", "雪"])
+    direct = labels.probability(labels.vectors @ encoder.embed_images([path])[0])
     for j, label in enumerate(["Hund", "雪"]):
         assert stored[label] == pytest.approx(float(direct[j]), abs=1e-5)
         assert panel[label] == pytest.approx(float(direct[j]), abs=1e-5)

@@ -40,6 +40,8 @@ EXAMPLES = """examples:
   with the other three:
     python -m train --recipe scenes --out runs/scenes-naflex --naflex
     python -m train --recipe scenes --out runs/scenes-all --locca 1 --silc 1 --tips 1 --naflex
+  teach a trained model single words (tags, one-word queries) from its captions, on a CPU in minutes:
+    python -m train words --model runs/bundled
   a multilingual SentencePiece tokenizer on caption files:
     python -m train tokenizer --captions ../shared/data/flickr8k/captions_train.jsonl --vocab 8000 --out tok
 """
@@ -55,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         return pack_main(argv[1:])
     if argv[:1] == ["scenes"]:
         return scenes_main(argv[1:])
+    if argv[:1] == ["words"]:
+        from train.words import main as words_main
+        return words_main(argv[1:])
     parser = _parser()
     recipe_args, _ = parser.parse_known_args(argv)
     try:

@@ -1,0 +1,163 @@
+"""Learned words (train/words.py -> embedding/words.py): the mining rules by hand, the fit on a planted word,
+the file bound to its model, and the one path every product surface reads labels through."""
+
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.search import search_text, tag_image
+from embedding import EncoderUnavailable, load_encoder
+from embedding.words import WORDS_FILE, Words, load_words, read_labels, save_words, word_key
+from indexer import Library, index_folders
+from indexer.tags import tag_library
+from tests.conftest import REPO, run_module
+from train.words import Mined, average_precisions, caption_words, choose, fit, photo_words, pool_languages
+
+
+def test_a_word_holds_where_two_captions_say_it_or_the_only_one_does():
+    five = ["Two dogs play in the snow .", "A dog runs .", "Snowy field .", "A man .", "The dog jumps ."]
+    assert {"dog", "the"} <= photo_words(five, "en") and "snow" not in photo_words(five, "en")
+    assert "play" not in photo_words(five, "en")  # one caption of five is a detail, not the photo
+    assert "pes" in photo_words(["Dva hnědí psi si hrají ve sněhu"], "cs")  # a lone caption is enough
+    assert "sníh" in photo_words(["Dva hnědí psi si hrají ve sněhu"], "cs")
+
+
+def test_caption_words_are_dictionary_forms_and_chinese_runs():
+    forms: dict = {}
+    assert {"dog", "child", "run"} <= caption_words("Dogs and children running .", "en", forms)
+    assert forms["dog"] == {"dogs": 1}
+    assert {"hund", "schnee"} <= caption_words("Zwei Hunde im Schnee.", "de")
+    assert {"狗", "两只", "雪地", "两只狗"} <= caption_words("两只狗在雪地里。", "zh")
+    assert word_key("  Hund! ") == "hund" and word_key("ＤＯＧ") == "dog"
+
+
+def test_a_word_shares_the_photos_of_its_counterpart_in_another_language():
+    # Photos 0-5; fr captions on photos 0-3 only. dog: 0-3; ball: 5; chien: 0-2 (Jaccard with dog 3/4).
+    truth = np.zeros((6, 3), dtype=bool)
+    truth[[0, 1, 2, 3], 0] = truth[5, 1] = truth[[0, 1, 2], 2] = True
+    known = np.ones((6, 3), dtype=bool)
+    known[4:, 2] = False
+    mined = Mined(["dog", "ball", "chien"], ["en", "en", "fr"], truth, known, {})
+    pooled = pool_languages(mined, min_overlap=0.4)
+    assert np.flatnonzero(pooled.truth[:, 2]).tolist() == [0, 1, 2, 3]  # chien takes dog's photo 3
+    assert pooled.known[:, 2].all()  # and dog's photos become evidence for chien, held or not
+    assert np.flatnonzero(pooled.truth[:, 1]).tolist() == [5]  # no counterpart overlaps ball
+    assert (pool_languages(mined, min_overlap=0.8).truth == truth).all()  # 3/4 < 0.8: nothing shared
+
+
+def planted(photos: int, dim: int = 16, seed: int = 0) -> tuple[np.ndarray, Mined]:
+    """Unit embeddings where word "red" holds exactly for the photos leaning along axis 0, and "noise" at
+    random; photo 0 has no captions in "noise"'s language."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(photos, dim)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    truth = np.stack([x[:, 0] > 0.2, rng.random(photos) < 0.3], axis=1)
+    known = np.ones_like(truth)
+    known[0, 1] = False
+    return x, Mined(["red", "noise"], ["en", "de"], truth, known, {"en": {"red": {"reds": 5, "redd": 1}}})
+
+
+def test_the_fit_finds_a_planted_word_and_choose_drops_noise():
+    x, mined = planted(600)
+    weights, biases = fit(x, mined, steps=1000, weight_decay=1e-4)
+    val_x, val = planted(400, seed=1)
+    scores = val_x @ weights.T + biases
+    ap = average_precisions(scores, val)
+    assert ap[0] > 0.95 and ap[1] < 0.5  # the photos bear out "red", not "noise"
+    probability = 1 / (1 + np.exp(-scores[:, 0]))
+    assert ((probability >= 0.5) == val.truth[:, 0]).mean() > 0.9  # calibrated: 0.5 splits held from not
+    base = val.truth.sum(0) / val.known.sum(0)
+    kept, aliases = choose(val, ap, base, min_lift=1.5)
+    assert kept == [0] and aliases == {"reds": "red"}  # a form seen once is not an alias
+
+
+def words_for(encoder, rows: int = 2) -> Words:
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(rows, encoder.dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return Words(["hund", "snow"][:rows], vectors, np.array([30.0, 20.0], np.float32)[:rows],
+                 np.array([2.0, -3.0], np.float32)[:rows], encoder.fingerprint, {"hunde": "hund"})
+
+
+def test_words_file_round_trip_and_is_bound_to_its_model(checkpoint, tmp_path):
+    folder, _ = checkpoint
+    encoder = load_encoder(str(folder))
+    words = words_for(encoder)
+    save_words(tmp_path, words)
+    back = load_words(tmp_path, encoder.fingerprint)
+    assert back.words == words.words and back.aliases == words.aliases
+    np.testing.assert_allclose(back.vectors, words.vectors, atol=0.02)  # int8 rows
+    np.testing.assert_allclose(back.scale, words.scale) and np.testing.assert_allclose(back.bias, words.bias)
+    with pytest.raises(ValueError, match="fitted to another model"):
+        load_words(tmp_path, "0" * 20)
+    copy = tmp_path / "model"
+    shutil.copytree(folder, copy)
+    shutil.copy(tmp_path / WORDS_FILE, copy / WORDS_FILE)
+    assert load_encoder(str(copy)).words.words == ["hund", "snow"]
+    save_words(copy, Words(["x"], words.vectors[:1], words.scale[:1], words.bias[:1], "f" * 20, {}))
+    with pytest.raises(EncoderUnavailable, match="another model.*refit it with"):
+        load_encoder(str(copy))
+    (copy / WORDS_FILE).write_bytes(b"\x00" * 100)  # damaged: a clear refusal, not a traceback
+    with pytest.raises(EncoderUnavailable, match="damaged.*refit it with"):
+        load_encoder(str(copy))
+
+
+def test_learned_and_unlearned_labels_each_keep_their_calibration(checkpoint):
+    encoder = load_encoder(str(checkpoint[0]))
+    encoder.words = words_for(encoder)
+    labels = read_labels(encoder, ["Hunde", "a red car", "SNOW"])
+    assert labels.learned.tolist() == [True, False, True]  # a form seen in the captions, case ignored
+    np.testing.assert_allclose(labels.vectors[0], encoder.words.vectors[0])
+    np.testing.assert_allclose(labels.vectors[1], encoder.embed_texts(["a red car"])[0], atol=1e-6)
+    assert labels.scale.tolist() == pytest.approx([30.0, encoder.temperature, 20.0])
+    assert labels.bias.tolist() == pytest.approx([2.0, encoder.bias, -3.0])
+    assert labels.probability(np.array([0.0, 0.0, 0.15]))[[0, 2]] == pytest.approx(
+        [1 / (1 + np.exp(-2.0)), 0.5])
+
+
+def test_tag_panel_library_tags_and_one_word_search_give_one_probability(tiny_run, photo_folder, tmp_path):
+    """A learned word scores a photo the same in the tag panel, the library's tags and a one-word search."""
+    encoder = load_encoder(str(tiny_run))
+    encoder.words = words_for(encoder)
+    path = sorted(photo_folder.iterdir())[0]
+    library = Library(tmp_path / "library")
+    index_folders(library, encoder, [path], progress=False)
+    tag_library(library, encoder, {"Hund": 0.0, "雪": 0.0})
+    cos = float(encoder.words.vectors[0] @ encoder.embed_images([path])[0])
+    expected = 1 / (1 + np.exp(-(30.0 * cos + 2.0)))
+    assert library.image_tags(str(path))["Hund"] == pytest.approx(expected, abs=1e-5)
+    assert tag_image(encoder, Image.open(path), ["Hund"])["Hund"] == pytest.approx(expected, abs=1e-5)
+    [hit] = search_text(library, encoder, "Hund", k=1)
+    assert hit.probability == pytest.approx(expected, abs=1e-5)
+    text = read_labels(encoder, ["雪"])  # not a learned word: the text tower and the model's own t, b
+    assert library.image_tags(str(path))["雪"] == pytest.approx(
+        float(encoder.probability(text.vectors[0] @ encoder.embed_images([path])[0])), abs=1e-5)
+
+
+def test_cli_learns_words_into_a_model_folder(tiny_run, flickr, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_run, model)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "images").symlink_to(flickr / "images")
+    for split in ("train", "val"):  # 300 photos each keep the run short; the rules are the same
+        lines = (flickr / f"captions_{split}.jsonl").read_text(encoding="utf-8").splitlines()[:300]
+        (data / f"captions_{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = run_module("train", "words", "--model", str(model), "--data", str(data), "--min-photos", "10",
+                        "--steps", "50", "--min-lift", "0")  # the tiny model's photos bear out little
+    assert "words kept" in result.stdout
+    words = load_encoder(str(model)).words
+    assert words is not None and "dog" in words.words and len(words.words) > 20
+    bad = run_module("train", "words", "--model", str(tmp_path / "nowhere"), check=False)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "error:" in bad.stderr
+
+
+def test_the_bundled_model_carries_words_in_every_caption_language_within_its_budget():
+    encoder = load_encoder("bundled")
+    assert encoder.words is not None
+    for label in ("dog", "dogs", "Hund", "chien", "pes", "psi", "狗", "snow", "Schnee"):
+        assert encoder.words.find(label) is not None, label
+    folder = REPO / "models" / "bundled"
+    assert sum(f.stat().st_size for f in folder.glob("*.safetensors")) <= 25_000_000  # the bundled model's budget

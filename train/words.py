@@ -1,0 +1,229 @@
+"""Teach a trained model single words: `python -m train words --model MODEL`, written into the model's folder.
+
+Words are mined from the training captions of every language, as dictionary forms ("dogs", "Hunde", "psa"
+-> dog, Hund, pes: Czech inflects too much for written forms to meet); the forms seen become aliases. A
+word holds for a photo when at least two of its captions in that language contain it (one where the photo
+has only one or two captions in that language: the Multi30k fr and cs lines); Chinese has no spaces, so
+its words are the 1-3 character runs of each caption. A word is a candidate when it holds for at least
+`--min-photos` training photos and at most `MAX_SHARE` of them. A word also holds where its counterpart in
+another language does (`pool_languages`).
+
+Each candidate gets one logistic regression on the frozen image embeddings of the training photos (photos
+without captions in the word's language are left out of its fit, not counted as negatives), all fitted
+together, full batch, from zero weights and each word's base rate (from a bias of 0 the many negatives
+pull every probability down for hundreds of steps, and they end too high). Held-out photos then decide
+what is kept: a word stays when its average precision on
+the validation photos is at least `--min-lift` times what ranking at random would score (its base rate), so
+function words ("with", "und") fall back to the text tower, and where one spelling is a word in several
+languages (en "hat", de "hat") the reading the photos bear out better wins. Test photos are never read.
+The result is `embedding.words.Words`: the regression's weights as a unit direction with its own t and b.
+"""
+
+import argparse
+import functools
+import re
+import sys
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import simplemma
+import torch
+
+from embedding import Encoder, EncoderUnavailable, load_encoder
+from embedding.loading import model_folder
+from embedding.words import Words, save_words, word_key
+from eval.cache import cached_embeddings, image_keys
+from eval.captions import image_file, read_captions
+
+MAX_SHARE = 0.3         # a word on more photos than this is a function word or the dataset's theme
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]+")
+_WORD = re.compile(r"\w+")
+_LEMMA_LANGUAGES = set(simplemma.strategies.dictionaries.dictionary_factory.SUPPORTED_LANGUAGES)
+
+
+@dataclass
+class Mined:
+    """Candidate words of all languages: `truth[i, j]` word j holds for photo i; `known[i, j]` photo i has
+    captions in word j's language; `forms[lang][word]` how often each written form of the word was seen."""
+    words: list[str]
+    languages: list[str]
+    truth: np.ndarray
+    known: np.ndarray
+    forms: dict[str, dict[str, dict[str, int]]]
+
+
+def caption_words(caption: str, language: str, forms: dict[str, dict[str, int]] | None = None) -> set[str]:
+    """The words of one caption, each as its dictionary form spelt as `word_key` spells it ("dogs",
+    "psa" -> "dog", "pes"; Chinese: every 1-3 character run). `forms` collects {word: {form seen: count}}."""
+    text = unicodedata.normalize("NFKC", caption).casefold()
+    if language == "zh":
+        return {run[i:i + n] for run in _CJK.findall(text) for n in (1, 2, 3) for i in range(len(run) - n + 1)}
+    words = set()
+    for form in _WORD.findall(text):
+        word = _lemma(form, language)
+        words.add(word)
+        if forms is not None:
+            seen = forms.setdefault(word, {})
+            seen[form] = seen.get(form, 0) + 1
+    return words - {""}
+
+
+@functools.cache
+def _lemma(form: str, language: str) -> str:
+    # simplemma: dictionary lemmas for some 50 languages; a language it lacks keeps the form as written.
+    return word_key(simplemma.lemmatize(form, lang=language) if language in _LEMMA_LANGUAGES else form)
+
+
+def photo_words(captions: list[str], language: str, forms: dict | None = None) -> set[str]:
+    """The words that hold for a photo: in 2 of its captions in `language`, or 1 where it has fewer than 3."""
+    counts: dict[str, int] = {}
+    for caption in captions:
+        for word in caption_words(caption, language, forms):
+            counts[word] = counts.get(word, 0) + 1
+    need = 2 if len(captions) >= 3 else 1
+    return {word for word, count in counts.items() if count >= need}
+
+
+def mine(records: list, min_photos: int, vocabulary: list[tuple[str, str]] | None = None) -> Mined:
+    """Candidate words over `records` (`read_captions` entries); with `vocabulary` ((word, language) pairs,
+    from mining another split) the same words are labelled instead of mined anew."""
+    forms: dict[str, dict[str, dict[str, int]]] = {}
+    held = [{lang: photo_words(captions, lang, forms.setdefault(lang, {})) for lang, captions in r.captions.items()}
+            for r in records]
+    if vocabulary is None:
+        counts: dict[tuple[str, str], int] = {}
+        for photo in held:
+            for lang, words in photo.items():
+                for word in words:
+                    counts[(word, lang)] = counts.get((word, lang), 0) + 1
+        vocabulary = sorted(pair for pair, n in counts.items() if min_photos <= n <= MAX_SHARE * len(records))
+    words, languages = [word for word, _ in vocabulary], [lang for _, lang in vocabulary]
+    truth = np.array([[word in photo.get(lang, ()) for word, lang in vocabulary] for photo in held])
+    known = np.array([[lang in photo for lang in languages] for photo in held])
+    return Mined(words, languages, truth.reshape(len(held), len(words)), known.reshape(len(held), len(words)), forms)
+
+
+def pool_languages(mined: Mined, min_overlap: float) -> Mined:
+    """Each word also holds where its counterpart in another language does: per other language, the word
+    whose photos overlap its own most (Jaccard, at least `min_overlap`; "chien" and "dog"). A photo has one
+    French caption but five English ones, so "chien" alone would be learned from a fraction of the dogs."""
+    truth, known = (mined.truth & mined.known).astype(np.float32), mined.known.astype(np.float32)
+    inter = truth.T @ truth
+    held = truth.T @ known  # [j, k]: photos holding j among those captioned in k's language
+    jaccard = inter / np.maximum(held + held.T - inter, 1)
+    pooled, pooled_known = mined.truth.copy(), mined.known.copy()
+    languages = np.array(mined.languages)
+    for lang in sorted(set(mined.languages)):
+        in_lang = np.flatnonzero(languages == lang)
+        scores = np.where(languages[:, None] == lang, 0.0, jaccard[:, in_lang])  # partners in another language
+        best = in_lang[scores.argmax(1)]
+        take = scores.max(1) >= min_overlap
+        pooled[:, take] |= mined.truth[:, best[take]]
+        pooled_known[:, take] |= mined.known[:, best[take]]
+    return Mined(mined.words, mined.languages, pooled, pooled_known, mined.forms)
+
+
+def fit(x: np.ndarray, mined: Mined, steps: int, weight_decay: float) -> tuple[np.ndarray, np.ndarray]:
+    """One logistic regression per word on image embeddings `x` -> (weights [V, dim], biases [V])."""
+    mean, spread = x.mean(0), x.std(0) + 1e-6  # standardised for the fit, folded back into w and b after
+    inputs = torch.tensor((x - mean) / spread, dtype=torch.float32)
+    truth, known = torch.tensor(mined.truth, dtype=torch.float32), torch.tensor(mined.known, dtype=torch.float32)
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(x.shape[1], len(mined.words))
+    with torch.no_grad():  # start at no evidence and each word's base rate: most photos hold no given word
+        rate = (truth * known).sum(0).div(known.sum(0).clamp(min=1)).clamp(1e-4, 1 - 1e-4)
+        linear.weight.zero_()
+        linear.bias.copy_(torch.log(rate / (1 - rate)))
+    optimiser = torch.optim.Adam(linear.parameters(), lr=3e-3, weight_decay=weight_decay)
+    for _ in range(steps):
+        losses = torch.nn.functional.binary_cross_entropy_with_logits(linear(inputs), truth, reduction="none")
+        loss = (losses * known).sum(0).div(known.sum(0).clamp(min=1)).sum()  # each word's own mean loss
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    weights = linear.weight.detach().numpy() / spread
+    return weights.astype(np.float32), (linear.bias.detach().numpy() - weights @ mean).astype(np.float32)
+
+
+def average_precisions(scores: np.ndarray, mined: Mined) -> np.ndarray:
+    """Per word, the average precision of `scores` over the photos with captions in its language (nan when
+    none of them holds it)."""
+    out = np.full(len(mined.words), np.nan)
+    for j in range(len(mined.words)):
+        known = mined.known[:, j]
+        hits = mined.truth[known, j][np.argsort(-scores[known, j], kind="stable")]
+        if hits.any():
+            out[j] = float((np.cumsum(hits) / np.arange(1, len(hits) + 1))[hits].mean())
+    return out
+
+
+def choose(mined: Mined, val_ap: np.ndarray, base_rate: np.ndarray, min_lift: float) -> tuple[list[int], dict]:
+    """The words kept (val AP at least `min_lift` x the base rate; of one spelling in several languages, the
+    one with the higher val AP) and their aliases {written form seen 3 times or more: word}."""
+    best: dict[str, int] = {}
+    for j in np.argsort(-np.nan_to_num(val_ap, nan=-1.0)):
+        word = mined.words[j]
+        if np.isfinite(val_ap[j]) and val_ap[j] >= min_lift * base_rate[j] and word not in best:
+            best[word] = int(j)
+    aliases: dict[str, str] = {}
+    for word, j in sorted(best.items(), key=lambda item: -val_ap[item[1]]):
+        for form, count in mined.forms.get(mined.languages[j], {}).get(word, {}).items():
+            if count >= 3 and form not in best and form not in aliases:
+                aliases[form] = word
+    return sorted(best.values()), aliases
+
+
+def learn_words(encoder: Encoder, data: Path, min_photos: int, min_lift: float, steps: int,
+                weight_decay: float, min_overlap: float) -> tuple[Words, dict]:
+    """Mine, fit and choose the words of the captions in `data` (captions_{train,val}.jsonl + images/)."""
+    splits = {}
+    for split in ("train", "val"):
+        records = read_captions(data / f"captions_{split}.jsonl")
+        paths = [image_file(data / "images", r.key) for r in records]
+        x = cached_embeddings(encoder, "images", image_keys(paths), lambda p=paths: encoder.embed_images(p))
+        splits[split] = (records, x)
+    train = mine(splits["train"][0], min_photos)
+    val = mine(splits["val"][0], min_photos, list(zip(train.words, train.languages, strict=True)))
+    weights, biases = fit(splits["train"][1], pool_languages(train, min_overlap), steps, weight_decay)
+    val_scores = splits["val"][1] @ weights.T + biases
+    base_rate = val.truth.sum(0) / np.maximum(val.known.sum(0), 1)
+    val_ap = average_precisions(val_scores, val)
+    kept, aliases = choose(train, val_ap, base_rate, min_lift)
+    norms = np.linalg.norm(weights[kept], axis=1)
+    words = Words([train.words[j] for j in kept], weights[kept] / norms[:, None], norms.astype(np.float32),
+                  biases[kept], encoder.fingerprint, aliases)
+    summary = {"candidates": len(train.words), "kept": len(kept), "aliases": len(aliases),
+               "val_map_kept": 100 * float(np.nanmean(val_ap[kept])),
+               "val_map_dropped": 100 * float(np.nanmean(np.delete(val_ap, kept)))}
+    return words, summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m train words", description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="bundled", help="the model to teach (a model folder, or bundled)")
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/flickr8k"),
+                        help="captions_train.jsonl, captions_val.jsonl and images/ (default: %(default)s)")
+    parser.add_argument("--out", type=Path, help="folder for words.safetensors (default: the model's own)")
+    parser.add_argument("--min-photos", type=int, default=15, help="a candidate holds for this many training photos")
+    parser.add_argument("--min-lift", type=float, default=1.5, help="kept when val AP >= this x its base rate")
+    parser.add_argument("--min-overlap", type=float, default=0.4,
+                        help="a word shares the photos of its counterpart in another language when their photos "
+                             "overlap this much (Jaccard; above 1: never)")
+    parser.add_argument("--steps", type=int, default=400, help="full-batch Adam steps (default: %(default)s)")
+    parser.add_argument("--weight-decay", type=float, default=3e-4, help="L2 on the standardised weights")
+    args = parser.parse_args(argv)
+    try:
+        encoder = load_encoder(args.model, words=False)
+        words, summary = learn_words(encoder, args.data, args.min_photos, args.min_lift, args.steps,
+                                     args.weight_decay, args.min_overlap)
+    except (EncoderUnavailable, OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    path = save_words(args.out or model_folder(args.model), words)
+    print(f"{summary['kept']} of {summary['candidates']} words kept (val mAP {summary['val_map_kept']:.1f}; "
+          f"dropped {summary['val_map_dropped']:.1f}) -> {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    return 0
