@@ -14,7 +14,7 @@ import onnxruntime
 import torch
 
 from embedding import load_encoder
-from embedding.onnx_trunk import export_onnx
+from embedding.onnx_trunk import image_trunk_file
 
 
 def main() -> None:
@@ -30,7 +30,7 @@ def main() -> None:
     channels_last = pixels.to(memory_format=torch.channels_last)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
-    one_session = onnxruntime.InferenceSession(str(export_onnx(model.visual.trunk, size)), options,
+    one_session = onnxruntime.InferenceSession(str(image_trunk_file(model.visual.trunk, size)), options,
                                                providers=["CPUExecutionProvider"])
 
     def bf16(x: torch.Tensor) -> torch.Tensor:

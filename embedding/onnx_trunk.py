@@ -1,10 +1,9 @@
 """Frozen trunks run by ONNX Runtime instead of PyTorch eager: the image trunk and e5's text layers.
 
-Measured on 2 cores (bench/RESULTS.md): the bundled EfficientNet-Lite2 tower at batch 32 ran in
-onnxruntime 5.8x faster than eager PyTorch on the Xeon and 9.6x on the EPYC (2.4x faster than
-torch.compile there), e5 on one short query 3.5x faster; tests/test_towers.py checks the vectors agree to
-1e-5 cosine. The export (torch's dynamo exporter, dynamic batch) takes seconds and is cached on disk,
-keyed by the weights and input sizes, so it happens once per machine and model.
+Why: on CPU, onnxruntime runs both trunks several times faster than eager PyTorch (and than torch.compile;
+bench/RESULTS.md has the figures), and tests/test_towers.py checks the vectors agree to 1e-5 cosine. The
+export (torch's dynamo exporter, dynamic batch) is cached on disk, keyed by the weights and input sizes,
+so it happens once per machine and model.
 """
 
 import contextlib
@@ -25,16 +24,21 @@ from embedding.checkpoint import atomic_write
 from embedding.encoder import weights_hash
 
 
+def image_trunk_file(trunk: nn.Module, image_size: int) -> Path:
+    """The image trunk's ONNX file (input `pixels` [N, 3, S, S], any N), exported now if not cached."""
+    return export_onnx(trunk, {"pixels": torch.zeros(2, 3, image_size, image_size)},
+                       {"pixels": {0: torch.export.Dim("batch")}})
+
+
 def onnx_image_trunk(trunk: nn.Module, image_size: int, threads: int | None = None) -> Callable:
     """A function pixels [N, 3, S, S] -> features running the frozen `trunk` in onnxruntime.
 
     A batch is split over `threads` worker threads, each running its own single-threaded session. One
     session's threads meet after every layer, so a decoding thread that takes a core from one stalls both;
-    separate sessions let the other carry on (the indexer: 0.75-0.85 -> 0.90-0.96 of the bare forward pass
-    on 2 cores, and the bare pass itself 7-27% faster; bench/RESULTS.md). Calls from several threads queue
-    their shares. Exported now, from the trunk's weights at this moment: call it after training."""
-    path = export_onnx(trunk, {"pixels": torch.zeros(2, 3, image_size, image_size)},
-                       {"pixels": {0: torch.export.Dim("batch")}})
+    separate sessions let the other carry on (the indexer keeps closer to the bare forward pass, and the bare
+    pass itself runs faster; bench/RESULTS.md). Calls from several threads queue their shares. Exported
+    now, from the trunk's weights at this moment: call it after training."""
+    path = image_trunk_file(trunk, image_size)
     count = threads or torch.get_num_threads()
     workers = ThreadPoolExecutor(count, thread_name_prefix="onnx-trunk")
     local = threading.local()

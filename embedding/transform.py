@@ -2,9 +2,8 @@
 
 The threads that decode photos only resize them and hand over uint8 pixels; the [0, 1] scaling and the
 mean/std normalisation then run once per batch, vectorised, where the model runs. That is the same
-arithmetic as torchvision's ToTensor + Normalize, so the floats are equal bit for bit, at a fifth of the
-CPU time (0.52 ms per photo one by one, 0.1 ms batched, bench/RESULTS.md). The trainer keeps its decoded
-images as the same uint8 pixels.
+arithmetic as torchvision's ToTensor + Normalize, so the floats are equal bit for bit, for less CPU time
+(bench/RESULTS.md). The trainer keeps its decoded images as the same uint8 pixels.
 """
 
 from collections.abc import Callable
@@ -32,7 +31,7 @@ class ImageTransform:
 
     def standardize(self, pixels: torch.Tensor) -> torch.Tensor:
         """A uint8 batch [N, 3, H, W] as the model's float input: pixel / 255, then (x - mean) / std."""
-        # In place on the one float copy: a batch of 32 at 260 px took 15 ms with temporaries, 3 ms like this.
+        # In place on the one float copy: temporaries of a whole batch cost several times the arithmetic.
         inputs = pixels.to(torch.float32, copy=True)
         return inputs.div_(255.0).sub_(self.mean.to(inputs.device)).div_(self.std.to(inputs.device))
 

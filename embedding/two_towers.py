@@ -3,7 +3,7 @@
 Each tower is a pretrained trunk from `embedding.towers` plus a fresh projection head; t and b are
 SigLIP's learned temperature and bias. The checkpoint holds only what training produced (heads,
 t, b, unlocked blocks) in `trained.safetensors`; the base weights come from the installed packages,
-checked by hash, so a SigLiT model on a 100 MB base commits in well under a megabyte.
+checked by hash, so a SigLiT model's checkpoint is a small fraction of its bases' size.
 """
 
 import json
@@ -64,7 +64,7 @@ class TwoTowers(nn.Module):
     def text_trunk(self, tokens: torch.Tensor) -> torch.Tensor:
         mask = (tokens != self.pad_id).long()
         # Columns of padding only are cut off: masked out, they change nothing but the cost (a short query
-        # padded to the 64-token context ran e5 1.6x slower, bench/RESULTS.md).
+        # padded to the whole context runs e5 markedly slower, bench/RESULTS.md).
         used = mask.any(dim=0).nonzero()
         width = int(used.max()) + 1 if len(used) else tokens.shape[1]
         tokens, mask = tokens[:, :width], mask[:, :width]

@@ -5,7 +5,7 @@ The "Tag an image" panel, library tags (`--tag`), short text queries and `python
 all of them at once.
 
 Why a model may carry learned words: a two-tower model trained on sentences places a lone word badly and
-calibrates it worse (a photo of a dog scores 1% for "dog"), while its image embeddings do hold the word.
+calibrates it worse, while its image embeddings do hold the word (bench/RESULTS.md, "Everyday words").
 So a model folder may hold `words.safetensors`: for each word mined from its training captions (in every
 caption language), a direction in the image embedding space with its own t and b, fitted by `python -m
 train words` on the training photos as a logistic regression. A label that is one of those words is read

@@ -10,7 +10,7 @@ import faiss
 import numpy as np
 
 KINDS = ("auto", "exact", "hnsw", "ivfpq")
-AUTO_THRESHOLD = 250_000  # exact search on 2 cores: ~10 ms per query at 100k 512-d vectors, ~25 ms here
+AUTO_THRESHOLD = 250_000  # exact search stays interactive on 2 cores up to about here (bench/RESULTS.md)
 HNSW_LIMIT = 5_000_000    # HNSW keeps each full vector plus ~256 bytes of graph; above this, IVF-PQ
 
 

@@ -236,7 +236,7 @@ class Library:
             self.index.remove_ids(ids)  # memory agrees with disk again
             raise
         # One statement per table, the rows passed as one list per column and unnested side by side:
-        # DuckDB's executemany runs row by row (~1 ms per image, a tenth of the indexer's time).
+        # DuckDB's executemany runs row by row, a visible share of the indexer's time (bench/RESULTS.md).
         columns = [ids.tolist(), *([r.get(column) for r in records] for column in _IMAGE_COLUMNS)]
         with self._transaction():
             self.db.execute("DELETE FROM failures WHERE list_contains(?, path)", [columns[1]])

@@ -1,11 +1,21 @@
-"""Shared fixtures: the real data in ../shared/data, one tiny trained run, a free port."""
+"""Shared fixtures: the real data in ../shared/data, one tiny trained run, a free port; and the test tiers.
 
+`python -m pytest` runs every test (the README's command, and CI's). `python -m pytest -m "not slow"` is the
+fast tier for a developer: it leaves out each test that starts processes (`python -m`, torchrun, the app),
+trains, drives the browser, or loads the bundled model; those are marked `slow` here, from what they use,
+so a new test is tiered without anyone remembering to.
+"""
+
+import inspect
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +29,18 @@ from train.presets import siglip_config
 from train.tokenizer import train_sentencepiece
 
 REPO = Path(__file__).resolve().parent.parent
+SLOW_FIXTURES = {"tiny_run", "searchable", "app_url", "bundled_url", "browser", "page", "scenes", "two_towers"}
+SLOW_CALLS = ("run_module(", "torchrun(", "serving(", "subprocess.", '"bundled"', "index_folders(", " train(",
+              "_train(", "save_two_towers(")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `slow` every test that uses a slow fixture or makes a slow call (see the module docstring)."""
+    for item in items:
+        function = getattr(item, "function", None)
+        source = inspect.getsource(function) if function else ""
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or any(call in source for call in SLOW_CALLS):
+            item.add_marker(pytest.mark.slow)
 SHARED_DATA = Path(os.environ.get("SIGSEARCH_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
@@ -28,8 +50,11 @@ TEXTS = ["a dog in the snow", "ein Hund im Schnee", "雪中的狗", "un chien da
 
 @pytest.fixture(scope="session", autouse=True)
 def private_cache(tmp_path_factory):
-    """Embedding caches of the tests (and their subprocesses) go to a temporary folder, not ~/.cache."""
-    os.environ["SIGSEARCH_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    """Embedding caches of the tests (and their subprocesses) go to a temporary folder, not ~/.cache; the
+    variable is restored when the session ends."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SIGSEARCH_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -116,6 +141,32 @@ def torchrun(nproc: int, module: str, *args: str, timeout: float = 600) -> subpr
     launcher = shutil.which("torchrun") or f"{sys.executable} -m torch.distributed.run"
     return subprocess.run([*launcher.split(), "--standalone", "--nproc_per_node", str(nproc), "-m", module, *args],
                           cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+@contextmanager
+def serving(*args: str, env: dict | None = None):
+    """Run `python -m app ...` on a free port until the block ends; yields its URL."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "app", "--port", str(port), *args], cwd=REPO,
+                               env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.time() + 180
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(f"the app exited:\n{process.stdout.read()[-3000:]}")
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise AssertionError("the app did not answer within 180 s") from None
+                time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 def free_port() -> int:

@@ -8,10 +8,8 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -22,33 +20,7 @@ from PIL import Image
 from app.guard import LOOPBACK_NAMES, RequestGuard
 from embedding import load_encoder
 from indexer import Library, index_folders
-from tests.conftest import REPO, free_port
-
-
-@contextmanager
-def serving(*args: str, env: dict | None = None):
-    """Run `python -m app ...` on a free port until the block ends; yields its URL."""
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "app", "--port", str(port), *args], cwd=REPO,
-                               env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.time() + 180
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"the app exited:\n{process.stdout.read()[-3000:]}")
-            try:
-                urllib.request.urlopen(url, timeout=2)
-                break
-            except OSError:
-                if time.time() > deadline:
-                    raise AssertionError("the app did not answer within 180 s") from None
-                time.sleep(0.5)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+from tests.conftest import REPO, serving
 
 
 def indexed_library(model: Path, photos: Path, folder: Path) -> tuple[Path, dict]:

@@ -10,8 +10,7 @@ import pytest
 
 from embedding import load_encoder
 from indexer import Library, index_folders
-from tests.conftest import REPO
-from tests.test_app import serving
+from tests.conftest import REPO, serving
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(os.environ.get("SIGSEARCH_ARTIFACTS", REPO / "test-artifacts"))

@@ -109,6 +109,7 @@ def test_renamed_copied_and_touched_files_reuse_their_vectors(tmp_path, encoder,
     assert (again.indexed, again.reused, again.unchanged, len(again.failed)) == (0, 0, 9, 0) and sum(embedded) == 1
 
 
+@pytest.mark.slow  # builds HNSW and IVF-PQ indexes over generated vectors
 def test_large_libraries_get_an_approximate_index_chosen_by_size(tmp_path):
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(3000, 32)).astype(np.float32)

@@ -1,6 +1,7 @@
 """The losses: chunked and multi-device forms equal dense; dense equals open_clip; training lowers each."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -107,3 +108,20 @@ def test_multi_device_losses_equal_dense_under_torchrun(world, tmp_path):
     for name, run in result["ddp_training"].items():
         assert run["parameter_drift"] < 1e-10, name   # DDP + multi-device loss == one process + dense
         assert run["last_loss"] < 0.7 * run["first_loss"], name
+
+
+def test_each_loss_brings_its_own_start_for_t_and_b():
+    """A model's t and b start where its loss says (`LOSSES`), with no name compared anywhere else."""
+    from train.losses import LOSSES, initial_t_b
+    from train.presets import siglip_config
+
+    assert initial_t_b("sigmoid") == {"init_logit_scale": pytest.approx(math.log(10)), "init_logit_bias": -10.0}
+    assert initial_t_b("sigmoid", init_bias=-4.0)["init_logit_bias"] == -4.0
+    assert initial_t_b("softmax", init_bias=-4.0) == {"init_logit_scale": pytest.approx(math.log(1 / 0.07)),
+                                                      "init_logit_bias": None}  # no bias: none is made
+    for kind, loss in LOSSES.items():
+        config, _ = siglip_config("tiny", vocab_size=100, loss=kind)
+        assert config["init_logit_scale"] == loss.init_logit_scale
+        assert config["init_logit_bias"] == loss.init_logit_bias
+    with pytest.raises(ValueError, match="unknown loss 'hinge'; choose one of sigmoid, softmax"):
+        initial_t_b("hinge")

@@ -18,8 +18,7 @@ from eval.captions import read_captions
 from eval.dense import patch_labels
 from eval.locca import box_iou
 from indexer import Library, index_folders
-from tests.conftest import run_module, torchrun
-from tests.test_app import serving
+from tests.conftest import run_module, serving, torchrun
 from train.presets import siglip_config
 from train.scenes import KINDS, LANGUAGES, SHAPES, Thing, caption, generate, render
 from train.siglip2 import (

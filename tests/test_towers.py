@@ -174,6 +174,7 @@ def test_onnx_image_trunk_serves_concurrent_callers():
         torch.testing.assert_close(other, one, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow  # builds both pretrained towers
 def test_head_dropout_trains_noisy_and_embeds_deterministic():
     """Dropout in the MLP heads: active in training only; the heads' weight names do not change."""
     torch.manual_seed(0)

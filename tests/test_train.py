@@ -15,7 +15,7 @@ from eval.captions import read_captions
 from tests.conftest import TEXTS, run_module, torchrun
 from train.recipes import RECIPES, load_recipe
 from train.shards import read_shards
-from train.trainer import TrainConfig
+from train.trainer import TrainConfig, _check
 
 
 def _curve(run_dir) -> list[tuple]:
@@ -129,7 +129,10 @@ def test_recipes_are_complete_train_configs():
     assert "bundled" in RECIPES
     for name in RECIPES:
         recipe = load_recipe(name)
-        TrainConfig(**recipe)  # every key is a TrainConfig field, and captions/images/out are given
+        _check(TrainConfig(**recipe))  # every key is a TrainConfig field, and the trainer accepts the mix
+    broken = {**load_recipe("heads"), "text_base": None}  # half a pretrained model: the check does run
+    with pytest.raises(ValueError, match="both --image-base and --text-base"):
+        _check(TrainConfig(**broken))
 
 
 def test_unknown_base_and_half_a_pretrained_model_are_refused(flickr, small_captions, tmp_path):

@@ -122,7 +122,7 @@ def _parser() -> argparse.ArgumentParser:
     model.add_argument("--embed-dim", type=int, default=512, help="joint embedding size on pretrained bases")
     model.add_argument("--proj", choices=("linear", "mlp"), default="linear", help="heads on pretrained trunks")
     model.add_argument("--head-dropout", type=float, default=0.0,
-                       help="dropout in those heads (default 0; 0.5 measured best on Flickr8k val)")
+                       help="dropout in those heads (default 0; the recipes use 0.5, chosen on Flickr8k val)")
     model.add_argument("--image-unlocked", type=int, default=0,
                        help="top blocks of the image trunk to train: 0 = locked (SigLiT, default), -1 = all")
     model.add_argument("--text-unlocked", type=int, default=0,
@@ -132,9 +132,10 @@ def _parser() -> argparse.ArgumentParser:
     opt = parser.add_argument_group("optimisation")
     opt.add_argument("--loss", choices=KINDS, default="sigmoid",
                      help="sigmoid: SigLIP's pairwise loss (t'=log 10, b=-10 at init); softmax: the CLIP/InfoNCE "
-                          "baseline (t=1/0.07, no bias)")
-    opt.add_argument("--init-bias", type=float, default=-10.0,
-                     help="b at initialisation (default -10, the paper's, about -log of its 32k batch); at batch "
+                          "baseline (t=1/0.07, no bias); each loss brings its start (train/losses)")
+    opt.add_argument("--init-bias", type=float,
+                     help="b at initialisation (default: the loss's own; sigmoid's -10 is the paper's, about -log "
+                          "of its 32k batch); at batch "
                           "32-128 a from-scratch model stayed on the everything-alike plateau for the 150+ steps "
                           "we ran with -10, and left it within ~100 from about -log(batch), e.g. -4 at 32 "
                           "(bench/RESULTS.md, scenes)")

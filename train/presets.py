@@ -4,7 +4,7 @@ Vision: a ViT whose pooled output comes from a one-query attention-pooling head 
 Text: a transformer without causal mask that pools the last position of a padded sequence.
 """
 
-import math
+from train.losses import initial_t_b
 
 SIZES = {
     #        image  patch  width  layers  text_width  text_layers  embed  context
@@ -16,26 +16,19 @@ SIZES = {
                   embed_dim=768, context_length=64),
 }
 HEAD_WIDTH = 64
-# SigLIP's initialisation: t' = log 10 (so t = 10) and b = -10, which starts the model near the
-# prior that almost every pair in the batch is a negative.
-INIT_LOGIT_SCALE = math.log(10.0)
-INIT_LOGIT_BIAS = -10.0
-# CLIP's initialisation for the softmax baseline: t = 1 / 0.07 and no bias (the softmax ignores it).
-CLIP_INIT_LOGIT_SCALE = math.log(1 / 0.07)
 
 
 def siglip_config(size: str, vocab_size: int, loss: str = "sigmoid",
-                  init_bias: float = INIT_LOGIT_BIAS) -> tuple[dict, dict]:
-    """(open_clip model_cfg, preprocess_cfg) for a named from-scratch size, trained with `loss` (b starts at
-    `init_bias`)."""
+                  init_bias: float | None = None) -> tuple[dict, dict]:
+    """(open_clip model_cfg, preprocess_cfg) for a named from-scratch size, trained with `loss` (t and b start
+    where the loss says; `init_bias` overrides its b)."""
     if size not in SIZES:
         raise ValueError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
     s = SIZES[size]
     model_cfg = {
         "embed_dim": s["embed_dim"],
         "custom_text": True,
-        "init_logit_scale": INIT_LOGIT_SCALE if loss == "sigmoid" else CLIP_INIT_LOGIT_SCALE,
-        "init_logit_bias": init_bias if loss == "sigmoid" else None,
+        **initial_t_b(loss, init_bias),
         "vision_cfg": {
             "image_size": s["image_size"], "patch_size": s["patch_size"], "width": s["width"],
             "layers": s["layers"], "head_width": HEAD_WIDTH,

@@ -48,8 +48,8 @@ from eval.captions import read_captions
 from eval.report import plot_training
 from eval.xm3600 import recall_all_captions
 from train.data import CaptionPairs, LockedTrunk
-from train.losses import make_loss
-from train.presets import CLIP_INIT_LOGIT_SCALE, INIT_LOGIT_BIAS, INIT_LOGIT_SCALE, SIZES, siglip_config
+from train.losses import initial_t_b, loss_kind, make_loss
+from train.presets import SIZES, siglip_config
 from train.shards import read_shards
 from train.siglip2 import ObjectiveWeights, SelfDistillConfig, SigLIP2Objectives, locca_examples
 from train.tokenizer import train_sentencepiece
@@ -76,7 +76,8 @@ class TrainConfig:
     text_unlocked: int = 0
     context_length: int = 64          # text tokens of a pretrained text tower
     loss: str = "sigmoid"             # "sigmoid" (SigLIP) or "softmax" (the CLIP baseline)
-    init_bias: float = INIT_LOGIT_BIAS  # b at init; about -log(batch) escapes early collapse at small batches
+    init_bias: float | None = None     # b at init (None: the loss's own); about -log(batch) escapes early
+    #                                    collapse at small batches
     chunk: int | None = None          # compute the sigmoid loss in chunk x chunk blocks (less memory)
     batch_size: int = 256
     accum_steps: int = 1              # batches whose gradients add up to one optimiser step
@@ -331,13 +332,11 @@ def _build_model(cfg: TrainConfig, images, out: Path):
             model.set_grad_checkpointing(True)
         return model, tokenizer, preprocess_cfg, PAD_ID, (None, None), lambda folder: save_checkpoint(
             folder, model, model_cfg, preprocess_cfg, tokenizer, _naflex_patches(cfg))
-    sigmoid = cfg.loss == "sigmoid"
     model = TwoTowers({
         "embed_dim": cfg.embed_dim, "image": {"base": cfg.image_base, "proj": cfg.proj, "dropout": cfg.head_dropout},
         "text": {"base": cfg.text_base, "proj": cfg.proj, "dropout": cfg.head_dropout,
                  "context_length": cfg.context_length},
-        "init_logit_scale": INIT_LOGIT_SCALE if sigmoid else CLIP_INIT_LOGIT_SCALE,
-        "init_logit_bias": cfg.init_bias if sigmoid else None})
+        **initial_t_b(cfg.loss, cfg.init_bias)})
     model.lock(cfg.image_unlocked, cfg.text_unlocked)
     if cfg.grad_checkpointing:
         model.visual.set_grad_checkpointing(True)
@@ -382,7 +381,7 @@ def _fine_tune_model(cfg: TrainConfig):
                          f"(a model on pretrained bases trains with --image-base/--text-base)")
     encoder = load_encoder(str(folder))
     model = encoder.model
-    if cfg.loss == "sigmoid" and getattr(model, "logit_bias", None) is None:
+    if loss_kind(cfg.loss).init_logit_bias is not None and getattr(model, "logit_bias", None) is None:
         raise ValueError(f"{cfg.init} has no logit bias (a softmax-trained CLIP): fine-tune it with --loss softmax")
     model.requires_grad_(True)
     return (model, encoder.tokenizer, model.visual.preprocess_cfg, PAD_ID, (None, None),
