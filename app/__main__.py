@@ -13,7 +13,7 @@ from app.ui import build_ui
 from app.uploads import UploadLimits
 from embedding import EncoderUnavailable, load_encoder
 from embedding.images import DEFAULT_MAX_PIXELS, allow_pixels, pixel_count
-from embedding.loading import model_folder
+from embedding.loading import add_device_argument, model_folder, process_device
 from embedding.locca import find_decoder
 from indexer import Library, LibraryBusy, ModelMismatch, default_library_dir, index_folders
 from indexer.demo import copy_demo_photos
@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--library", type=Path, default=default_library_dir(),
                         help="library folder (default: $SIGSEARCH_LIBRARY or %(default)s)")
     parser.add_argument("--model", help="model spec (default: the library's model, else 'bundled')")
+    add_device_argument(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s: this machine only)")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--auth", metavar="USER:PASSWORD", help="require this login (needed for any other --host)")
@@ -54,14 +55,14 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         library = Library(args.library)
-        encoder = load_encoder(args.model or library.setting("model") or "bundled")
+        encoder = load_encoder(args.model or library.setting("model") or "bundled", process_device(args.device))
         library.bind_model(encoder.name, encoder.fingerprint, encoder.dim)
         decoder = find_decoder(model_folder(args.model or library.setting("model") or "bundled"))
         if len(library) == 0 and not library.roots():
             demo = copy_demo_photos(library.folder / "demo-photos")
             print(f"empty library: indexing the demo photos in {demo}")
             print(index_folders(library, encoder, [demo]))
-    except (EncoderUnavailable, LibraryBusy, ModelMismatch) as error:
+    except (EncoderUnavailable, LibraryBusy, ModelMismatch, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if library.lost:

@@ -39,6 +39,13 @@ class EncoderUnavailable(RuntimeError):
     """The requested model cannot be loaded here; the message says what to do about it."""
 
 
+def add_device_argument(parser, what: str = "the model") -> None:
+    """`--device auto|cpu|cuda`, worded alike in every entry point (read it with `process_device`)."""
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help=f"where {what} runs: auto (default) takes a CUDA GPU when torch sees one, under "
+                             "torchrun cuda:LOCAL_RANK per process; on CPU the pretrained trunks run in onnxruntime")
+
+
 def process_device(choice: str = "auto") -> str:
     """"cpu", or this process's CUDA GPU (cuda:LOCAL_RANK under torchrun); "auto" takes a GPU when torch sees one."""
     if choice not in ("auto", "cpu", "cuda"):

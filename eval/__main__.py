@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from embedding import EncoderUnavailable, load_encoder
+from embedding.loading import add_device_argument, process_device
 from indexer import LibraryBusy
 
 
@@ -134,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     tg.add_argument("--json", type=Path)
     tg.add_argument("--markdown", type=Path)
     tg.add_argument("--no-cache", action="store_true")
+    for command in (xm, zs, an, lc, cp, dn, tg):  # the commands that load a model
+        add_device_argument(command)
     args = parser.parse_args(argv)
 
     try:
@@ -143,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             return _ann(args)
         if args.command == "captions":
             return _captions(args)
-        encoder = load_encoder(args.model)
+        encoder = load_encoder(args.model, process_device(args.device))
         if args.command in ("locca", "caption", "dense"):
             return _siglip2(args, encoder)
         if args.command == "tags":
@@ -258,7 +261,7 @@ def _ann(args) -> int:
     vectors = library_vectors(library)
     if args.texts:
         texts = [line.strip() for line in args.texts.read_text(encoding="utf-8").splitlines() if line.strip()]
-        queries = load_encoder(library.setting("model")).embed_texts(texts)
+        queries = load_encoder(library.setting("model"), process_device(args.device)).embed_texts(texts)
     else:
         queries = perturbed_queries(vectors, args.queries, args.noise)
     candidates = args.candidates

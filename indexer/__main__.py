@@ -12,7 +12,7 @@ import torch.distributed as dist
 
 from embedding import EncoderUnavailable, load_encoder
 from embedding.images import DEFAULT_MAX_PIXELS, allow_pixels, pixel_count
-from embedding.loading import process_device
+from embedding.loading import add_device_argument, process_device
 from indexer.ann import AUTO_THRESHOLD, HNSW_LIMIT, KINDS
 from indexer.library import Library, LibraryBusy, LibraryWriteError, ModelMismatch, default_library_dir
 from indexer.run import embed_shared, index_folders
@@ -32,9 +32,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="library folder (default: $SIGSEARCH_LIBRARY or %(default)s)")
     parser.add_argument("--model", help="model spec (default: the library's model, else 'bundled')")
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="where the model runs: auto (default) takes a CUDA GPU when torch sees one, under "
-                             "torchrun cuda:LOCAL_RANK per process; on CPU the image trunk runs in onnxruntime")
+    add_device_argument(parser)
     parser.add_argument("--commit-every", type=int, default=1024,
                         help="images per commit to the library: a killed run loses at most this much work")
     parser.add_argument("--tags", type=Path, metavar="FILE",

@@ -14,13 +14,14 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+import torch
 from gradio_client import Client, handle_file
 from PIL import Image
 
 from app.guard import LOOPBACK_NAMES, RequestGuard
 from embedding import load_encoder
 from indexer import Library, index_folders
-from tests.conftest import REPO, serving
+from tests.conftest import REPO, run_module, serving
 
 
 def indexed_library(model: Path, photos: Path, folder: Path) -> tuple[Path, dict]:
@@ -197,3 +198,13 @@ def test_the_request_guard_decides_before_the_app_is_called():
     assert answer("POST", {**local, "Origin": "http://localhost:7860"}, [b"{}"]) == (403, False)  # another origin
     assert answer("GET", {"Host": "[::1]:7860"}, [b""]) == (200, True)
     assert answer("GET", {"Host": "attacker.example:7860"}, [b""]) == (403, False)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU: --device cuda would run")
+def test_app_eval_and_indexer_take_device_and_refuse_a_missing_gpu_in_one_line(tmp_path):
+    for module, args in (("app", ["--library", str(tmp_path / "library")]),
+                         ("indexer", [str(tmp_path), "--library", str(tmp_path / "library")]),
+                         ("eval", ["tags", "--demo", str(tmp_path)])):
+        refused = run_module(module, *args, "--device", "cuda", check=False)
+        assert refused.returncode == 2, (module, refused.stderr[-2000:])
+        assert "torch sees no CUDA GPU" in refused.stderr and "Traceback" not in refused.stderr, module

@@ -6,7 +6,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from embedding.loading import EncoderUnavailable
+from embedding.loading import EncoderUnavailable, add_device_argument
 from embedding.towers import BASES, BaseUnavailable
 from train.losses import KINDS
 from train.presets import SIZES
@@ -152,9 +152,7 @@ def _parser() -> argparse.ArgumentParser:
     opt.add_argument("--warmup-steps", type=int, default=100)
     opt.add_argument("--grad-clip", type=float, default=1.0, help="clip the gradient norm (default 1.0)")
     opt.add_argument("--seed", type=int, default=0)
-    opt.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                     help="where the trained part runs: auto (default) takes a CUDA GPU when torch sees one; "
-                          "under torchrun each process takes cuda:LOCAL_RANK")
+    add_device_argument(opt, "training")
     opt.add_argument("--bf16", action="store_true", help="bf16 autocast for the towers (loss stays fp32); measure "
                                                          "first: slower than fp32 on CPUs without AMX")
     opt.add_argument("--grad-checkpointing", action="store_true", help="less activation memory, ~30%% more time")
