@@ -118,8 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     dn.add_argument("--json", type=Path)
     tg = commands.add_parser(
         "tags", help="everyday words: one-word search mAP, tag F1, calibration, per language",
-        description="Scores labels as the product does (the tag panel's and --tag's path, probabilities "
-                    "σ(t·cos+b)) on one image set: --captions with --images (the ~40 concepts of "
+        description="Scores labels as the product does (the tag panel's and --tag's path: a word the model "
+                    "learned, with its own σ(t·cos+b), else the text tower with the model's) on one image set: "
+                    "--captions with --images (the ~40 concepts of "
                     "eval/data/concepts.json; an image holds a concept when 2 of its 5 English captions name "
                     "it), --classes (a folder per CIFAR-10 class, names also in es/it/pl), or --demo (each demo "
                     "photo's subject first for its own name, en and de). Per language: one-word search mAP, tag "
