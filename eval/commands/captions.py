@@ -1,0 +1,28 @@
+"""captions: per-language caption statistics of a captions.jsonl (no model needed)."""
+
+import json
+from pathlib import Path
+
+from eval.commands import languages_of
+
+HELP = "per-language caption statistics of a captions.jsonl (no model needed)"
+DESCRIPTION = ("Per language: images, captions, characters and words per caption, and the percent of "
+               "captions that (case, spaces and punctuation aside) also caption another image. Short, "
+               "shared captions cap what any model can retrieve; read them beside per-language recall.")
+
+
+def add_args(parser) -> None:
+    parser.add_argument("--captions", type=Path, required=True, help="captions.jsonl")
+    parser.add_argument("--languages", help="comma-separated languages (default: all in the file)")
+    parser.add_argument("--json", type=Path)
+
+
+def run(args) -> int:
+    from eval.caption_stats import caption_stats, format_stats
+    from eval.captions import read_captions
+
+    stats = caption_stats(read_captions(args.captions, languages_of(args)))
+    print(format_stats(stats))
+    if args.json:
+        args.json.write_text(json.dumps(stats, indent=2))
+    return 0

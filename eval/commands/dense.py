@@ -1,0 +1,28 @@
+"""dense: a linear probe on frozen patch tokens (patch accuracy, mIoU)."""
+
+import json
+from pathlib import Path
+
+from eval.commands import add_model_args, encoder_of
+
+HELP = "dense features: linear probe on frozen patch tokens (patch accuracy, mIoU)"
+DESCRIPTION = ("Fits a linear classifier on the frozen ViT patch tokens of --train-images scenes to each "
+               "patch's majority class in masks/<key>.png, and scores it on every test scene.")
+
+
+def add_args(parser) -> None:
+    add_model_args(parser, None, "a model with an open_clip ViT image tower")
+    parser.add_argument("--scenes", type=Path, required=True, help="folder from `python -m train scenes`")
+    parser.add_argument("--train-images", type=int, default=2000)
+    parser.add_argument("--json", type=Path)
+
+
+def run(args) -> int:
+    from eval.dense import linear_probe
+
+    result = linear_probe(encoder_of(args), args.scenes, train_images=args.train_images)
+    print(f"patch accuracy {result['patch_accuracy']:.2f}%  mIoU {result['miou']:.2f}% "
+          f"({result['classes']} classes, {result['test_patches']} test patches)")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0

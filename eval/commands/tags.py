@@ -1,0 +1,54 @@
+"""tags: everyday words, scored as the product scores them (eval/tags.py)."""
+
+import json
+from pathlib import Path
+
+from eval.commands import add_model_args, encoder_of, languages_of
+
+HELP = "everyday words: one-word search mAP, tag F1, calibration, per language"
+DESCRIPTION = ("Scores labels as the product does (the tag panel's and --tag's path: a word the model "
+               "learned, with its own σ(t·cos+b), else the text tower with the model's) on one image set: "
+               "--captions with --images (the ~40 concepts of "
+               "eval/data/concepts.json; an image holds a concept when 2 of its 5 English captions name "
+               "it), --classes (a folder per CIFAR-10 class, names also in es/it/pl), or --demo (each demo "
+               "photo's subject first for its own name, en and de). Per language: one-word search mAP, tag "
+               "precision/recall/F1 at the default threshold, the median probability of true pairs, expected "
+               "calibration error (and top-1 for classes).")
+
+
+def add_args(parser) -> None:
+    sets = parser.add_mutually_exclusive_group(required=True)
+    sets.add_argument("--captions", type=Path, help="captions.jsonl (with --images)")
+    sets.add_argument("--classes", type=Path, help="folder with one sub-folder per CIFAR-10 class")
+    sets.add_argument("--demo", type=Path, help="a folder of the demo photos (`python -m app` copies them)")
+    parser.add_argument("--images", type=Path, help="folder of <image/key>.jpg (with --captions)")
+    add_model_args(parser)
+    parser.add_argument("--languages", help="comma-separated (default: every language with labels)")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--markdown", type=Path)
+    parser.add_argument("--no-cache", action="store_true")
+
+
+def run(args) -> int:
+    from eval.tags import caption_concepts, class_folders, demo_subjects, evaluate_tags, tags_markdown
+
+    encoder = encoder_of(args)
+    if args.demo:
+        result = demo_subjects(encoder, args.demo, cache=not args.no_cache)
+        for lang, found in result.items():
+            print(f"{lang}: {found['first']} of {found['subjects']} subjects first for their own name; ranks "
+                  + ", ".join(f"{label} {rank}" for label, rank in found["ranks"].items()))
+        text = None
+    else:
+        if args.captions and not args.images:
+            raise ValueError("--captions needs --images")
+        paths, truth, labels = (caption_concepts(args.captions, args.images) if args.captions
+                                else class_folders(args.classes))
+        result = evaluate_tags(encoder, paths, truth, labels, languages_of(args), cache=not args.no_cache)
+        text = tags_markdown(result)
+        print(text, end="")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
+    if args.markdown and text:
+        args.markdown.write_text(text, encoding="utf-8")
+    return 0
