@@ -164,11 +164,15 @@ def _parser() -> argparse.ArgumentParser:
                       "`refs` {language: expression} (e.g. the generated scenes' instances_train.json)")
     sig2.add_argument("--silc", type=float, default=0.0, help="SILC self-distillation: local crops -> EMA teacher")
     sig2.add_argument("--tips", type=float, default=0.0, help="TIPS masked-patch prediction of the teacher's features")
-    sig2.add_argument("--distill-from", type=float, default=0.8,
-                      help="share of the run after which SILC and TIPS switch on (default 0.8: the last 20%%)")
-    sig2.add_argument("--ema-momentum", type=float, default=0.996, help="teacher EMA momentum (default 0.996)")
-    sig2.add_argument("--local-crops", type=int, default=2, help="SILC crops per image (default 2)")
-    sig2.add_argument("--mask-ratio", type=float, default=0.5, help="TIPS: share of patches masked (default 0.5)")
+    sig2.add_argument("--distill-from", type=float, default=TrainConfig.distill_from,
+                      help="share of the run after which SILC and TIPS switch on (default %(default)s; the paper's "
+                           "last 20%%)")
+    sig2.add_argument("--ema-momentum", type=float, default=TrainConfig.ema_momentum,
+                      help="teacher EMA momentum (default %(default)s)")
+    sig2.add_argument("--local-crops", type=int, default=TrainConfig.local_crops,
+                      help="SILC crops per image (default %(default)s)")
+    sig2.add_argument("--mask-ratio", type=float, default=TrainConfig.mask_ratio,
+                      help="TIPS: share of patches masked (default %(default)s)")
     sig2.add_argument("--naflex", action="store_true",
                       help="NaFlex: for the end of the run (--naflex-from) each image keeps its aspect ratio, cut "
                            "into at most --naflex-patches patches (position embeddings resized, padding masked); the "
@@ -193,7 +197,8 @@ def tokenizer_main(argv: list[str]) -> int:
         description="Train a unigram SentencePiece tokenizer (lowercased, all languages of the files) for "
                     "from-scratch text towers; writes DIR/tokenizer.model.")
     parser.add_argument("--captions", type=Path, nargs="+", required=True, help="caption files (XM3600 layout)")
-    parser.add_argument("--vocab", type=int, default=8000, help="vocabulary size (default 8000)")
+    parser.add_argument("--vocab-size", "--vocab", dest="vocab", type=int, default=8000,
+                        help="vocabulary size (default 8000; --vocab-size as in `python -m train`)")
     parser.add_argument("--languages", help="comma-separated languages to use (default: all)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     args = parser.parse_args(argv)

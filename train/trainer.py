@@ -107,10 +107,10 @@ class TrainConfig:
     instances: Path | None = None     # COCO-style boxes with referring expressions (`refs`) for Ref/GCap
     silc: float = 0.0                 # self-distillation, local crops -> EMA teacher's global view
     tips: float = 0.0                 # masked patches -> EMA teacher's patch features
-    distill_from: float = 0.8
-    ema_momentum: float = 0.996
-    local_crops: int = 2
-    mask_ratio: float = 0.5
+    distill_from: float = ObjectiveWeights.distill_from  # the defaults live with the objectives
+    ema_momentum: float = SelfDistillConfig.momentum
+    local_crops: int = SelfDistillConfig.local_crops
+    mask_ratio: float = SelfDistillConfig.mask_ratio
     # NaFlex (from-scratch ViT): from `naflex_from` of the run on, each image at its own aspect ratio in at
     # most `naflex_patches` patches (default: the square input's count); LocCa, SILC and TIPS read it too.
     naflex: bool = False
