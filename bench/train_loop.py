@@ -26,8 +26,8 @@ from open_clip.loss import SigLipLoss
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from common.captions import CaptionedImage, image_file, read_captions
 from embedding.checkpoint import build_preprocess
-from eval.captions import CaptionedImage, image_file, read_captions
 from train.data import CaptionPairs
 from train.trainer import TrainConfig, _build_model, _optimizer, _schedule, _validate, train
 

@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.cache import cached_array, cached_embeddings, image_keys
+from common.retrieval import average_precision
 from embedding import load_encoder
-from eval.cache import cached_array, cached_embeddings, image_keys
-from eval.tags import average_precision, caption_concepts, score_words, tag_f1
+from eval.tags import caption_concepts, score_words, tag_f1
 
 THRESHOLD = 0.5
 

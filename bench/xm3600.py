@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from common.captions import image_file, read_captions
+from common.retrieval import recall_all_captions
 from embedding import load_encoder
-from eval.captions import image_file, read_captions
-from eval.xm3600 import recall_all_captions
 
 IMAGES, LANGUAGES, CAPTIONS_PER_IMAGE = 3600, 36, 2
 

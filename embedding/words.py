@@ -94,7 +94,6 @@ def load_words(folder: str | Path, fingerprint: str) -> Words | None:
 @dataclass
 class Labels:
     """Labels read for scoring: unit vectors in the image space, each with its own calibration."""
-    texts: list[str]
     vectors: np.ndarray  # [n, dim] float32, unit norm
     scale: np.ndarray    # [n]: t per label
     bias: np.ndarray     # [n]: b per label
@@ -121,4 +120,4 @@ def read_labels(encoder: Encoder, labels: Sequence[str]) -> Labels:
     if learned.any():
         rows = [i for i in found if i is not None]
         vectors[learned], scale[learned], bias[learned] = words.vectors[rows], words.scale[rows], words.bias[rows]
-    return Labels(labels, vectors, scale, bias, learned)
+    return Labels(vectors, scale, bias, learned)

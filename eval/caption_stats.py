@@ -9,7 +9,7 @@ such a gap in numbers before anyone blames (or tunes) the model for it.
 import unicodedata
 from collections import defaultdict
 
-from eval.captions import CaptionedImage
+from common.captions import CaptionedImage
 
 
 def caption_stats(images: list[CaptionedImage]) -> dict[str, dict[str, float]]:

@@ -20,26 +20,17 @@ from pathlib import Path
 
 import numpy as np
 
+from common.cache import cached_embeddings, image_keys
+from common.captions import image_file, read_captions
+from common.retrieval import average_precision
 from embedding import Encoder
 from embedding.words import read_labels
-from eval.cache import cached_embeddings, image_keys
-from eval.captions import image_file, read_captions
 from indexer.crawl import find_images
 from indexer.tags import DEFAULT_THRESHOLD
 
 DATA = Path(__file__).resolve().parent / "data"
 MIN_MENTIONS = 2
 BINS = 10
-
-
-def average_precision(scores: np.ndarray, positive: np.ndarray) -> float:
-    """Mean over the positives of the precision at each one's rank; ties count against the model."""
-    order = np.lexsort((positive, -scores))  # by score, falling; among equal scores negatives first
-    hits = positive[order].astype(bool)
-    if not hits.any():
-        return float("nan")
-    precision_at = np.cumsum(hits) / np.arange(1, len(hits) + 1)
-    return float(precision_at[hits].mean())
 
 
 def tag_f1(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:

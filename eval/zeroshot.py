@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from common.cache import cached_embeddings, image_keys
+from common.retrieval import target_ranks
 from embedding import Encoder
-from eval.cache import cached_embeddings, image_keys
-from eval.xm3600 import target_ranks
 from indexer.crawl import find_images
 
 DATA = Path(__file__).resolve().parent / "data"

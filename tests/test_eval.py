@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from eval.cache import cached_embeddings, image_keys
+from common.cache import cached_embeddings, image_keys
+from common.retrieval import recall_all_captions
 from eval.report import collect_run, report_markdown
-from eval.xm3600 import evaluate_xm3600, recall_all_captions
+from eval.xm3600 import evaluate_xm3600
 from eval.zeroshot import accuracy, load_classnames, load_templates
 from tests.conftest import run_module
 

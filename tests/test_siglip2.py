@@ -10,11 +10,11 @@ import torch
 from gradio_client import Client, handle_file
 from PIL import Image
 
+from common.captions import read_captions
 from embedding import load_encoder
 from embedding.checkpoint import build_model
 from embedding.locca import DecoderConfig, LocCaDecoder, caption_images, image_tokens, load_decoder, locate, vit_forward
 from embedding.naflex import naflex_forward, patch_grid
-from eval.captions import read_captions
 from eval.dense import patch_labels
 from eval.locca import box_iou
 from indexer import Library, index_folders

@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from eval.tags import average_precision, calibration, caption_concepts, tag_f1
+from common.retrieval import average_precision
+from eval.tags import calibration, caption_concepts, tag_f1
 from tests.conftest import run_module
 
 

@@ -9,9 +9,9 @@ import sentencepiece as spm
 import torch
 from safetensors.torch import load_file, save_file
 
+from common.cache import image_keys
+from common.captions import read_captions
 from embedding import load_encoder
-from eval.cache import image_keys
-from eval.captions import read_captions
 from tests.conftest import TEXTS, run_module, torchrun
 from train.recipes import RECIPES, load_recipe
 from train.shards import read_shards

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from eval.captions import read_captions
-from eval.xm3600 import recall_all_captions
+from common.captions import read_captions
+from common.retrieval import recall_all_captions
 
 
 def unit(rows):

@@ -189,7 +189,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def tokenizer_main(argv: list[str]) -> int:
     """python -m train tokenizer: a multilingual SentencePiece model from caption files."""
-    from eval.captions import read_captions
+    from common.captions import read_captions
     from train.tokenizer import train_sentencepiece
 
     parser = argparse.ArgumentParser(

@@ -15,10 +15,10 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from common.captions import CaptionedImage, image_file
 from embedding.checkpoint import build_preprocess
 from embedding.naflex import NaFlexTransform
 from embedding.transform import ImageTransform
-from eval.captions import CaptionedImage, image_file
 from train.features import image_features, text_features
 from train.shards import ShardImage, open_image
 

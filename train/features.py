@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from common.cache import cached_array, image_keys
 from embedding.checkpoint import build_preprocess
 from embedding.transform import ImageTransform
-from eval.cache import cached_array, image_keys
 from train.shards import ShardImage, open_image
 
 IMAGE_BATCH, TEXT_BATCH = 64, 128

@@ -15,8 +15,8 @@ import webdataset as wds
 from PIL import Image
 from tqdm import tqdm
 
+from common.captions import CaptionedImage, captioned_image, image_file
 from embedding.images import open_rgb
-from eval.captions import CaptionedImage, captioned_image, image_file
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from common.captions import read_captions
+from common.retrieval import recall_all_captions
 from embedding.checkpoint import CONFIG_FILE, build_model, save_checkpoint, save_fine_tuned
 from embedding.loading import load_encoder, model_folder, process_device
 from embedding.locca import save_decoder, vit_tokens
@@ -44,11 +46,9 @@ from embedding.onnx_trunk import onnx_image_trunk
 from embedding.tokenizer import PAD_ID, SentencePieceTokenizer
 from embedding.towers import BASES
 from embedding.two_towers import TwoTowers, preprocess_config, save_two_towers
-from eval.captions import read_captions
-from eval.report import plot_training
-from eval.xm3600 import recall_all_captions
 from train.data import CaptionPairs, LockedTrunk
 from train.losses import initial_t_b, loss_kind, make_loss
+from train.plot import plot_training
 from train.presets import SIZES, siglip_config
 from train.shards import read_shards
 from train.siglip2 import ObjectiveWeights, SelfDistillConfig, SigLIP2Objectives, locca_examples

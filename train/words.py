@@ -31,11 +31,12 @@ import numpy as np
 import simplemma
 import torch
 
+from common.cache import cached_embeddings, image_keys
+from common.captions import image_file, read_captions
+from common.retrieval import average_precision
 from embedding import Encoder, EncoderUnavailable, load_encoder
 from embedding.loading import model_folder
 from embedding.words import Words, save_words, word_key
-from eval.cache import cached_embeddings, image_keys
-from eval.captions import image_file, read_captions
 
 MAX_SHARE = 0.3         # a word on more photos than this is a function word or the dataset's theme
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]+")
@@ -150,13 +151,8 @@ def fit(x: np.ndarray, mined: Mined, steps: int, weight_decay: float) -> tuple[n
 def average_precisions(scores: np.ndarray, mined: Mined) -> np.ndarray:
     """Per word, the average precision of `scores` over the photos with captions in its language (nan when
     none of them holds it)."""
-    out = np.full(len(mined.words), np.nan)
-    for j in range(len(mined.words)):
-        known = mined.known[:, j]
-        hits = mined.truth[known, j][np.argsort(-scores[known, j], kind="stable")]
-        if hits.any():
-            out[j] = float((np.cumsum(hits) / np.arange(1, len(hits) + 1))[hits].mean())
-    return out
+    return np.array([average_precision(scores[known, j], mined.truth[known, j])
+                     for j, known in enumerate(mined.known.T)])
 
 
 def choose(mined: Mined, val_ap: np.ndarray, base_rate: np.ndarray, min_lift: float) -> tuple[list[int], dict]:

@@ -18,8 +18,8 @@ def add_args(parser) -> None:
 
 
 def run(args) -> int:
+    from common.captions import read_captions
     from eval.caption_stats import caption_stats, format_stats
-    from eval.captions import read_captions
 
     stats = caption_stats(read_captions(args.captions, languages_of(args)))
     print(format_stats(stats))
