@@ -11,23 +11,24 @@ from app.guard import LOOPBACK_NAMES, RequestGuard, body_limit
 from app.thumbnails import thumbnail_dir
 from app.ui import build_ui
 from app.uploads import UploadLimits
-from embedding import EncoderUnavailable, load_encoder
+from common.cli import add_device_argument, add_library_argument, add_model_argument, entry_point
+from embedding import load_encoder
 from embedding.images import DEFAULT_MAX_PIXELS, allow_pixels, pixel_count
-from embedding.loading import add_device_argument, model_folder, process_device
+from embedding.loading import model_folder, process_device
 from embedding.locca import find_decoder
-from indexer import Library, LibraryBusy, ModelMismatch, default_library_dir, index_folders
+from indexer import Library, index_folders
 from indexer.demo import copy_demo_photos
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m app",
         description="Serve a web page that searches a photo library by text in any language the model "
                     "knows. With an empty library, first builds a demo library from the sample photos "
                     "that ship with scikit-image. Add your own photos with `python -m indexer`.")
-    parser.add_argument("--library", type=Path, default=default_library_dir(),
-                        help="library folder (default: $SIGSEARCH_LIBRARY or %(default)s)")
-    parser.add_argument("--model", help="model spec (default: the library's model, else 'bundled')")
+    add_library_argument(parser)
+    add_model_argument(parser, "model spec (default: the library's model, else 'bundled')", default=None)
     add_device_argument(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s: this machine only)")
     parser.add_argument("--port", type=int, default=7860)
@@ -43,28 +44,22 @@ def main(argv: list[str] | None = None) -> int:
                              "then only `python -m indexer` adds photos)")
     args = parser.parse_args(argv)
     if args.host not in LOOPBACK_NAMES and not (args.auth or args.insecure):
-        print(f"error: --host {args.host} exposes your photos beyond this machine: add --auth USER:PASSWORD "
-              "(or --insecure if you really mean it)", file=sys.stderr)
-        return 2
+        raise ValueError(f"--host {args.host} exposes your photos beyond this machine: add --auth USER:PASSWORD "
+                         "(or --insecure if you really mean it)")
     if args.auth and ":" not in args.auth:
-        print("error: --auth takes USER:PASSWORD", file=sys.stderr)
-        return 2
+        raise ValueError("--auth takes USER:PASSWORD")
     if missing := [str(folder) for folder in args.allow_index if not folder.is_dir()]:
-        print(f"error: --allow-index needs existing folders: {', '.join(missing)}", file=sys.stderr)
-        return 2
+        raise ValueError(f"--allow-index needs existing folders: {', '.join(missing)}")
 
-    try:
-        library = Library(args.library)
-        encoder = load_encoder(args.model or library.setting("model") or "bundled", process_device(args.device))
-        library.bind_model(encoder.name, encoder.fingerprint, encoder.dim)
-        decoder = find_decoder(model_folder(args.model or library.setting("model") or "bundled"))
-        if len(library) == 0 and not library.roots():
-            demo = copy_demo_photos(library.folder / "demo-photos")
-            print(f"empty library: indexing the demo photos in {demo}")
-            print(index_folders(library, encoder, [demo]))
-    except (EncoderUnavailable, LibraryBusy, ModelMismatch, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    library = Library(args.library)
+    spec = args.model or library.setting("model") or "bundled"
+    encoder = load_encoder(spec, process_device(args.device))
+    library.bind_model(encoder.name, encoder.fingerprint, encoder.dim)
+    decoder = find_decoder(model_folder(spec))
+    if len(library) == 0 and not library.roots():
+        demo = copy_demo_photos(library.folder / "demo-photos")
+        print(f"empty library: indexing the demo photos in {demo}")
+        print(index_folders(library, encoder, [demo]))
     if library.lost:
         print(f"warning: {len(library.lost)} photos lost their vectors (a missing or damaged index file): the next "
               "indexing run embeds them again")

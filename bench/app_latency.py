@@ -7,6 +7,7 @@ real in everything else: DuckDB metadata, FAISS exact index, the bundled model e
 """
 
 import argparse
+import socket
 import statistics
 import subprocess
 import sys
@@ -63,7 +64,9 @@ def load_test(folder: Path, clients: int, seconds: float) -> dict:
     """`clients` threads calling /search over HTTP for `seconds`; latencies and errors, client side."""
     from gradio_client import Client
 
-    port = 7877
+    with socket.socket() as probe:  # a free port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     server = subprocess.Popen([sys.executable, "-m", "app", "--library", str(folder), "--port", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/"
@@ -120,6 +123,8 @@ def main() -> None:
         print(f"server side, {args.size:,} images: first query {first * 1000:.0f} ms after load; "
               f"warm p50 {p[49]:.1f} ms, p99 {p[98]:.1f} ms over {len(times)} queries")
         load = load_test(folder, args.clients, args.seconds)
+        if len(load["latencies"]) < 2:
+            raise SystemExit(f"only {len(load['latencies'])} requests in {args.seconds} s: give more --seconds")
         q = statistics.quantiles(load["latencies"], n=100)
         print(f"load: {args.clients} clients x {args.seconds:.0f} s over HTTP: {load['requests']} requests, "
               f"{len(load['errors'])} errors, {load['requests'] / args.seconds:.1f} req/s, "

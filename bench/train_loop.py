@@ -28,10 +28,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from common.captions import CaptionedImage, image_file, read_captions
 from embedding.checkpoint import build_preprocess
+from train.config import TrainConfig
 from train.data import CaptionPairs
-from train.trainer import TrainConfig, _build_model, _optimizer, _schedule, _validate, train
-
-DATA = Path("../shared/data/flickr8k")
+from train.model import build
+from train.trainer import lr_factor, make_optimizer, train, validate
 
 
 def open_clip_loop(cfg: TrainConfig, out: Path) -> tuple[float, dict]:
@@ -39,15 +39,17 @@ def open_clip_loop(cfg: TrainConfig, out: Path) -> tuple[float, dict]:
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     images = read_captions(cfg.captions)
-    model, tokenizer, preprocess_cfg, pad_id, locked, _ = _build_model(cfg, images, out)
-    data = CaptionPairs(images, cfg.images, preprocess_cfg, tokenizer, None, pad_id, *locked)
-    val = CaptionPairs(read_captions(cfg.val_captions), cfg.images, preprocess_cfg, tokenizer, None, pad_id, *locked)
-    loss_fn, optimizer, order = SigLipLoss(), _optimizer(model, cfg), []
+    built = build(cfg, images, out)
+    model = built.model
+    data = CaptionPairs(images, cfg.images, built.preprocess_cfg, built.tokenizer, None, built.pad_id, *built.locked)
+    val = CaptionPairs(read_captions(cfg.val_captions), cfg.images, built.preprocess_cfg, built.tokenizer, None,
+                       built.pad_id, *built.locked)
+    loss_fn, optimizer, order = SigLipLoss(), make_optimizer(model, cfg), []
     model.train()
     start = time.perf_counter()
     for step in range(cfg.steps):
         for group in optimizer.param_groups:
-            group["lr"] = group["peak_lr"] * _schedule(cfg, step, step / cfg.steps)
+            group["lr"] = group["peak_lr"] * lr_factor(cfg, step, step / cfg.steps)
         if len(order) < cfg.batch_size:
             order = list(range(len(data)))
             rng.shuffle(order)
@@ -61,7 +63,7 @@ def open_clip_loop(cfg: TrainConfig, out: Path) -> tuple[float, dict]:
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
         optimizer.step()
     pairs_per_s = cfg.steps * cfg.batch_size / (time.perf_counter() - start)
-    return pairs_per_s, _validate(model, val)["mean"]
+    return pairs_per_s, validate(model, val)["mean"]
 
 
 class _PhotosFromDisk(Dataset):
@@ -87,11 +89,12 @@ def plain_scratch_loop(cfg: TrainConfig, out: Path) -> tuple[float, dict, int]:
     random.seed(cfg.seed)
     images = read_captions(cfg.captions)
     out.mkdir(parents=True)
-    model, tokenizer, preprocess_cfg, pad_id, _, _ = _build_model(cfg, images, out)
-    transform = build_preprocess(preprocess_cfg, is_train=True)
-    loader = DataLoader(_PhotosFromDisk(images, cfg.images, transform, tokenizer), batch_size=cfg.batch_size,
+    built = build(cfg, images, out)
+    model = built.model
+    transform = build_preprocess(built.preprocess_cfg, is_train=True)
+    loader = DataLoader(_PhotosFromDisk(images, cfg.images, transform, built.tokenizer), batch_size=cfg.batch_size,
                         shuffle=True, drop_last=True, num_workers=2, persistent_workers=True)
-    loss_fn, optimizer, step = SigLipLoss(), _optimizer(model, cfg), 0
+    loss_fn, optimizer, step = SigLipLoss(), make_optimizer(model, cfg), 0
     model.train()
     budget, start = cfg.minutes * 60, time.perf_counter()
     while time.perf_counter() - start < budget:
@@ -100,7 +103,7 @@ def plain_scratch_loop(cfg: TrainConfig, out: Path) -> tuple[float, dict, int]:
             if progress >= 1.0:
                 break
             for group in optimizer.param_groups:
-                group["lr"] = group["peak_lr"] * _schedule(cfg, step, progress)
+                group["lr"] = group["peak_lr"] * lr_factor(cfg, step, progress)
             loss = loss_fn(model.encode_image(pixels, normalize=True), model.encode_text(tokens, normalize=True),
                            model.logit_scale.exp(), model.logit_bias)
             optimizer.zero_grad(set_to_none=True)
@@ -109,8 +112,9 @@ def plain_scratch_loop(cfg: TrainConfig, out: Path) -> tuple[float, dict, int]:
             optimizer.step()
             step += 1
     pairs_per_s = step * cfg.batch_size / (time.perf_counter() - start)
-    val = CaptionPairs(read_captions(cfg.val_captions), cfg.images, preprocess_cfg, tokenizer, None, pad_id)
-    return pairs_per_s, _validate(model, val)["mean"], step
+    val = CaptionPairs(read_captions(cfg.val_captions), cfg.images, built.preprocess_cfg, built.tokenizer, None,
+                       built.pad_id)
+    return pairs_per_s, validate(model, val)["mean"], step
 
 
 def main() -> None:
@@ -119,9 +123,11 @@ def main() -> None:
     parser.add_argument("--scratch", action="store_true", help="compare from-scratch training instead")
     parser.add_argument("--minutes", type=float, default=7.0, help="training minutes of each --scratch run")
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/flickr8k"),
+                        help="a Flickr8k-layout folder: captions_train.jsonl, captions_val.jsonl, images/")
     args = parser.parse_args()
-    common = dict(captions=DATA / "captions_train.jsonl", images=DATA / "images", batch_size=args.batch_size,
-                  val_captions=DATA / "captions_val.jsonl")
+    common = dict(captions=args.data / "captions_train.jsonl", images=args.data / "images",
+                  batch_size=args.batch_size, val_captions=args.data / "captions_val.jsonl")
     with tempfile.TemporaryDirectory() as tmp:
         if args.scratch:
             cfg = TrainConfig(out=Path(tmp) / "ours", size="tiny", minutes=args.minutes, log_every=1, **common)

@@ -1,5 +1,9 @@
 """Open any image file as an upright 8-bit RGB picture, whatever its mode or EXIF orientation, in bounded memory."""
 
+import contextlib
+import functools
+import warnings
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
@@ -8,7 +12,6 @@ import numpy as np
 from PIL import Image, ImageOps
 from pillow_heif import register_heif_opener
 
-register_heif_opener()  # HEIC/HEIF (iPhone photos) open like any other format in Pillow
 # The files the indexer picks up: what Pillow (with the HEIF plugin) reads here.
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif"}
 # Modes whose samples are wider than 8 bits; PIL's own convert("RGB") clips them instead of scaling.
@@ -19,7 +22,6 @@ DEFAULT_MAX_PIXELS = 100_000_000  # above any camera's photo; beyond it a file i
 # decode. One thread, not a lock (measured: a lock kept about three times as much memory), likely because
 # the C allocator keeps a freed huge buffer in the arena of the thread that used it.
 LARGE_DECODE = 16_000_000
-_LARGE_DECODER = ThreadPoolExecutor(1, thread_name_prefix="large-decode")
 
 
 class TooManyPixels(ValueError):
@@ -35,8 +37,22 @@ def check_pixels(image: Image.Image, max_pixels: int) -> None:
 
 def allow_pixels(max_pixels: int) -> None:
     """Make Pillow's own bomb ceiling (an error at twice `Image.MAX_IMAGE_PIXELS`) lie above ours, so that
-    `--max-pixels` alone decides; every path that decodes an untrusted file calls `check_pixels` first."""
+    `--max-pixels` alone decides; every path that decodes an untrusted file calls `check_pixels` first, so
+    Pillow's warning between its two thresholds is noise, and is silenced. (Pillow's settings are global:
+    the entry points call this once, at start.)"""
     Image.MAX_IMAGE_PIXELS = max(max_pixels, 1)
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+@contextlib.contextmanager
+def open_image(file: str | Path | BinaryIO, max_pixels: int | None = None) -> Iterator[Image.Image]:
+    """`Image.open` (nothing decoded yet) for every format we index, HEIC/HEIF included; with `max_pixels`,
+    a larger image is refused from its header."""
+    _register_formats()
+    with Image.open(file) as image:
+        if max_pixels is not None:
+            check_pixels(image, max_pixels)
+        yield image
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -74,14 +90,22 @@ def open_rgb(path: str | Path | BinaryIO, min_side: int | None = None,
     above `LARGE_DECODE` pixels they are box-reduced to that bound before the next large decode starts.
     With `max_pixels`, a larger image is refused from its header, before any pixel is decoded.
     """
-    with Image.open(path) as image:
-        if max_pixels is not None:
-            check_pixels(image, max_pixels)
+    with open_image(path, max_pixels) as image:
         if min_side:
             image.draft(image.mode, (min_side, min_side))
         if image.width * image.height > LARGE_DECODE:
-            return _LARGE_DECODER.submit(_decode, image, min_side).result()
+            return _large_decoder().submit(_decode, image, min_side).result()
         return _decode(image, None)
+
+
+@functools.cache
+def _register_formats() -> None:
+    register_heif_opener()  # HEIC/HEIF (iPhone photos) then open like any other format in Pillow
+
+
+@functools.cache
+def _large_decoder() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(1, thread_name_prefix="large-decode")
 
 
 def _decode(image: Image.Image, min_side: int | None) -> Image.Image:

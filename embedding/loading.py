@@ -35,15 +35,8 @@ HUB_FILES = ["open_clip_config.json", "open_clip_model.safetensors", "*.json", "
 _REACH_TIMEOUT_S = 4.0
 
 
-class EncoderUnavailable(RuntimeError):
+class EncoderUnavailable(OSError):
     """The requested model cannot be loaded here; the message says what to do about it."""
-
-
-def add_device_argument(parser, what: str = "the model") -> None:
-    """`--device auto|cpu|cuda`, worded alike in every entry point (read it with `process_device`)."""
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help=f"where {what} runs: auto (default) takes a CUDA GPU when torch sees one, under "
-                             "torchrun cuda:LOCAL_RANK per process; on CPU the pretrained trunks run in onnxruntime")
 
 
 def process_device(choice: str = "auto") -> str:
@@ -58,11 +51,18 @@ def process_device(choice: str = "auto") -> str:
 
 
 def load_encoder(spec: str = "bundled", device: str = "cpu", hub_cache: str | None = None,
-                 words: bool = True) -> Encoder:
+                 words: bool = True, runtime: str = "auto") -> Encoder:
     """Load `bundled`, a preset name, a run directory, `local-dir:DIR` or `hf-hub:ORG/NAME`, with the words
-    the model learned (`embedding.words`) unless `words` is False."""
+    the model learned (`embedding.words`) unless `words` is False.
+
+    `runtime` of a model on pretrained bases: "onnx" runs its frozen trunks in onnxruntime (several times
+    faster on CPU; the first load on a machine exports them to ONNX, cached in $SIGSEARCH_CACHE/onnx),
+    "torch" in PyTorch, "auto" (default) onnx on the CPU and torch on a GPU."""
+    if runtime not in ("auto", "onnx", "torch"):
+        raise ValueError(f"runtime {runtime!r}: choose auto, onnx or torch")
+    onnx = runtime == "onnx" or (runtime == "auto" and device == "cpu")
     folder = model_folder(spec, hub_cache)
-    encoder = _load_dir(folder, PRESETS.get(spec, spec), device)
+    encoder = _load_dir(folder, PRESETS.get(spec, spec), device, onnx)
     if words:
         try:
             encoder.words = load_words(folder, encoder.fingerprint)
@@ -88,9 +88,9 @@ def model_folder(spec: str = "bundled", hub_cache: str | None = None) -> Path:
         f"'hf-hub:ORG/NAME' or one of the presets {', '.join(sorted(PRESETS))}")
 
 
-def _load_dir(folder: Path, name: str, device: str) -> Encoder:
+def _load_dir(folder: Path, name: str, device: str, onnx: bool) -> Encoder:
     if (folder / TWO_TOWERS_FILE).is_file():
-        return _load_two_towers(folder, name, device)
+        return _load_two_towers(folder, name, device, onnx)
     try:
         config = read_config(folder)
     except FileNotFoundError as error:
@@ -111,13 +111,13 @@ def _load_dir(folder: Path, name: str, device: str) -> Encoder:
                    naflex_patches=config.get("naflex", {}).get("max_patches"))
 
 
-def _load_two_towers(folder: Path, name: str, device: str) -> Encoder:
+def _load_two_towers(folder: Path, name: str, device: str, onnx: bool) -> Encoder:
     """One of our models on pretrained bases: the bases from their pip packages, the trained part from the folder."""
     try:
         model = load_two_towers(folder).to(device)
     except BaseUnavailable as error:
         raise EncoderUnavailable(f"{folder}: {error}") from None
-    if device == "cpu":  # onnxruntime runs both trunks several times faster than eager PyTorch here
+    if onnx:
         model.use_onnx_trunks()
     preprocess_cfg = preprocess_config(model.config)
     identity = repr([model.config["bases"], model.tokenizer.config()]).encode()

@@ -1,18 +1,18 @@
 """LocCa's decoder (SigLIP 2): captions, referring expressions -> boxes, boxes -> expressions, over the
-un-pooled patch tokens of an open_clip ViT. Trained by train.siglip2; read here for captioning and boxes."""
+un-pooled patch tokens of an open_clip ViT. Trained (and saved) by train.siglip2; read here for captioning and boxes."""
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from open_clip.transformer import MultimodalTransformer, VisionTransformer, _expand_token
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
-from embedding.naflex import naflex_forward, padding_mask, valid_tokens
+from embedding.naflex import PatchEdit, naflex_forward, padding_mask, valid_tokens
 from embedding.tokenizer import EOS_ID, PAD_ID
 
 DECODER_WEIGHTS, DECODER_CONFIG = "locca.safetensors", "locca.json"
@@ -20,14 +20,15 @@ DECODER_WEIGHTS, DECODER_CONFIG = "locca.safetensors", "locca.json"
 TASKS = ("cap", "ref", "gcap")
 
 
-def vit_forward(visual: VisionTransformer, pixels: torch.Tensor, mask: torch.Tensor | None = None,
-                mask_token: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(pooled embedding, patch tokens [B, N, width]) of an open_clip ViT; `mask` [B, N] replaces those
-    patch embeddings with `mask_token`. open_clip's forward returns no patch tokens under attention
-    pooling (it returns the pooler's), hence this restatement of VisionTransformer.forward."""
+def vit_forward(visual: VisionTransformer, pixels: torch.Tensor, edit_patches: PatchEdit | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pooled embedding, patch tokens [B, N, width]) of an open_clip ViT; `edit_patches` may change the patch
+    embeddings [B, N, width] before positions are added (training masks some). open_clip's forward returns no
+    patch tokens under attention pooling (it returns the pooler's), hence this restatement of
+    VisionTransformer.forward."""
     x = visual.conv1(pixels).flatten(2).transpose(1, 2)
-    if mask is not None:
-        x = torch.where(mask[..., None], mask_token.to(x.dtype), x)
+    if edit_patches is not None:
+        x = edit_patches(x)
     x = torch.cat([_expand_token(visual.class_embedding, x.shape[0]).to(x.dtype), x], dim=1)
     x = visual.ln_pre(visual.patch_dropout(x + visual.positional_embedding.to(x.dtype)))
     x = visual.transformer(x)
@@ -37,13 +38,13 @@ def vit_forward(visual: VisionTransformer, pixels: torch.Tensor, mask: torch.Ten
     return pooled, x[:, 1:]
 
 
-def vit_tokens(visual: VisionTransformer, images: torch.Tensor | list[torch.Tensor], mask: torch.Tensor | None = None,
-               mask_token: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def vit_tokens(visual: VisionTransformer, images: torch.Tensor | list[torch.Tensor],
+               edit_patches: PatchEdit | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(pooled, patch tokens [B, L, width], valid [B, L]) of a square batch [B, 3, S, S] (every token valid)
     or of NaFlex images at their own grids (a list, padded: embedding.naflex)."""
     if isinstance(images, list):
-        return naflex_forward(visual, images, mask, mask_token)
-    pooled, tokens = vit_forward(visual, images, mask, mask_token)
+        return naflex_forward(visual, images, edit_patches)
+    pooled, tokens = vit_forward(visual, images, edit_patches)
     return pooled, tokens, valid_tokens(images, visual.patch_size[0])
 
 
@@ -124,12 +125,6 @@ class LocCaDecoder(nn.Module):
             x = cross(x, k_x=image, v_x=image, attn_mask=cross_mask)
         return blocks.ln_final(x) @ blocks.text_projection
 
-    def loss(self, patch_tokens: torch.Tensor, sequences: torch.Tensor, targets: torch.Tensor,
-             valid: torch.Tensor | None = None) -> torch.Tensor:
-        """Teacher-forced cross-entropy on the positions `targets` [B, L] marks (the answer, not the prompt)."""
-        logits = self(patch_tokens, sequences[:, :-1], valid)
-        labels = sequences[:, 1:].masked_fill(~targets[:, 1:], -100)
-        return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
 
     @torch.no_grad()
     def generate(self, patch_tokens: torch.Tensor, prompts: list[list[int]], steps: int,
@@ -152,12 +147,6 @@ class LocCaDecoder(nn.Module):
                 break
         return [[t for t in row[len(prompt):] if t != PAD_ID] for row in sequences.tolist()]
 
-
-def save_decoder(folder: str | Path, decoder: LocCaDecoder) -> None:
-    """Write the decoder beside a checkpoint (weights, then its config: a reader finds both or none)."""
-    folder = Path(folder)
-    save_file({k: v.detach().cpu().contiguous() for k, v in decoder.state_dict().items()}, folder / DECODER_WEIGHTS)
-    (folder / DECODER_CONFIG).write_text(json.dumps(asdict(decoder.config), indent=2), encoding="utf-8")
 
 
 def find_decoder(folder: str | Path) -> LocCaDecoder | None:

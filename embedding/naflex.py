@@ -7,6 +7,7 @@ model class with its own weights layout, so it cannot run the ViTs trained here.
 """
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +15,8 @@ from open_clip.transformer import VisionTransformer, _expand_token
 from PIL import Image
 from torch.nn.utils.rnn import pad_sequence
 from torchvision.transforms.functional import pil_to_tensor
+
+PatchEdit = Callable[[torch.Tensor], torch.Tensor]  # patch embeddings [B, L, width] -> the same, changed
 
 
 def patch_grid(width: int, height: int, patch: int, max_patches: int) -> tuple[int, int]:
@@ -35,11 +38,11 @@ class NaFlexTransform:
         return pil_to_tensor(image.resize((columns * self.patch, rows * self.patch), Image.BICUBIC))
 
 
-def naflex_forward(visual: VisionTransformer, images: list[torch.Tensor], mask: torch.Tensor | None = None,
-                   mask_token: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def naflex_forward(visual: VisionTransformer, images: list[torch.Tensor], edit_patches: PatchEdit | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(pooled embeddings [B, D], patch tokens [B, L, width], valid [B, L]) of standardised images
-    [3, rows*p, columns*p] of any grids, padded to the longest in the batch; `mask` [B, L] replaces those
-    patch embeddings with `mask_token` (TIPS), as vit_forward does for a square batch."""
+    [3, rows*p, columns*p] of any grids, padded to the longest in the batch; `edit_patches` may change the
+    padded patch embeddings [B, L, width] before positions are added, as in vit_forward for a square batch."""
     patch, width = visual.patch_size[0], visual.conv1.out_channels
     side = visual.grid_size[0]
     # The patch embedding is a convolution with stride = kernel: the same as a linear map on flat patches.
@@ -53,8 +56,8 @@ def naflex_forward(visual: VisionTransformer, images: list[torch.Tensor], mask: 
         embedded.append(patches.to(weight.dtype) @ weight.T)
         positions.append(position.reshape(width, -1).T)
     x = pad_sequence(embedded, batch_first=True)
-    if mask is not None:
-        x = torch.where(mask[..., None], mask_token.to(x.dtype), x)
+    if edit_patches is not None:
+        x = edit_patches(x)
     x = x + pad_sequence(positions, batch_first=True)
     valid = valid_tokens(images, patch)
     cls = _expand_token(visual.class_embedding, len(x)).to(x.dtype) + visual.positional_embedding[:1].to(x.dtype)

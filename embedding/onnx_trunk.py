@@ -61,7 +61,7 @@ def onnx_text_trunk(text: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], t
     layers (e5) in onnxruntime, one session on every thread (a query is one short text).
 
     Word vectors are looked up in PyTorch and the graph starts from them: e5's 250k-word table is 4/5 of its
-    weights, so the file is 87 MB instead of ~470. Exported now, from the weights at this moment."""
+    weights, so the file holds a fifth of them. Exported now, from the weights at this moment."""
     lookup = text.transformer.embeddings.word_embeddings
     tokens, batch = torch.export.Dim("tokens"), torch.export.Dim("batch")
     path = export_onnx(_TextLayers(text), {"embeds": lookup(torch.zeros(2, 4, dtype=torch.long)).detach(),

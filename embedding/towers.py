@@ -45,7 +45,7 @@ BASES = {
 }
 
 
-class BaseUnavailable(RuntimeError):
+class BaseUnavailable(OSError):
     """A base tower's package is not installed or its weights are not the expected ones."""
 
 

@@ -7,24 +7,19 @@ checked by hash, so a SigLiT model's checkpoint is a small fraction of its bases
 """
 
 import json
-import shutil
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
-from timm.models import group_modules
-from timm.utils.model import freeze
+from safetensors.torch import load_file
 from torch import nn
 
-from embedding.checkpoint import atomic_write
 from embedding.e5 import E5Tokenizer
 from embedding.onnx_trunk import onnx_image_trunk, onnx_text_trunk
-from embedding.packing import pack, unpack
+from embedding.packing import unpack
 from embedding.towers import BASES, BaseUnavailable, image_tower, text_tower
 
 CONFIG_FILE = "two_towers.json"
-RUN_RECORDS = ("train_config.json", "metrics.jsonl")  # how a model was trained: shipped with its weights
 WEIGHTS_FILE = "trained.safetensors"
 
 
@@ -47,14 +42,16 @@ class TwoTowers(nn.Module):
         self.onnx_image_trunk = self.onnx_text_trunk = None  # set by use_onnx_trunks: faster for inference
 
     def use_onnx_trunks(self) -> None:
-        """Run both trunks in onnxruntime whenever no gradient is needed (inference only: the export is made
-        once from the current weights, so call this after training, not before)."""
+        """Run both trunks in onnxruntime from now on: for inference only, so the trunks are frozen (the export
+        is made from the current weights: call this after training, not before)."""
+        self.visual.trunk.requires_grad_(False)
+        self.text.transformer.requires_grad_(False)
         self.onnx_image_trunk = onnx_image_trunk(self.visual.trunk, BASES[self.config["image"]["base"]].image_size)
         self.onnx_text_trunk = onnx_text_trunk(self.text)
 
     # The trunks and heads are separate so that a locked trunk's features can be computed once and cached.
     def image_trunk(self, pixels: torch.Tensor) -> torch.Tensor:
-        if self.onnx_image_trunk is not None and not torch.is_grad_enabled():
+        if self.onnx_image_trunk is not None:
             return self.onnx_image_trunk(pixels)
         return self.visual.trunk(pixels)
 
@@ -68,7 +65,7 @@ class TwoTowers(nn.Module):
         used = mask.any(dim=0).nonzero()
         width = int(used.max()) + 1 if len(used) else tokens.shape[1]
         tokens, mask = tokens[:, :width], mask[:, :width]
-        if self.onnx_text_trunk is not None and not torch.is_grad_enabled():
+        if self.onnx_text_trunk is not None:
             return self.onnx_text_trunk(tokens, mask)
         return self.text.pooler(self.text.transformer(input_ids=tokens, attention_mask=mask), mask)
 
@@ -89,72 +86,12 @@ class TwoTowers(nn.Module):
                 "text_features": self.encode_text(text, normalize=True),
                 "logit_scale": self.logit_scale.exp(), "logit_bias": self.logit_bias}
 
-    def lock(self, image_unlocked: int = 0, text_unlocked: int = 0) -> None:
-        """Freeze the trunks except their top N blocks (0: whole trunk locked, -1: nothing locked)."""
-        if image_unlocked >= 0:
-            _freeze_groups(self.visual.trunk, image_unlocked)
-        if text_unlocked >= 0:  # (open_clip's HFTextEncoder.lock does not know BERT's layer names)
-            bert = self.text.transformer
-            layers = list(bert.encoder.layer)
-            for module in [bert.embeddings, *layers[: len(layers) - text_unlocked]]:
-                module.requires_grad_(False)
-
-    def trained_state(self) -> dict[str, torch.Tensor]:
-        """What training may change, which is all a checkpoint stores: trainable parameters, and the
-        statistics of BatchNorm layers left unfrozen (an unlocked image block updates them)."""
-        state = {name: p for name, p in self.named_parameters() if p.requires_grad}
-        for prefix, module in self.named_modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                state.update({f"{prefix}.{name}": buffer for name, buffer in module.named_buffers()})
-        return {name: tensor.detach().cpu().contiguous() for name, tensor in state.items()}
-
-
-def _freeze_groups(trunk: nn.Module, unlocked: int) -> None:
-    """Freeze all but the top `unlocked` layer groups of a timm trunk, BatchNorm statistics included.
-
-    timm's own `freeze`, not open_clip's `TimmModel.lock`: open_clip swaps timm's BatchNormAct2d for a plain
-    FrozenBatchNorm2d and so silently drops the activation fused into it (EfficientNet's ReLU6).
-    """
-    groups = group_modules(trunk, trunk.group_matcher(), reverse=True)  # module name -> group index
-    last_locked = max(groups.values()) - unlocked
-    freeze(trunk, [] if unlocked == 0 else [name for name, group in groups.items() if group <= last_locked])
-
 
 def preprocess_config(config: dict) -> dict:
     """The image transform for the model's image base: its input size, [-1, 1] normalisation, no crop."""
     size = BASES[config["image"]["base"]].image_size
     return {"size": size, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "interpolation": "bicubic",
             "resize_mode": "squash"}
-
-
-def save_two_towers(folder: str | Path, model: TwoTowers) -> None:
-    """Write the trained parameters, then the config (last, so a half-written folder never loads)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    state = model.trained_state()
-    atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(state, tmp))
-    config = {**model.config, "bases": {role: {"name": model.config[role]["base"],
-                                               "sha256": BASES[model.config[role]["base"]].sha256}
-                                        for role in ("image", "text")},
-              "preprocess_cfg": preprocess_config(model.config), "tokenizer": model.tokenizer.config()}
-    atomic_write(folder / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2)))
-
-
-def pack_two_towers(run: str | Path, out: str | Path, dtype: str) -> Path:
-    """Copy a trained model folder with its weights stored as `dtype` (embedding.packing); returns the weights file."""
-    run, out = Path(run), Path(out)
-    if not (run / CONFIG_FILE).is_file():
-        raise FileNotFoundError(f"{run} is not a two-tower model folder: {CONFIG_FILE} is missing")
-    if out.resolve() == run.resolve():
-        raise ValueError("--out must be another folder than the run")
-    out.mkdir(parents=True, exist_ok=True)
-    packed = pack(unpack(load_file(str(run / WEIGHTS_FILE))), dtype)
-    atomic_write(out / WEIGHTS_FILE, lambda tmp: save_file(packed, tmp))
-    for name in RUN_RECORDS:
-        if (run / name).is_file():
-            shutil.copyfile(run / name, out / name)
-    shutil.copyfile(run / CONFIG_FILE, out / CONFIG_FILE)  # last, so a half-written folder never loads
-    return out / WEIGHTS_FILE
 
 
 def load_two_towers(folder: str | Path) -> TwoTowers:

@@ -3,9 +3,8 @@
 import argparse
 import sys
 
-from embedding import EncoderUnavailable
+from common.cli import entry_point
 from eval.commands import ann, caption, captions, dense, locca, report, tags, xm3600, zeroshot
-from indexer import LibraryBusy
 
 # name -> a module with HELP, DESCRIPTION, add_args(parser) and run(args) (eval/commands): a new
 # evaluation is one module there and one line here.
@@ -22,6 +21,7 @@ COMMANDS = {
 }
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m eval",
@@ -39,11 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, command in COMMANDS.items():
         command.add_args(commands.add_parser(name, help=command.HELP, description=command.DESCRIPTION))
     args = parser.parse_args(argv)
-    try:
-        return COMMANDS[args.command].run(args)
-    except (EncoderUnavailable, LibraryBusy, FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return COMMANDS[args.command].run(args)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Embed photo collections into a FAISS index with their metadata in DuckDB."""
 
-from indexer.library import Filters, Hit, Library, LibraryBusy, ModelMismatch, default_library_dir
+from indexer.library import Filters, Hit, Library, LibraryBusy, ModelMismatch
 from indexer.run import Summary, index_folders
 
-__all__ = ["Filters", "Hit", "Library", "LibraryBusy", "ModelMismatch", "Summary", "default_library_dir",
+__all__ = ["Filters", "Hit", "Library", "LibraryBusy", "ModelMismatch", "Summary",
            "index_folders"]

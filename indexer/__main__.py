@@ -10,15 +10,17 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from embedding import EncoderUnavailable, load_encoder
+from common.cli import add_device_argument, add_library_argument, add_model_argument, entry_point
+from embedding import load_encoder
 from embedding.images import DEFAULT_MAX_PIXELS, allow_pixels, pixel_count
-from embedding.loading import add_device_argument, process_device
+from embedding.loading import process_device
 from indexer.ann import AUTO_THRESHOLD, HNSW_LIMIT, KINDS
-from indexer.library import Library, LibraryBusy, LibraryWriteError, ModelMismatch, default_library_dir
+from indexer.library import Library
 from indexer.run import embed_shared, index_folders
 from indexer.tags import parse_tag, read_vocabulary, tag_library
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m indexer",
@@ -28,9 +30,8 @@ def main(argv: list[str] | None = None) -> int:
                     "recorded with the reason and listed at the end. Under `torchrun --nproc_per_node N -m "
                     "indexer ...` N processes share the embedding and the first one writes the library.")
     parser.add_argument("paths", nargs="+", type=Path, help="folders (or files) of photos")
-    parser.add_argument("--library", type=Path, default=default_library_dir(),
-                        help="library folder (default: $SIGSEARCH_LIBRARY or %(default)s)")
-    parser.add_argument("--model", help="model spec (default: the library's model, else 'bundled')")
+    add_library_argument(parser)
+    add_model_argument(parser, "model spec (default: the library's model, else 'bundled')", default=None)
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
     add_device_argument(parser)
     parser.add_argument("--commit-every", type=int, default=1024,
@@ -77,9 +78,6 @@ def main(argv: list[str] | None = None) -> int:
                 tagged = tag_library(library, encoder, vocabulary)
                 print(f"tagged {tagged} images with {len(vocabulary)} tags")
             print(f"library: {args.library} ({len(library)} images)")
-    except (EncoderUnavailable, LibraryBusy, LibraryWriteError, ModelMismatch, FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2  # (under torchrun, the launcher then stops the other processes)
     except KeyboardInterrupt:
         print("stopped: what was committed is kept; run again to index the rest", file=sys.stderr)
         return 130

@@ -59,11 +59,11 @@ _CONTENT_COLUMNS = ("width", "height", "taken_at", "camera", "gps_lat", "gps_lon
 _IMAGE_COLUMNS = ("path", "size", "mtime", "hash", *_CONTENT_COLUMNS)
 
 
-class LibraryBusy(RuntimeError):
+class LibraryBusy(OSError):
     """Another process (an app or an indexer) has the library open for writing."""
 
 
-class ModelMismatch(RuntimeError):
+class ModelMismatch(ValueError):
     """The library was built with a different embedding model than the one offered."""
 
 
@@ -90,11 +90,6 @@ class Hit:
     path: str
     score: float  # cosine similarity
     hash: str | None = None  # of the file's bytes: names what was embedded (thumbnails are kept by it)
-
-
-def default_library_dir() -> Path:
-    """$SIGSEARCH_LIBRARY, else ~/.local/share/sigsearch/library."""
-    return Path(os.environ.get("SIGSEARCH_LIBRARY", Path.home() / ".local/share/sigsearch/library"))
 
 
 def _write_error(path: Path, error: Exception) -> "LibraryWriteError":

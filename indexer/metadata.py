@@ -1,6 +1,5 @@
 """What a photo's header says, read without decoding its pixels: size, date taken, camera, GPS."""
 
-import warnings
 from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
@@ -8,16 +7,12 @@ from typing import BinaryIO
 from PIL import Image
 from PIL.ExifTags import GPS, IFD, Base
 
-from embedding.images import DEFAULT_MAX_PIXELS, check_pixels
-
-# We enforce our own limit before decoding, so PIL's warning between its two thresholds is noise.
-warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+from embedding.images import DEFAULT_MAX_PIXELS, open_image
 
 
 def read_metadata(file: Path | BinaryIO, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
     """width and height (as displayed, after EXIF rotation), taken_at, camera, gps_lat, gps_lon."""
-    with Image.open(file) as image:
-        check_pixels(image, max_pixels)
+    with open_image(file, max_pixels) as image:
         width, height = image.size
         # Pillow decodes a whole PNG to look for EXIF stored after the pixels: read only what precedes them.
         exif = Image.Exif() if image.format == "PNG" and "exif" not in image.info else image.getexif()

@@ -23,9 +23,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from embedding.checkpoint import build_model, save_checkpoint
 from embedding.tokenizer import SentencePieceTokenizer
-from train.presets import siglip_config
+from train.checkpoints import save_checkpoint
+from train.presets import build_model, siglip_config
 from train.tokenizer import train_sentencepiece
 
 REPO = Path(__file__).resolve().parent.parent

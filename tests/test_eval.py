@@ -174,17 +174,22 @@ def test_cli_both_protocols_markdown_plot_and_report(tiny_run, small_captions, f
 
 def test_cli_zeroshot_on_cifar_classes(flickr, checkpoint, tmp_path):
     cifar = flickr.parent / "cifar10" / "test"
-    for name in ("cat", "dog", "ship"):
+    names = ("cat", "dog", "ship", "truck", "frog", "horse", "bird")
+    for name in names:
         (tmp_path / "set" / name).mkdir(parents=True)
         for image in sorted((cifar / name).iterdir())[:4]:
             (tmp_path / "set" / name / image.name).write_bytes(image.read_bytes())
     done = run_module("eval", "zeroshot", "--images", str(tmp_path / "set"), "--model", str(checkpoint[0]),
-                      "--language", "zh", "--json", str(tmp_path / "zs.json"), "--no-cache")
-    result = json.loads((tmp_path / "zs.json").read_text(encoding="utf-8"))
-    assert result["classes"] == {"cat": "猫", "dog": "狗", "ship": "船"} and result["images"] == 12
-    assert result["top5"] == 100.0  # three classes: always in the top 5 (`accuracy` is checked by hand above)
-    assert 0 <= result["top1"] <= 100 and result["top1"] * 12 / 100 == pytest.approx(round(result["top1"] * 0.12))
-    assert "top-1" in done.stdout
+                      "--languages", "zh,de", "--json", str(tmp_path / "zs.json"), "--no-cache")
+    results = json.loads((tmp_path / "zs.json").read_text(encoding="utf-8"))
+    assert sorted(results) == ["de", "zh"] and done.stdout.count("top-1") == 2
+    result = results["zh"]
+    assert result["classes"] == {"bird": "鸟", "cat": "猫", "dog": "狗", "frog": "青蛙", "horse": "马", "ship": "船",
+                                 "truck": "卡车"} and result["images"] == 28
+    assert results["de"]["classes"]["dog"] == "Hund"
+    for result in results.values():  # whole images of 28 (`accuracy` itself is checked by hand above)
+        assert 0 <= result["top1"] <= result["top5"] <= 100
+        assert result["top5"] * 28 / 100 == pytest.approx(round(result["top5"] * 0.28))
 
 
 def test_cli_ann_compares_the_library_index_with_exact_search(tmp_path):

@@ -16,8 +16,9 @@ from embedding import load_encoder
 from embedding.loading import EncoderUnavailable
 from embedding.packing import pack, unpack
 from embedding.towers import BASES, Base, BaseUnavailable, base_file, timm_state_dict
-from embedding.two_towers import CONFIG_FILE, WEIGHTS_FILE, TwoTowers, save_two_towers
+from embedding.two_towers import CONFIG_FILE, WEIGHTS_FILE, TwoTowers
 from train.__main__ import main as train_main
+from train.checkpoints import lock, save_two_towers
 
 MULTILINGUAL = ["A black dog is running after a white dog in the snow .", "两只狗在雪地里打闹。",
                 "Zwei braune Hunde raufen spielerisch im Schnee.", "Deux chiens s'amusent dans la neige.",
@@ -84,7 +85,7 @@ def test_base_weights_are_hash_checked(monkeypatch):
 
 def test_checkpoint_holds_only_the_trained_part(two_towers, tmp_path):
     """Saved: heads, t, b (kilobytes); loaded: bases from the packages + the trained part -> same vectors."""
-    two_towers.lock()
+    lock(two_towers)
     with torch.no_grad():
         two_towers.logit_bias.fill_(-3.0)
         for p in two_towers.visual.head.parameters():
@@ -116,14 +117,14 @@ def test_locking_leaves_only_the_asked_blocks_trainable(two_towers):
     photo = torch.randn(2, 3, 224, 224)
     with torch.inference_mode():
         before = two_towers.image_trunk(photo)
-    two_towers.lock(image_unlocked=0, text_unlocked=0)
+    lock(two_towers, image_unlocked=0, text_unlocked=0)
     with torch.inference_mode():  # frozen BatchNorm keeps timm's fused activation (open_clip's lock drops it)
         torch.testing.assert_close(two_towers.image_trunk(photo), before, atol=1e-4, rtol=1e-4)
     assert trainable(two_towers.visual.trunk) == set() and trainable(two_towers.text.transformer) == set()
     assert trainable(two_towers.visual.head) and trainable(two_towers.text.proj)
     for p in two_towers.parameters():
         p.requires_grad_(True)
-    two_towers.lock(image_unlocked=1, text_unlocked=2)
+    lock(two_towers, image_unlocked=1, text_unlocked=2)
     text = trainable(two_towers.text.transformer)
     assert text and {name.split(".")[2] for name in text if name.startswith("encoder.")} == {"10", "11"}
     assert not any(name.startswith("embeddings") for name in text)
@@ -199,7 +200,7 @@ def test_weights_packed_in_int8_load_close_to_float32_at_a_quarter_of_the_size(t
     model = TwoTowers({"embed_dim": 32, "image": {"base": "efficientnet-lite0", "proj": "mlp"},
                        "text": {"base": "e5-small", "context_length": 32, "proj": "mlp"},
                        "init_logit_scale": 2.3, "init_logit_bias": -10.0})
-    model.lock(text_unlocked=1)
+    lock(model, text_unlocked=1)
     with torch.no_grad():  # trained weights differ from the base's
         for p in model.text.transformer.encoder.layer[-1].parameters():
             p.add_(0.01 * torch.randn_like(p))

@@ -13,9 +13,9 @@ from common.cache import image_keys
 from common.captions import read_captions
 from embedding import load_encoder
 from tests.conftest import TEXTS, run_module, torchrun
+from train.config import TrainConfig
 from train.recipes import RECIPES, load_recipe
 from train.shards import read_shards
-from train.trainer import TrainConfig, _check
 
 
 def _curve(run_dir) -> list[tuple]:
@@ -129,10 +129,10 @@ def test_recipes_are_complete_train_configs():
     assert "bundled" in RECIPES
     for name in RECIPES:
         recipe = load_recipe(name)
-        _check(TrainConfig(**recipe))  # every key is a TrainConfig field, and the trainer accepts the mix
+        TrainConfig(**recipe).check()  # every key is a TrainConfig field, and the trainer accepts the mix
     broken = {**load_recipe("heads"), "text_base": None}  # half a pretrained model: the check does run
     with pytest.raises(ValueError, match="both --image-base and --text-base"):
-        _check(TrainConfig(**broken))
+        TrainConfig(**broken).check()
 
 
 def test_unknown_base_and_half_a_pretrained_model_are_refused(flickr, small_captions, tmp_path):

@@ -6,12 +6,13 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from embedding.loading import EncoderUnavailable, add_device_argument
-from embedding.towers import BASES, BaseUnavailable
+from common.cli import add_device_argument, entry_point, split_languages
+from embedding.towers import BASES
+from train.config import TrainConfig
 from train.losses import KINDS
 from train.presets import SIZES
 from train.recipes import RECIPES, load_recipe
-from train.trainer import TrainConfig, resume_training, train
+from train.trainer import resume_training, train
 
 EXAMPLES = """examples:
   SigLiT on a CPU (both pretrained trunks locked, heads on cached features; minutes):
@@ -47,48 +48,37 @@ EXAMPLES = """examples:
 """
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["tokenizer"]:
-        return tokenizer_main(argv[1:])
-    if argv[:1] == ["shards"]:
-        return shards_main(argv[1:])
-    if argv[:1] == ["pack"]:
-        return pack_main(argv[1:])
-    if argv[:1] == ["scenes"]:
-        return scenes_main(argv[1:])
-    if argv[:1] == ["words"]:
-        from train.words import main as words_main
-        return words_main(argv[1:])
+    if argv[:1] and argv[0] in SUBCOMMANDS:
+        return SUBCOMMANDS[argv[0]](argv[1:])
     parser = _parser()
     recipe_args, _ = parser.parse_known_args(argv)
-    try:
-        if recipe_args.recipe:  # a recipe supplies defaults; flags given on the command line win
-            parser.set_defaults(**load_recipe(recipe_args.recipe))
-        args = parser.parse_args(argv)
-        if args.resume:
-            resume_training(args.resume, stop_after=args.stop_after)
-            return 0
-        needed = ("out",) if args.shards else ("captions", "images", "out")
-        missing = [name for name in needed if getattr(args, name) is None]
-        if missing:
-            parser.error("needs " + ", ".join(f"--{name}" for name in missing) + " (or --shards / --recipe / --resume)")
-        known = {f.name for f in fields(TrainConfig)}
-        values = {key: value for key, value in vars(args).items() if key in known}
-        values["languages"] = args.languages.split(",") if isinstance(args.languages, str) else args.languages
-        values["language_weights"] = _weights(args.language_weights)
-        train(TrainConfig(**values))
-    except (ValueError, FileNotFoundError, BaseUnavailable, EncoderUnavailable) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    if recipe_args.recipe:  # a recipe supplies defaults; flags given on the command line win
+        parser.set_defaults(**load_recipe(recipe_args.recipe))
+    args = parser.parse_args(argv)
+    if args.resume:
+        resume_training(args.resume, stop_after=args.stop_after)
+        return 0
+    needed = ("out",) if args.shards else ("captions", "images", "out")
+    missing = [name for name in needed if getattr(args, name) is None]
+    if missing:
+        parser.error("needs " + ", ".join(f"--{name}" for name in missing) + " (or --shards / --recipe / --resume)")
+    known = {f.name for f in fields(TrainConfig)}
+    values = {key: value for key, value in vars(args).items() if key in known}
+    values["languages"] = split_languages(args.languages) if isinstance(args.languages, str) else args.languages
+    values["language_weights"] = _weights(args.language_weights)
+    train(TrainConfig(**values))
     return 0
 
 
 def _parser() -> argparse.ArgumentParser:
-    image_bases = [name for name, base in BASES.items() if base.kind == "image"]
-    text_bases = [name for name, base in BASES.items() if base.kind == "text"]
     parser = argparse.ArgumentParser(
         prog="python -m train", formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="python -m train [--recipe NAME] [--captions FILE --images DIR | --shards PATTERN] --out DIR ...\n"
+              "       python -m train --resume RUN_DIR\n"
+              f"       python -m train {{{','.join(SUBCOMMANDS)}}} ... (each with its own --help)",
         description="Train a SigLIP-style two-tower image-text encoder with the pairwise sigmoid loss "
                     "(t' = log 10, b = -10 at init; or the softmax baseline) on a caption file in the "
                     "Crossmodal-3600 layout. Either from scratch (--size), or on pretrained towers that install "
@@ -97,7 +87,15 @@ def _parser() -> argparse.ArgumentParser:
                     "so training runs only the heads. Writes a checkpoint folder that `--model RUN_DIR` loads in "
                     "the indexer, the app and eval; `python -m train tokenizer --help` trains a tokenizer.",
         epilog=EXAMPLES + "\nrecipes: " + ", ".join(RECIPES))
-    data = parser.add_argument_group("data and run")
+    _data_arguments(parser.add_argument_group("data and run"))
+    _model_arguments(parser.add_argument_group("model"))
+    _optimisation_arguments(parser.add_argument_group("optimisation"))
+    _siglip2_arguments(parser.add_argument_group(
+        "SigLIP 2 objectives (from-scratch ViT; loss weights, 0 = off; every term logged on its own)"))
+    return parser
+
+
+def _data_arguments(data: argparse._ArgumentGroup) -> None:
     data.add_argument("--recipe", choices=RECIPES, help="start from a recipe in train/recipes (flags override it)")
     data.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a stopped run with its own config")
     data.add_argument("--captions", type=Path, help="captions.jsonl (one image per line)")
@@ -112,7 +110,11 @@ def _parser() -> argparse.ArgumentParser:
     data.add_argument("--eval-every", type=int, help="validate every N steps (always once at the end)")
     data.add_argument("--no-flip", dest="flip", action="store_false",
                       help="do not mirror images (captions that say left and right, e.g. the generated scenes)")
-    model = parser.add_argument_group("model")
+
+
+def _model_arguments(model: argparse._ArgumentGroup) -> None:
+    image_bases = [name for name, base in BASES.items() if base.kind == "image"]
+    text_bases = [name for name, base in BASES.items() if base.kind == "text"]
     model.add_argument("--size", choices=sorted(SIZES), default="tiny", help="from-scratch tower sizes (default tiny)")
     model.add_argument("--init", metavar="MODEL",
                        help="fine-tune this open_clip-format model (a run dir, local-dir:DIR, hf-hub:ORG/NAME or a "
@@ -129,16 +131,16 @@ def _parser() -> argparse.ArgumentParser:
                        help="top layers of the text trunk to train: 0 = locked (default), -1 = all")
     model.add_argument("--context-length", type=int, default=64, help="text tokens of a pretrained text tower")
     model.add_argument("--vocab-size", type=int, default=6000, help="SentencePiece vocabulary (from scratch)")
-    opt = parser.add_argument_group("optimisation")
+
+
+def _optimisation_arguments(opt: argparse._ArgumentGroup) -> None:
     opt.add_argument("--loss", choices=KINDS, default="sigmoid",
                      help="sigmoid: SigLIP's pairwise loss (t'=log 10, b=-10 at init); softmax: the CLIP/InfoNCE "
                           "baseline (t=1/0.07, no bias); each loss brings its start (train/losses)")
     opt.add_argument("--init-bias", type=float,
-                     help="b at initialisation (default: the loss's own; sigmoid's -10 is the paper's, about -log "
-                          "of its 32k batch); at batch "
-                          "32-128 a from-scratch model stayed on the everything-alike plateau for the 150+ steps "
-                          "we ran with -10, and left it within ~100 from about -log(batch), e.g. -4 at 32 "
-                          "(bench/RESULTS.md, scenes)")
+                     help="b at initialisation (default: the loss's own; sigmoid's -10 is the paper's, about -log of "
+                          "its 32k batch); at small batches about -log(batch), e.g. -4 at 32, leaves the early "
+                          "everything-alike plateau sooner (bench/RESULTS.md, scenes)")
     opt.add_argument("--chunk", type=int, help="compute the sigmoid loss in CHUNK x CHUNK blocks: same value "
                                                "and gradients, memory O(batch*dim + CHUNK^2)")
     opt.add_argument("--steps", type=int, help="optimiser steps (the cosine schedule spans them)")
@@ -155,9 +157,12 @@ def _parser() -> argparse.ArgumentParser:
     add_device_argument(opt, "training")
     opt.add_argument("--bf16", action="store_true", help="bf16 autocast for the towers (loss stays fp32); measure "
                                                          "first: slower than fp32 on CPUs without AMX")
-    opt.add_argument("--grad-checkpointing", action="store_true", help="less activation memory, ~30%% more time")
-    sig2 = parser.add_argument_group(
-        "SigLIP 2 objectives (from-scratch ViT; loss weights, 0 = off; every term logged on its own)")
+    opt.add_argument("--grad-checkpointing", action="store_true", help="less activation memory, more time (recomputed)")
+    opt.add_argument("--checkpoint-every", type=int, default=500, help="steps between resumable checkpoints")
+    opt.add_argument("--log-every", type=int, default=10, help="steps between metrics.jsonl rows")
+
+
+def _siglip2_arguments(sig2: argparse._ArgumentGroup) -> None:
     sig2.add_argument("--locca", type=float, default=0.0,
                       help="LocCa decoder on the patch tokens: captioning, and Ref/GCap with --instances (e.g. 1.0)")
     sig2.add_argument("--instances", type=Path, help="COCO-style instances JSON whose annotations carry "
@@ -182,9 +187,6 @@ def _parser() -> argparse.ArgumentParser:
                       help="fraction of training after which batches are NaFlex (default 0.9: the last 10%%)")
     sig2.add_argument("--naflex-patches", type=int,
                       help="NaFlex token budget (default: the square input's patches, 64 for tiny)")
-    opt.add_argument("--checkpoint-every", type=int, default=500, help="steps between resumable checkpoints")
-    opt.add_argument("--log-every", type=int, default=10, help="steps between metrics.jsonl rows")
-    return parser
 
 
 def tokenizer_main(argv: list[str]) -> int:
@@ -202,17 +204,12 @@ def tokenizer_main(argv: list[str]) -> int:
     parser.add_argument("--languages", help="comma-separated languages to use (default: all)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     args = parser.parse_args(argv)
-    languages = args.languages.split(",") if args.languages else None
-    try:
-        texts = [caption for path in args.captions for image in read_captions(path, languages)
-                 for captions in image.captions.values() for caption in captions]
-        if not texts:
-            raise ValueError("the caption files hold no captions")
-        args.out.mkdir(parents=True, exist_ok=True)
-        model = train_sentencepiece(texts, args.out / "tokenizer", args.vocab)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    texts = [caption for path in args.captions for image in read_captions(path, split_languages(args.languages))
+             for captions in image.captions.values() for caption in captions]
+    if not texts:
+        raise ValueError("the caption files hold no captions")
+    args.out.mkdir(parents=True, exist_ok=True)
+    model = train_sentencepiece(texts, args.out / "tokenizer", args.vocab)
     print(f"{model}: {len(texts)} captions")
     return 0
 
@@ -230,11 +227,7 @@ def shards_main(argv: list[str]) -> int:
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--shard-size", type=int, default=1000, help="photos per shard (default 1000)")
     args = parser.parse_args(argv)
-    try:
-        shards = write_shards(args.captions, args.images, args.out, args.shard_size)
-    except (ValueError, FileNotFoundError, KeyError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    shards = write_shards(args.captions, args.images, args.out, args.shard_size)
     print(f"{len(shards)} shards in {args.out}")
     return 0
 
@@ -242,7 +235,7 @@ def shards_main(argv: list[str]) -> int:
 def pack_main(argv: list[str]) -> int:
     """python -m train pack: a trained two-tower folder with its weights stored small."""
     from embedding.packing import DTYPES
-    from embedding.two_towers import pack_two_towers
+    from train.checkpoints import pack_two_towers
 
     parser = argparse.ArgumentParser(
         prog="python -m train pack",
@@ -253,11 +246,7 @@ def pack_main(argv: list[str]) -> int:
     parser.add_argument("--weights", choices=DTYPES, default="int8", help="stored type (default int8)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     args = parser.parse_args(argv)
-    try:
-        weights = pack_two_towers(args.run, args.out, args.weights)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    weights = pack_two_towers(args.run, args.out, args.weights)
     print(f"{weights}: {weights.stat().st_size / 1e6:.1f} MB")
     return 0
 
@@ -283,6 +272,18 @@ def scenes_main(argv: list[str]) -> int:
     generate(args.out, {"train": args.train, "val": args.val, "test": args.test}, args.seed)
     print(f"scenes in {args.out}")
     return 0
+
+
+def words_main(argv: list[str]) -> int:
+    """python -m train words: teach a trained model single words from its captions."""
+    from train.words import main as words
+
+    return words(argv)
+
+
+# python -m train SUBCOMMAND ...: the jobs beside training itself (each with its own --help).
+SUBCOMMANDS = {"tokenizer": tokenizer_main, "shards": shards_main, "pack": pack_main, "scenes": scenes_main,
+               "words": words_main}
 
 
 def _weights(text: str | dict | None) -> dict[str, float]:

@@ -25,7 +25,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchvision.ops import roi_align
 
 from embedding.locca import DecoderConfig, LocCaDecoder, vit_forward, vit_tokens
-from embedding.naflex import valid_tokens
+from embedding.naflex import PatchEdit, valid_tokens
 from embedding.tokenizer import EOS_ID, PAD_ID
 
 
@@ -159,7 +159,7 @@ class SelfDistillation(nn.Module):
 
         all_mask = patch_mask(all_valid, c.mask_ratio)
         mask = all_mask[rows, : valid.shape[1]]  # beyond its longest image, this process's rows are padding
-        _, masked_tokens, _ = vit_tokens(visual, mine, mask, self.mask_token)
+        _, masked_tokens, _ = vit_tokens(visual, mine, mask_patches(mask, self.mask_token))
         patch_logp = F.log_softmax(self.patch_head(masked_tokens[mask]) / c.student_temperature, dim=-1)
         tips = -(patch_target[mask] * patch_logp).sum(-1).mean() * _share(mask.sum(), all_mask.sum())
         return {"silc": silc, "tips": tips}
@@ -212,6 +212,19 @@ def _averaged(value: torch.Tensor) -> torch.Tensor:
     return value
 
 
+def decoder_loss(decoder: LocCaDecoder, patch_tokens: torch.Tensor, sequences: torch.Tensor, targets: torch.Tensor,
+                 valid: torch.Tensor | None = None) -> torch.Tensor:
+    """LocCa's teacher-forced cross-entropy on the positions `targets` [B, L] marks (the answer, not the prompt)."""
+    logits = decoder(patch_tokens, sequences[:, :-1], valid)
+    labels = sequences[:, 1:].masked_fill(~targets[:, 1:], -100)
+    return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
+
+
+def mask_patches(mask: torch.Tensor, token: torch.Tensor) -> PatchEdit:
+    """TIPS's edit of a ViT's patch embeddings [B, L, width]: those `mask` [B, L] marks become `token`."""
+    return lambda patches: torch.where(mask[..., None], token.to(patches), patches)
+
+
 def patch_mask(valid: torch.Tensor, ratio: float) -> torch.Tensor:
     """TIPS's mask [B, L]: round(ratio * real patches) of each image's real patches (`valid`), at random."""
     # An image's real patches come first and its padding last (NaFlex), so where random scores, with the
@@ -258,7 +271,7 @@ class SigLIP2Objectives(nn.Module):
             sequences, answers, image_rows = (t.to(patch_tokens.device) for t in self.examples.batch(indices))
             keep = (image_rows >= rows.start) & (image_rows < rows.stop)
             mine = image_rows[keep] - rows.start
-            locca = self.decoder.loss(patch_tokens[mine], sequences[keep], answers[keep], valid[mine])
+            locca = decoder_loss(self.decoder, patch_tokens[mine], sequences[keep], answers[keep], valid[mine])
             terms["locca"] = locca * _share(answers[keep, 1:].sum(), answers[:, 1:].sum())
         if self.distill is not None and progress >= self.weights.distill_from:
             if not self.distilling:

@@ -22,7 +22,6 @@ The result is `embedding.words.Words`: the regression's weights as a unit direct
 import argparse
 import functools
 import re
-import sys
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +32,10 @@ import torch
 
 from common.cache import cached_embeddings, image_keys
 from common.captions import image_file, read_captions
+from common.cli import add_device_argument, add_model_argument
 from common.retrieval import average_precision
-from embedding import Encoder, EncoderUnavailable, load_encoder
-from embedding.loading import model_folder
+from embedding import Encoder, load_encoder
+from embedding.loading import model_folder, process_device
 from embedding.words import Words, save_words, word_key
 
 MAX_SHARE = 0.3         # a word on more photos than this is a function word or the dataset's theme
@@ -200,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train words", description=__doc__.split("\n\n")[0],
                                      epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="bundled", help="the model to teach (a model folder, or bundled)")
+    add_model_argument(parser, "the model to teach (a model folder, or bundled)")
+    add_device_argument(parser, "the model (embedding the photos once)")
     parser.add_argument("--data", type=Path, default=Path("../shared/data/flickr8k"),
                         help="captions_train.jsonl, captions_val.jsonl and images/ (default: %(default)s)")
     parser.add_argument("--out", type=Path, help="folder for words.safetensors (default: the model's own)")
@@ -212,13 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=400, help="full-batch Adam steps (default: %(default)s)")
     parser.add_argument("--weight-decay", type=float, default=3e-4, help="L2 on the standardised weights")
     args = parser.parse_args(argv)
-    try:
-        encoder = load_encoder(args.model, words=False)
-        words, summary = learn_words(encoder, args.data, args.min_photos, args.min_lift, args.steps,
-                                     args.weight_decay, args.min_overlap)
-    except (EncoderUnavailable, OSError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    encoder = load_encoder(args.model, process_device(args.device), words=False)
+    words, summary = learn_words(encoder, args.data, args.min_photos, args.min_lift, args.steps,
+                                 args.weight_decay, args.min_overlap)
     path = save_words(args.out or model_folder(args.model), words)
     print(f"{summary['kept']} of {summary['candidates']} words kept (val mAP {summary['val_map_kept']:.1f}; "
           f"dropped {summary['val_map_dropped']:.1f}) -> {path} ({path.stat().st_size / 1e6:.2f} MB)")

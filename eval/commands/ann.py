@@ -3,8 +3,9 @@
 import json
 from pathlib import Path
 
+from common.cli import add_device_argument, add_library_argument
 from embedding import load_encoder
-from embedding.loading import add_device_argument, process_device
+from embedding.loading import process_device
 
 HELP = "ANN recall of a library's index (and candidate index types) against exact search"
 DESCRIPTION = ("recall@k of the library's FAISS index, and of candidate FAISS indexes built on the same "
@@ -13,7 +14,7 @@ DESCRIPTION = ("recall@k of the library's FAISS index, and of candidate FAISS in
 
 
 def add_args(parser) -> None:
-    parser.add_argument("--library", type=Path, default=None, help="library folder (default: the default library)")
+    add_library_argument(parser)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--queries", type=int, default=1000, help="number of perturbed-vector queries")
     parser.add_argument("--noise", type=float, default=1.0, help="noise norm added to each perturbed query")
@@ -28,9 +29,9 @@ def add_args(parser) -> None:
 
 def run(args) -> int:
     from eval.ann import evaluate_ann, library_vectors, perturbed_queries
-    from indexer import Library, default_library_dir
+    from indexer import Library
 
-    library = Library(args.library or default_library_dir())
+    library = Library(args.library)
     vectors = library_vectors(library)
     if args.texts:
         texts = [line.strip() for line in args.texts.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -2,16 +2,16 @@
 
 from pathlib import Path
 
-from eval.commands import add_model_args, encoder_of
+from eval.commands import add_model_args, encoder_of, languages_of
 
 HELP = "LocCa: caption images"
-DESCRIPTION = "Greedy captions from a run's LocCa decoder, one line per image."
+DESCRIPTION = "Greedy captions from a run's LocCa decoder, one line per image and language: IMAGE, LANGUAGE, caption."
 
 
 def add_args(parser) -> None:
     parser.add_argument("images", type=Path, nargs="+")
-    add_model_args(parser, None, "a run trained with --locca")
-    parser.add_argument("--language", default="en", help="caption language (default en)")
+    add_model_args(parser, "a run trained with --locca")
+    parser.add_argument("--languages", default="en", help="comma-separated caption languages (default en)")
 
 
 def run(args) -> int:
@@ -20,7 +20,8 @@ def run(args) -> int:
 
     encoder = encoder_of(args)
     decoder = load_decoder(model_folder(args.model))  # beside the towers
-    texts = caption_images(encoder, decoder, args.images, args.language)
-    for image, text in zip(args.images, texts, strict=True):
-        print(f"{image}\t{text}")
+    for language in languages_of(args):
+        texts = caption_images(encoder, decoder, args.images, language)
+        for image, text in zip(args.images, texts, strict=True):
+            print(f"{image}\t{language}\t{text}")
     return 0

@@ -11,7 +11,7 @@ DESCRIPTION = ("Fits a linear classifier on the frozen ViT patch tokens of --tra
 
 
 def add_args(parser) -> None:
-    add_model_args(parser, None, "a model with an open_clip ViT image tower")
+    add_model_args(parser, "a model with an open_clip ViT image tower")
     parser.add_argument("--scenes", type=Path, required=True, help="folder from `python -m train scenes`")
     parser.add_argument("--train-images", type=int, default=2000)
     parser.add_argument("--json", type=Path)

@@ -12,7 +12,7 @@ DESCRIPTION = ("For every annotation with referring expressions (`refs`: {langua
 
 
 def add_args(parser) -> None:
-    add_model_args(parser, None, "a run trained with --locca (its folder holds locca.json)")
+    add_model_args(parser, "a run trained with --locca (its folder holds locca.json)")
     parser.add_argument("--instances", type=Path, required=True,
                         help="instances JSON (e.g. data/scenes/instances_test.json)")
     parser.add_argument("--images", type=Path, required=True, help="folder of the images' file_name")

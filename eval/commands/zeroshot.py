@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from eval.commands import add_model_args, encoder_of
+from eval.commands import add_model_args, encoder_of, languages_of
 
 HELP = "zero-shot classification of a folder per class"
 DESCRIPTION = ("Top-1/top-5 accuracy and mean per-class recall of zero-shot classification: each class "
@@ -16,7 +16,8 @@ def add_args(parser) -> None:
     parser.add_argument("--images", type=Path, required=True,
                         help="folder with one sub-folder of images per class")
     add_model_args(parser)
-    parser.add_argument("--language", default="en", help="language of class names and prompts (default en)")
+    parser.add_argument("--languages", default="en",
+                        help="comma-separated languages of class names and prompts, each scored (default en)")
     parser.add_argument("--classnames", type=Path, help='JSON {"de": {"<folder>": "<name>", ...}, ...}')
     parser.add_argument("--templates", type=Path,
                         help='JSON {"de": ["Das ist ein Foto von {label}.", ...], ...}')
@@ -27,12 +28,14 @@ def add_args(parser) -> None:
 def run(args) -> int:
     from eval.zeroshot import evaluate_zeroshot
 
-    result = evaluate_zeroshot(encoder_of(args), args.images, args.language, args.classnames, args.templates,
-                               cache=not args.no_cache)
-    print(f"{args.model}: zero-shot on {result['images']} images, {len(result['classes'])} classes, "
-          f"language {result['language']}, {len(result['templates'])} templates")
-    print(f"top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  "
-          f"mean per-class recall {result['mean_per_class_recall']:.2f}%")
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
+    encoder, results = encoder_of(args), {}
+    for language in languages_of(args):
+        result = results[language] = evaluate_zeroshot(encoder, args.images, language, args.classnames,
+                                                       args.templates, cache=not args.no_cache)
+        print(f"{args.model}: zero-shot on {result['images']} images, {len(result['classes'])} classes, "
+              f"language {language}, {len(result['templates'])} templates")
+        print(f"top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  "
+              f"mean per-class recall {result['mean_per_class_recall']:.2f}%")
+    if args.json:  # {language: result}
+        args.json.write_text(json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8")
     return 0

@@ -1,0 +1,67 @@
+"""Library: what the library holds (folders, tags, files that could not be read) and, where the operator
+allowed it (--allow-index), indexing a folder from the page (also the /index_folder endpoint)."""
+
+from pathlib import Path
+
+import gradio as gr
+
+from app.page import Page
+from indexer import index_folders
+from indexer.tags import tag_library
+
+TITLE = "Library"
+
+
+def build(page: Page) -> None:
+    library, encoder = page.library, page.encoder
+
+    def index_folder(folder: str, progress=gr.Progress(track_tqdm=True)):  # noqa: B008 (how Gradio passes progress)
+        """Add a folder's photos to the library (searches go on meanwhile); the run's summary and the new status."""
+        root = page.checked(lambda: allowed_folder(folder, page.index_roots))
+        summary = page.checked(lambda: index_folders(library, encoder, [root]))  # its tqdm bars drive the progress
+        if library.vocabulary():
+            tag_library(library, encoder, library.vocabulary())
+        return str(summary), status(page), failures(page)
+
+    text = gr.Markdown(lambda: status(page))  # a callable value: computed again on every page load
+    with gr.Row():
+        folder = gr.Textbox(label="Index a folder on this machine (only new or changed photos are embedded)",
+                            placeholder="/home/me/Pictures", scale=4, elem_id="index-folder")
+        button = gr.Button("Index", variant="primary", elem_id="index-button")
+    log = gr.Textbox(label="Last indexing run", lines=3, interactive=False, elem_id="index-log")
+    failed = gr.Dataframe(lambda: failures(page), headers=["file", "why it could not be read"], interactive=False)
+    button.click(index_folder, folder, [log, text, failed], api_name="index_folder", concurrency_limit=1)
+
+
+def status(page: Page) -> str:
+    library, encoder = page.library, page.encoder
+    roots = ", ".join(f"`{root}`" for root in library.roots()) or "none"
+    tags = ", ".join(f"{tag} (≥ {threshold:.2f})" for tag, threshold in library.vocabulary().items()) or "none"
+    allowed = ", ".join(f"`{root}`" for root in page.index_roots)
+    adding = (f"Add photos from below {allowed} here, or" if allowed else
+              "Indexing from this page is off (start the app with `--allow-index FOLDER` to allow it); add photos")
+    lost = (f" · **{len(library.lost)} photos lost their vectors** (a missing or damaged index file): the next "
+            "indexing run embeds them again" if library.lost else "")
+    return (f"**{len(library)} photos** in `{library.folder}` · model `{encoder.name}` "
+            f"(fingerprint `{encoder.fingerprint}`) · folders: {roots} · tags: {tags} · **{len(library.failures())} "
+            f"files could not be read** (below){lost}. {adding} with "
+            f"`python -m indexer FOLDER --library {library.folder}` while the app is stopped; tags with "
+            f"`--tag LABEL[=THRESHOLD]`.")
+
+
+def failures(page: Page) -> list[list[str]]:
+    return [[path, reason] for path, reason in page.library.failures()]
+
+
+def allowed_folder(folder: str, index_roots: tuple[Path, ...]) -> Path:
+    """The folder a page or API request asks to index, if it lies below a root the operator allowed."""
+    if not index_roots:
+        raise ValueError("indexing from the page is off: start the app with --allow-index FOLDER to allow the "
+                         "folders below FOLDER")
+    root = Path(folder.strip()).expanduser().resolve()
+    if not folder.strip() or not any(root.is_relative_to(allowed.resolve()) for allowed in index_roots):
+        raise ValueError(f"{folder!r} is not below a folder this app may index (--allow-index: "
+                         f"{', '.join(str(allowed) for allowed in index_roots)})")
+    if not root.is_dir():
+        raise ValueError(f"not a folder on the server: {folder!r}")
+    return root

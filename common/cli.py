@@ -1,0 +1,64 @@
+"""The command line every entry point shares (`python -m app`, `indexer`, `eval`, `train`): the same words for
+the same things, and one error path.
+
+- `--model SPEC`: bundled, a run folder, local-dir:, hf-hub: or a preset name. Where a library is open, its
+  model by default (a library is bound to the model that embedded it); elsewhere `bundled`.
+- `--library FOLDER`: $SIGSEARCH_LIBRARY, else ~/.local/share/sigsearch/library.
+- `--device auto|cpu|cuda`.
+- `--languages a,b`: comma-separated language codes.
+
+A refusal ends a command with one line on stderr and exit status 2, never a traceback: bad options or input
+(ValueError), or a file, library or model that is missing, busy, damaged or out of reach (OSError; our own
+refusals, such as a model that cannot load, derive from one of the two). Ctrl-C ends it with status 130.
+Anything else is a bug and keeps its traceback.
+"""
+
+import argparse
+import functools
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+
+def default_library_dir() -> Path:
+    """$SIGSEARCH_LIBRARY, else ~/.local/share/sigsearch/library."""
+    return Path(os.environ.get("SIGSEARCH_LIBRARY", Path.home() / ".local/share/sigsearch/library"))
+
+
+def add_model_argument(parser: argparse.ArgumentParser, help: str = "model spec: bundled, a run folder, "
+                       "local-dir:, hf-hub: or a preset (default: bundled)", default: str | None = "bundled",
+                       required: bool = False) -> None:
+    parser.add_argument("--model", default=None if required else default, required=required, help=help)
+
+
+def add_library_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--library", type=Path, default=default_library_dir(),
+                        help="library folder (default: $SIGSEARCH_LIBRARY or %(default)s)")
+
+
+def add_device_argument(parser: argparse.ArgumentParser, what: str = "the model") -> None:
+    """`--device auto|cpu|cuda` (read it with embedding.loading.process_device)."""
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help=f"where {what} runs: auto (default) takes a CUDA GPU when torch sees one, under "
+                             "torchrun cuda:LOCAL_RANK per process; on CPU the pretrained trunks run in onnxruntime")
+
+
+def split_languages(languages: str | None) -> list[str] | None:
+    """`--languages a,b` as a list; None (every language) when not given."""
+    return [code.strip() for code in languages.split(",") if code.strip()] if languages else None
+
+
+def entry_point(main: Callable[..., int]) -> Callable[..., int]:
+    """An entry point's `main(argv) -> status`, with the one error path (see the module's docstring)."""
+    @functools.wraps(main)
+    def run(*args, **kwargs) -> int:
+        try:
+            return main(*args, **kwargs)
+        except (ValueError, OSError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2  # (under torchrun, the launcher then stops the other processes)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130  # as a shell reports a command that Ctrl-C ended
+    return run

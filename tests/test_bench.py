@@ -1,0 +1,49 @@
+"""Every benchmark script runs, at a tiny size, so none can rot unnoticed (a stale call once crashed one).
+The figures themselves are measured by hand and recorded in bench/RESULTS.md; here only that each script
+finishes and prints its result."""
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, run_module
+from train.scenes import generate
+
+TINY = {  # script -> its arguments at a tiny size ({data}: a 40-photo Flickr8k layout, {scenes}: 24 scenes)
+    "app_latency": ["--images", "{data}/images", "--size", "300", "--clients", "2", "--seconds", "10",
+                    "--repeats", "5"],
+    "decode_memory": ["--count", "1", "--megapixels", "1"],
+    "embed": ["--images", "{data}/images", "--count", "8", "--batch-size", "4"],
+    "image_trunk": ["--batch-size", "2", "--batches", "1"],
+    "losses": ["--batches", "64", "--dim", "32", "--chunk", "16"],
+    "ring": ["--worlds", "2", "--per-rank", "32", "--dim", "16"],
+    "siglip2_cost": ["--scenes", "{scenes}", "--steps", "2", "--batch-size", "4"],
+    "train_loop": ["--data", "{data}", "--steps", "2", "--batch-size", "8"],
+    "train_step": ["--batch-size", "8", "--steps", "2"],
+    "word_probe": ["--data", "{data}"],
+    "xm3600": ["--dim", "16", "--images", "{data}/images", "--captions", "{data}/captions_test.jsonl"],
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_data(flickr, tmp_path_factory) -> dict[str, Path]:
+    """40 photos per Flickr8k split (their caption lines, the shared image folder linked) and 24 scenes."""
+    data = tmp_path_factory.mktemp("flickr-tiny")
+    for split in ("train", "val", "test"):
+        lines = (flickr / f"captions_{split}.jsonl").read_text(encoding="utf-8").splitlines()[:40]
+        (data / f"captions_{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (data / "images").symlink_to(flickr / "images")
+    scenes = generate(tmp_path_factory.mktemp("scenes"), {"train": 16, "val": 4, "test": 4}, seed=0)
+    return {"data": data, "scenes": scenes}
+
+
+def test_every_bench_script_has_a_tiny_run():
+    scripts = {path.stem for path in (REPO / "bench").glob("*.py") if path.stem != "__init__"}
+    assert scripts == set(TINY)
+
+
+@pytest.mark.parametrize("script", sorted(TINY))
+def test_bench_script_runs_at_a_tiny_size(script, tiny_data):
+    args = [arg.format(**tiny_data) for arg in TINY[script]]
+    done = run_module(f"bench.{script}", *args, timeout=600)
+    assert done.stdout.strip(), done.stderr[-2000:]  # (run_module has checked the exit status)
