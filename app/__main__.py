@@ -1,32 +1,44 @@
-"""python -m app: serve the search page for a photo library (offline, on the bundled model)."""
+"""python -m app: serve the search page for a photo library (offline, on the bundled model), or search the
+library from the shell (`python -m app search QUERY`). Only the options are read here, so `--help` is quick;
+app.serve and app.shell import what their jobs need."""
 
 import argparse
 import sys
 from pathlib import Path
 
-import gradio as gr
-from starlette.middleware import Middleware
-
-from app.guard import LOOPBACK_NAMES, RequestGuard, body_limit
-from app.thumbnails import thumbnail_dir
-from app.ui import build_ui
-from app.uploads import UploadLimits
-from common.cli import add_device_argument, add_library_argument, add_model_argument, entry_point
-from embedding import load_encoder
-from embedding.images import DEFAULT_MAX_PIXELS, allow_pixels, pixel_count
-from embedding.loading import model_folder, process_device
-from embedding.locca import find_decoder
-from indexer import Library, index_folders
-from indexer.demo import copy_demo_photos
+from common.cli import (
+    DEFAULT_MAX_PIXELS,
+    add_device_argument,
+    add_library_argument,
+    add_model_argument,
+    entry_point,
+    pixel_count,
+)
 
 
 @entry_point
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["search"]:
+        from app.shell import search_main
+
+        return search_main(argv[1:])
+    args = _parser().parse_args(argv)
+    from app.serve import serve
+
+    serve(args)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m app",
+        usage="python -m app [--library FOLDER] [--model SPEC] [--host ...] ...\n"
+              "       python -m app search QUERY [--library FOLDER] [-k N] [--json] (see its --help)",
         description="Serve a web page that searches a photo library by text in any language the model "
                     "knows. With an empty library, first builds a demo library from the sample photos "
-                    "that ship with scikit-image. Add your own photos with `python -m indexer`.")
+                    "that ship with scikit-image. Add your own photos with `python -m indexer`; search from "
+                    "the shell with `python -m app search QUERY`.")
     add_library_argument(parser)
     add_model_argument(parser, "model spec (default: the library's model, else 'bundled')", default=None)
     add_device_argument(parser)
@@ -42,41 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--allow-index", action="append", default=[], type=Path, metavar="FOLDER",
                         help="let the page and the API index folders below FOLDER (repeatable; none by default: "
                              "then only `python -m indexer` adds photos)")
-    args = parser.parse_args(argv)
-    if args.host not in LOOPBACK_NAMES and not (args.auth or args.insecure):
-        raise ValueError(f"--host {args.host} exposes your photos beyond this machine: add --auth USER:PASSWORD "
-                         "(or --insecure if you really mean it)")
-    if args.auth and ":" not in args.auth:
-        raise ValueError("--auth takes USER:PASSWORD")
-    if missing := [str(folder) for folder in args.allow_index if not folder.is_dir()]:
-        raise ValueError(f"--allow-index needs existing folders: {', '.join(missing)}")
-
-    library = Library(args.library)
-    spec = args.model or library.setting("model") or "bundled"
-    encoder = load_encoder(spec, process_device(args.device))
-    library.bind_model(encoder.name, encoder.fingerprint, encoder.dim)
-    decoder = find_decoder(model_folder(spec))
-    if len(library) == 0 and not library.roots():
-        demo = copy_demo_photos(library.folder / "demo-photos")
-        print(f"empty library: indexing the demo photos in {demo}")
-        print(index_folders(library, encoder, [demo]))
-    if library.lost:
-        print(f"warning: {len(library.lost)} photos lost their vectors (a missing or damaged index file): the next "
-              "indexing run embeds them again")
-    # Served files: the thumbnails (previews of the library's photos, made by the app) and what Gradio itself
-    # copied into its cache (uploads, and the photos the page shows in full). Never the indexed folders
-    # themselves, which may hold anything beside the photos.
-    thumbnail_dir(library.folder).mkdir(exist_ok=True)
-    gr.set_static_paths([str(thumbnail_dir(library.folder))])
-    print(f"{len(library)} photos in {library.folder}, model {encoder.name}")
-    allow_pixels(args.max_pixels)
-    limits = UploadLimits(max_bytes=int(args.max_upload_mb * 2**20), max_pixels=args.max_pixels)
-    guard = Middleware(RequestGuard, hosts=LOOPBACK_NAMES if args.host in LOOPBACK_NAMES else None,
-                       max_body=body_limit(limits.max_bytes))
-    ui = build_ui(library, encoder, decoder, limits, tuple(args.allow_index))
-    ui.launch(server_name=args.host, server_port=args.port, auth=tuple(args.auth.split(":", 1)) if args.auth else None,
-              max_file_size=limits.max_bytes, app_kwargs={"middleware": [guard]})
-    return 0
+    return parser
 
 
 if __name__ == "__main__":

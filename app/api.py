@@ -3,8 +3,8 @@ and /index_folder are their tabs' buttons.)"""
 
 import gradio as gr
 
-from app.page import Page, as_json
-from app.search import make_filters, more_like_this, search_image, search_text
+from app.page import Page
+from app.search import as_json, make_filters, more_like_this, search_image, search_text
 
 
 def build(page: Page) -> None:
@@ -22,8 +22,7 @@ def build(page: Page) -> None:
         return as_json(page.checked(lambda: more_like_this(library, image, int(k))))
 
     def by_image(image: str | None, k: int) -> list[dict]:
-        picture = page.upload(image)
-        return as_json(page.checked(lambda: search_image(library, encoder, picture, int(k))))
+        return as_json(page.checked(lambda: search_image(library, encoder, page.upload(image), int(k))))
 
     gr.api(search, api_name="search")
     gr.api(similar, api_name="more_like_this")

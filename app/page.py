@@ -33,19 +33,36 @@ class Page:
             raise gr.Error(str(error)) from None
 
     def upload(self, path: str | None) -> Image.Image:
-        """An uploaded image, checked against the limits before it is decoded."""
-        return self.checked(lambda: open_upload(path, self.limits, min_side=2 * self.encoder.input_side))
+        """An uploaded image, checked against the limits before it is decoded (a refusal: ValueError)."""
+        return open_upload(path, self.limits, min_side=2 * self.encoder.input_side)
 
     def gallery(self, results: list[Result]) -> tuple[list[tuple[str, str]], list[str]]:
         """Thumbnails with captions for a gallery, and the originals' paths (to act on a selection)."""
         shown = [(thumbnail(self.library.folder, r.id, r.path, r.hash),
-                  (f"{r.probability:.0%}" if not math.isnan(r.probability) else f"cos {r.score:.2f}")
+                  (f"{r.probability:.0%}" if not math.isnan(r.probability) else f"{max(r.score, 0):.0%} alike")
                   + f" · {Path(r.path).name}") for r in results]
         return shown, [r.path for r in results]
 
 
-def as_json(results: list[Result]) -> list[dict]:
-    """Results as the API returns them, best first: {image, score, probability (text queries)}."""
-    # The key is not "path": gradio_client would take such dicts for files and download them.
-    return [{"image": r.path, "score": r.score,
-             **({} if math.isnan(r.probability) else {"probability": r.probability})} for r in results]
+def image_upload(**kwargs) -> gr.Image:
+    """An image input whose upload reaches the handler unopened, as a path: `Page.upload` then checks its size,
+    header and format and says in words what is wrong with a bad one. (gr.Image opens every upload itself
+    first, and a file that is no image fails there with a bare "Error" and a traceback. The override is on
+    the instance: a subclass of a Gradio component makes Gradio write a .pyi stub beside this module.)"""
+    image = gr.Image(type="filepath", image_mode=None, **kwargs)
+    opened = image.preprocess
+
+    def unopened(payload):
+        return opened(payload) if payload is None or payload.path is None else str(payload.path)
+
+    image.preprocess = unopened
+    return image
+
+
+def count_note(results: list, k: int) -> str:
+    """"12 photos." ("The best 24 photos." when more may match), or "" for none (say why instead)."""
+    if not results:
+        return ""
+    if len(results) == k:
+        return f"The best {k} photos (raise “Results” for more)."
+    return f"{len(results)} photo{'s' if len(results) != 1 else ''}."

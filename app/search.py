@@ -1,5 +1,6 @@
 """Search a library: combined text queries, image queries, "more like this", and zero-shot tags."""
 
+import math
 import re
 from dataclasses import dataclass
 from datetime import date
@@ -23,6 +24,14 @@ class Result:
     score: float        # cosine similarity to the query vector
     probability: float  # sigmoid(t * cos + b): the word's own t, b for a one-term query (text queries only)
     hash: str | None = None  # of the file's bytes (names its thumbnail)
+
+
+def as_json(results: list[Result]) -> list[dict]:
+    """Results as the API and `python -m app search --json` give them, best first: {image, score, probability
+    (text queries)}."""
+    # The key is not "path": gradio_client would take such dicts for files and download them.
+    return [{"image": r.path, "score": r.score,
+             **({} if math.isnan(r.probability) else {"probability": r.probability})} for r in results]
 
 
 @dataclass
@@ -83,7 +92,7 @@ def search_text(library: Library, encoder: Encoder, query: str, k: int = 24, min
     check_count(k)
     terms = parse_query(query)
     if not terms:
-        return []
+        raise ValueError("nothing to search for: type a word or a sentence (a term weighted 0: counts for nothing)")
     labels = read_labels(encoder, [term.text for term in terms])
     hits = library.search(query_vector(labels, terms), k, filters)
     scores = np.array([[hit.score] for hit in hits], dtype=np.float32).reshape(-1, 1)
@@ -91,6 +100,39 @@ def search_text(library: Library, encoder: Encoder, query: str, k: int = 24, min
     probabilities = (labels.probability(scores) if len(terms) == 1 else encoder.probability(scores))[:, 0]
     return [Result(hit.id, hit.path, hit.score, float(p), hit.hash)
             for hit, p in zip(hits, probabilities, strict=True) if p >= min_probability]
+
+
+def why_empty(library: Library, filters: Filters | None = None, min_probability: float = 0.0) -> str:
+    """Why a valid search found nothing, in words: an empty library, the first filter that alone matches no
+    photo, the filters together, or the probability threshold."""
+    if len(library) == 0:
+        return "The library has no photos yet: index a folder (Library tab, or python -m indexer FOLDER)."
+    if filters is not None and filters.active():
+        for name, value in vars(filters).items():
+            if value is not None and len(library.filtered_ids(Filters(**{name: value}))) == 0:
+                return _empty_filter(library, name, value)
+        if len(library.filtered_ids(filters)) == 0:
+            return "No photo passes all the filters together (each one alone matches some): loosen one."
+    if min_probability > 0:
+        return f"No match reaches {min_probability:.0%}: lower “Hide matches below” to see weaker ones."
+    return "No results."
+
+
+def _empty_filter(library: Library, name: str, value) -> str:
+    if name == "folder":
+        return f"No photos below the folder {value}."
+    if name == "tag":
+        vocabulary = library.vocabulary()
+        if value not in vocabulary:
+            return (f"“{value}” is not one of the library's tags ({', '.join(vocabulary) or 'none yet'}); "
+                    "tags are added with `python -m indexer --tag`.")
+        return f"No photo is tagged {value} (at its threshold {vocabulary[value]:.2f})."
+    if name == "has_gps":
+        return "No photos with a GPS position." if value else "Every photo has a GPS position."
+    dated = len(library.filtered_ids(Filters(taken_from=date.min)))
+    if not dated:
+        return "None of the library's photos has a date taken (EXIF), so a date range matches none."
+    return f"No photos taken {'from' if name == 'taken_from' else 'until'} {value} ({dated} photos have a date)."
 
 
 def check_count(k: int) -> None:

@@ -16,6 +16,7 @@ from indexer import Library
 
 TABS = (search, by_image, tag, library)
 CONCURRENT_REQUESTS = 4  # per endpoint (indexing: one at a time)
+HEADER_REFRESH_S = 5
 
 
 def build_ui(library: Library, encoder: Encoder, decoder: LocCaDecoder | None = None,
@@ -25,8 +26,9 @@ def build_ui(library: Library, encoder: Encoder, decoder: LocCaDecoder | None = 
     (and /index_folder) indexes only folders below `index_roots` (--allow-index), none by default."""
     page = Page(library, encoder, decoder, limits, index_roots)
     with gr.Blocks(title="sigsearch") as ui:
-        gr.Markdown(f"## sigsearch\nSearch {len(library)} photos. Model: `{encoder.name}`. "
-                    "Percentages are the model's match probability σ(t·cos + b).")
+        header = gr.Markdown(lambda: _header(page), elem_id="header")
+        gr.Timer(HEADER_REFRESH_S).tick(lambda: _header(page), None, header, api_visibility="private",
+                                        show_progress="hidden")  # the count stays true while others index
         for tab in TABS:
             with gr.Tab(tab.TITLE):
                 tab.build(page)
@@ -34,3 +36,10 @@ def build_ui(library: Library, encoder: Encoder, decoder: LocCaDecoder | None = 
     # Several searches at once (the library and the encoder are thread-safe, tested), so a quick query need
     # not wait behind a slow one; on 2 cores it measured no faster than one at a time (bench/RESULTS.md).
     return ui.queue(default_concurrency_limit=CONCURRENT_REQUESTS)
+
+
+def _header(page: Page) -> str:
+    count = len(page.library)
+    return (f"## sigsearch\nSearch {count:,} photo{'' if count == 1 else 's'}. Model: `{page.encoder.name}`. "
+            "Percentages of a text query are the model's match probability σ(t·cos + b); of an image query, "
+            "how alike the two photos are (cosine similarity).")

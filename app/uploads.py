@@ -8,10 +8,11 @@ inline `data:` URLs alike.
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from common.cli import DEFAULT_MAX_PIXELS
 from embedding import open_rgb
-from embedding.images import DEFAULT_MAX_PIXELS, TooManyPixels
+from embedding.images import why_unreadable
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,5 @@ def open_upload(path: str | Path | None, limits: UploadLimits, min_side: int | N
                          f"{limits.max_bytes / 2**20:.0f} MB (--max-upload-mb)")
     try:
         return open_rgb(path, min_side=min_side, max_pixels=limits.max_pixels)
-    except TooManyPixels as error:
-        raise ValueError(f"the image has too many pixels: {error} (--max-pixels)") from None
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as error:
-        raise ValueError(f"not an image that can be read: {type(error).__name__}") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise ValueError(f"that upload cannot be used: {why_unreadable(error)}") from None

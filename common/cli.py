@@ -20,6 +20,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+DEFAULT_MAX_PIXELS = 100_000_000  # --max-pixels: above any camera's photo; beyond it a file is treated as a bomb
+
 
 def default_library_dir() -> Path:
     """$SIGSEARCH_LIBRARY, else ~/.local/share/sigsearch/library."""
@@ -42,6 +44,17 @@ def add_device_argument(parser: argparse.ArgumentParser, what: str = "the model"
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help=f"where {what} runs: auto (default) takes a CUDA GPU when torch sees one, under "
                              "torchrun cuda:LOCAL_RANK per process; on CPU the pretrained trunks run in onnxruntime")
+
+
+def pixel_count(text: str) -> int:
+    """A --max-pixels value: a whole number, also written as `3e8`."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"not a number of pixels: {text!r}") from None
+    if not 1 <= value < 1e12:
+        raise ValueError(f"a number of pixels from 1 to 10^12, not {text}")
+    return int(value)
 
 
 def split_languages(languages: str | None) -> list[str] | None:

@@ -9,14 +9,13 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 from pillow_heif import register_heif_opener
 
 # The files the indexer picks up: what Pillow (with the HEIF plugin) reads here.
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif"}
 # Modes whose samples are wider than 8 bits; PIL's own convert("RGB") clips them instead of scaling.
 _WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
-DEFAULT_MAX_PIXELS = 100_000_000  # above any camera's photo; beyond it a file is treated as a bomb
 # Decodes of more pixels than this run one at a time, on one thread of their own, and are box-reduced before
 # they are handed back: a folder (or a burst of uploads) of huge photos then costs the memory of one huge
 # decode. One thread, not a lock (measured: a lock kept about three times as much memory), likely because
@@ -33,6 +32,23 @@ def check_pixels(image: Image.Image, max_pixels: int) -> None:
     width, height = image.size
     if width * height > max_pixels:
         raise TooManyPixels(f"{width}x{height} = {width * height:,} pixels is over the limit of {max_pixels:,}")
+
+
+def why_unreadable(error: BaseException) -> str:
+    """Why a file could not be used as an image, in plain words (the failure list, a refused upload)."""
+    if isinstance(error, TooManyPixels):
+        return f"larger than --max-pixels ({error})"
+    if isinstance(error, Image.DecompressionBombError):
+        return "far larger than --max-pixels (Pillow's own bomb check refused it)"
+    if isinstance(error, UnidentifiedImageError):
+        return "not an image (or in a format that cannot be read here)"
+    if isinstance(error, FileNotFoundError):
+        return "no longer there (deleted or moved while being read)"
+    if isinstance(error, PermissionError):
+        return "no permission to read it"
+    if isinstance(error, (SyntaxError, EOFError)) or "truncated" in str(error).lower():
+        return "a truncated or damaged image file"
+    return f"could not be read: {error or type(error).__name__}"
 
 
 def allow_pixels(max_pixels: int) -> None:
@@ -128,14 +144,3 @@ def _reduced(image: Image.Image, min_side: int) -> Image.Image:
         return image
     small.info["exif"] = exif
     return small
-
-
-def pixel_count(text: str) -> int:
-    """A --max-pixels value: a whole number, also written as `3e8`."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"not a number of pixels: {text!r}") from None
-    if not 1 <= value < 1e12:
-        raise ValueError(f"a number of pixels from 1 to 10^12, not {text}")
-    return int(value)

@@ -174,6 +174,28 @@ class Library:
     def add_root(self, root: Path) -> None:
         self.db.execute("INSERT OR IGNORE INTO roots VALUES (?)", [str(root)])
 
+    def remove_root(self, folder: str | Path) -> int:
+        """Take one of the library's folders out: its photos (rows, vectors, tags) and failure records, then the
+        folder itself (last: a kill in between leaves it listed, and the next run indexes it again). Files on
+        disk, and photos that another of the library's folders holds, are not touched. Returns the number of
+        photos removed."""
+        root = Path(folder).expanduser().resolve()
+        roots = self.roots()
+        if root not in roots:
+            raise ValueError(f"{folder} is not one of the library's folders "
+                             f"({', '.join(str(r) for r in roots) or 'it has none'})")
+        prefix = str(root).rstrip(os.sep) + os.sep
+        paths = [row[0] for row in self.db.execute("SELECT path FROM images WHERE starts_with(path, ?) UNION ALL "
+                                                   "SELECT path FROM failures WHERE starts_with(path, ?)",
+                                                   [prefix, prefix]).fetchall()]
+        others = [r for r in roots if r != root and not r.is_relative_to(root)]
+        paths = [p for p in paths if not any(Path(p).is_relative_to(other) for other in others)]
+        photos = self.db.execute("SELECT count(*) FROM images WHERE list_contains(?, path)", [paths]).fetchone()[0]
+        self.remove(paths)
+        self.db.execute("DELETE FROM roots WHERE path = ?", [str(root)])
+        self.refresh_ann()
+        return photos
+
     def known_files(self) -> dict[str, tuple[int, float]]:
         """path -> (size, mtime) of every indexed file and every recorded failure."""
         rows = self.db.execute("SELECT path, size, mtime FROM images UNION ALL "

@@ -7,7 +7,8 @@ from typing import BinaryIO
 from PIL import Image
 from PIL.ExifTags import GPS, IFD, Base
 
-from embedding.images import DEFAULT_MAX_PIXELS, open_image
+from common.cli import DEFAULT_MAX_PIXELS
+from embedding.images import open_image
 
 
 def read_metadata(file: Path | BinaryIO, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:

@@ -16,10 +16,11 @@ import numpy as np
 import torch.distributed as dist
 from tqdm import tqdm
 
+from common.cli import DEFAULT_MAX_PIXELS
 from embedding import Encoder
-from embedding.images import DEFAULT_MAX_PIXELS
+from embedding.images import why_unreadable
 from indexer.crawl import find_images
-from indexer.files import content_hash, file_hash, max_file_bytes, read_file
+from indexer.files import NotAPhotoFile, content_hash, file_hash, max_file_bytes, read_file
 from indexer.library import Library
 from indexer.metadata import read_metadata
 
@@ -131,14 +132,18 @@ def _embed_into(library: Library, encoder: Encoder, summary: Summary, todo: list
     if not todo:
         return
     bar = tqdm(total=len(todo), unit="image", desc="indexing", disable=not progress)
-    chunks = embed_shared if dist.is_initialized() and dist.get_world_size() > 1 else embed_chunks
-    for records, vectors, failures in chunks(encoder, todo, batch_size, commit_every, max_pixels, stop):
+    if dist.is_initialized() and dist.get_world_size() > 1:  # the lead hears of the others' work per round
+        chunks = embed_shared(encoder, todo, batch_size, commit_every, max_pixels, stop)
+    else:  # the bar moves with every batch, not every commit
+        chunks = embed_chunks(encoder, todo, batch_size, commit_every, max_pixels, stop, advance=bar.update)
+    for records, vectors, failures in chunks:
         for bad in failures:
             _fail(library, summary, bad["path"], bad["error"], bad["size"], bad["mtime"])
         if records:
             library.add(records, vectors)
             summary.indexed += len(records)
-        bar.update(len(records) + len(failures))
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            bar.update(len(records) + len(failures))
     bar.close()
 
 
@@ -221,9 +226,10 @@ Chunk = tuple[list[dict], np.ndarray, list[dict]]  # embedded records, their vec
 
 
 def embed_chunks(encoder: Encoder, todo: list, batch_size: int, commit_every: int, max_pixels: int,
-                 stop: threading.Event | None = None) -> Iterator[Chunk]:
+                 stop: threading.Event | None = None, advance: Callable[[int], Any] | None = None
+                 ) -> Iterator[Chunk]:
     """Decode (in parallel threads) and embed the files, one chunk per `commit_every` images; once `stop` is
-    set, the chunk under way is the last.
+    set, the chunk under way is the last. `advance(n)` hears of every batch's n files (a progress bar).
 
     Two batches are in flight at each stage, so the model always has a batch queued: when one of its
     threads finishes its share of a batch early, it starts on the next (bench/RESULTS.md)."""
@@ -244,6 +250,8 @@ def embed_chunks(encoder: Encoder, todo: list, batch_size: int, commit_every: in
             if batch_vectors is not None:
                 vectors.append(batch_vectors)
                 records += [d for d in batch if "error" not in d]
+            if advance is not None:
+                advance(len(batch))
             if stop is not None and stop.is_set():
                 decoders.shutdown(cancel_futures=True)
                 break
@@ -304,4 +312,4 @@ def _decode(encoder: Encoder, item: _Todo, max_pixels: int) -> dict:
 
 
 def _reason(error: Exception) -> str:
-    return f"{type(error).__name__}: {error}"
+    return why_unreadable(error) if not isinstance(error, NotAPhotoFile) else str(error)

@@ -90,7 +90,7 @@ def test_more_like_the_selected_photo(page, app_url):
     page.wait_for_function("first => document.querySelector('#results .caption-label')?.innerText !== first",
                            arg=before[0], timeout=30_000)
     after = page.locator("#results .caption-label").all_inner_texts()
-    assert after != before and all(c.startswith("cos ") for c in after)
+    assert after != before and all(c.split(" · ")[0].endswith("% alike") for c in after)
     shot(page, "more-like-this")
 
 
@@ -154,3 +154,77 @@ def test_the_bundled_model_tags_a_dog_photo_dog_and_hund(page, bundled_url, flic
 def test_a_path_outside_the_library_is_forbidden(page, app_url):
     response = page.request.get(f"{app_url}gradio_api/file=/etc/passwd")
     assert response.status == 403
+
+
+def test_the_page_counts_photos_and_says_why_a_search_is_empty(page, app_url, photo_folder):
+    page.goto(app_url)
+    count = len(list(photo_folder.iterdir()))
+    page.locator("#header").get_by_text(f"Search {count} photos").wait_for(timeout=30_000)
+    search(page, app_url, "ein Hund")
+    assert page.locator("#result-note").inner_text().strip() == "The best 24 photos (raise “Results” for more)."
+    page.get_by_text("Filters").click()
+    folder = page.get_by_label("Only below folder")
+    folder.fill("/nowhere")
+    folder.press("Enter")  # a changed filter searches again
+    page.locator("#result-note").get_by_text("No photos below the folder /nowhere").wait_for(timeout=30_000)
+    assert page.locator("#results img").count() == 0
+    shot(page, "empty-reason")
+
+
+def test_a_bad_upload_says_what_is_wrong(page, app_url, tmp_path):
+    fake = tmp_path / "holiday.png"
+    fake.write_text("a text file with an image's name")
+    page.goto(app_url)
+    page.get_by_role("tab", name="Search by image").click()
+    page.locator("#search-upload input[type=file]").set_input_files(str(fake))
+    note = page.locator("#image-result-note")
+    note.get_by_text("that upload cannot be used: not an image").wait_for(timeout=30_000)
+    assert page.locator("#image-results img").count() == 0
+    shot(page, "bad-upload")
+
+
+@pytest.fixture(scope="module")
+def managed_url(tiny_run, photo_folder, flickr, tmp_path_factory):
+    """The app with indexing from the page allowed below a folder that holds 1,000 more photos."""
+    folder = tmp_path_factory.mktemp("managed")
+    more = folder / "allowed" / "more"
+    more.mkdir(parents=True)
+    for path in sorted((flickr / "images").glob("*.jpg"))[:1000]:
+        shutil.copy(path, more)
+    library = Library(folder / "library")
+    index_folders(library, load_encoder(str(tiny_run)), [photo_folder], progress=False)
+    library.close()
+    env = {"GRADIO_TEMP_DIR": str(folder / "gradio"), "GRADIO_ANALYTICS_ENABLED": "False"}
+    with serving("--library", str(folder / "library"), "--allow-index", str(folder / "allowed"), env=env) as url:
+        yield url, more
+
+
+def test_the_library_tab_indexes_with_moving_progress_and_removes_a_folder(page, managed_url, photo_folder):
+    url, more = managed_url
+    before = len(list(photo_folder.iterdir()))
+    page.goto(url)
+    page.locator("#header").get_by_text(f"Search {before} photos").wait_for(timeout=30_000)
+    page.get_by_role("tab", name="Library").click()
+    page.locator("#index-folder textarea").fill(str(more))
+    page.locator("#index-button").click()
+    seen = []  # what the progress overlay says while 1,000 photos index
+    while "indexed" not in page.locator("#index-log textarea").input_value():
+        text = page.locator("#index-log").inner_text()
+        if text not in seen:
+            seen.append(text)
+        page.wait_for_timeout(100)
+    progress = [text for text in seen if "indexing" in text]
+    assert len(set(progress)) >= 5, seen
+    assert page.locator(".progress-text, .eta-bar").count() <= 1  # one overlay, not one per output
+    after = before + 1000
+    page.locator("#library-status").get_by_text(f"{after:,} photos").wait_for(timeout=10_000)
+    page.locator("#header").get_by_text(f"Search {after:,} photos").wait_for(timeout=15_000)  # the header follows
+    choice = page.locator("#library-folders input")
+    choice.click()
+    choice.fill(str(more))  # the one folder with this name, chosen from the list
+    page.locator("#library-folders ul li").filter(has_text=str(more)).first.click()
+    page.locator("#remove-button").click()
+    page.wait_for_function("() => document.querySelector('#index-log textarea').value.startsWith('removed 1,000')",
+                           timeout=30_000)
+    page.locator("#header").get_by_text(f"Search {before} photos").wait_for(timeout=15_000)
+    shot(page, "library-tab")

@@ -2,22 +2,28 @@
 
 import gradio as gr
 
-from app.page import Page
-from app.search import search_image
+from app.page import Page, count_note, image_upload
+from app.search import search_image, why_empty
 
 TITLE = "Search by image"
 
 
 def build(page: Page) -> None:
-    def find_like_upload(image: str | None, n: int):
+    def find_like_upload(image: str | None, n: int):  # -> gallery, note, the upload box
         if image is None:
-            return []
-        return page.gallery(page.checked(lambda: search_image(page.library, page.encoder, page.upload(image),
-                                                              int(n))))[0]
+            return [], "", gr.skip()
+        try:
+            picture = page.upload(image)
+        except ValueError as error:  # said beside the box, which is cleared (a browser cannot show the file)
+            return [], f"**{error}**", None
+        results = page.checked(lambda: search_image(page.library, page.encoder, picture, int(n)))
+        return page.gallery(results)[0], count_note(results, int(n)) or why_empty(page.library), gr.skip()
 
     with gr.Row():
-        upload = gr.Image(type="filepath", image_mode=None, label="A photo like the ones you want",
-                          elem_id="search-upload", scale=5)
+        upload = image_upload(label="A photo like the ones you want", elem_id="search-upload", scale=5)
         k = gr.Slider(1, 100, value=24, step=1, label="Results", scale=1)
-    results = gr.Gallery(label="Most similar photos (cosine)", columns=6, object_fit="cover")
-    upload.change(find_like_upload, [upload, k], results, api_visibility="private")
+    note = gr.Markdown(elem_id="image-result-note")
+    results = gr.Gallery(label="Most similar photos (how alike: cosine similarity)", columns=6, object_fit="cover",
+                         elem_id="image-results")
+    gr.on([upload.upload, k.release], find_like_upload, [upload, k], [results, note, upload],
+          api_visibility="private")

@@ -1,5 +1,6 @@
-"""Library: what the library holds (folders, tags, files that could not be read) and, where the operator
-allowed it (--allow-index), indexing a folder from the page (also the /index_folder endpoint)."""
+"""Library: what the library holds (folders, tags, files that could not be read); taking a folder out
+(/remove_folder: it only narrows what is served) and, where the operator allowed it (--allow-index),
+indexing a folder from the page (/index_folder)."""
 
 from pathlib import Path
 
@@ -21,36 +22,61 @@ def build(page: Page) -> None:
         summary = page.checked(lambda: index_folders(library, encoder, [root]))  # its tqdm bars drive the progress
         if library.vocabulary():
             tag_library(library, encoder, library.vocabulary())
-        return str(summary), status(page), failures(page)
+        return str(summary), *refreshed()
 
-    text = gr.Markdown(lambda: status(page))  # a callable value: computed again on every page load
+    def remove_folder(folder: str | None):
+        """Take a folder's photos out of the library (the files stay where they are)."""
+        if not folder:
+            raise gr.Error("choose one of the library's folders first")
+        removed = page.checked(lambda: library.remove_root(folder))
+        return f"removed {plural(removed, 'photo')} below {folder} from the library (the files are untouched)", \
+            *refreshed()
+
+    def refreshed():  # what the tab shows after a change: status, failures, the folder choice
+        return status(page), failures(page), gr.Dropdown(choices=folders(page), value=None)
+
+    text = gr.Markdown(lambda: status(page), elem_id="library-status")  # a callable: computed on every page load
     with gr.Row():
         folder = gr.Textbox(label="Index a folder on this machine (only new or changed photos are embedded)",
                             placeholder="/home/me/Pictures", scale=4, elem_id="index-folder")
         button = gr.Button("Index", variant="primary", elem_id="index-button")
-    log = gr.Textbox(label="Last indexing run", lines=3, interactive=False, elem_id="index-log")
+    with gr.Row():
+        chosen = gr.Dropdown(folders(page), value=None, label="The library's folders", scale=4,
+                             elem_id="library-folders")
+        remove = gr.Button("Remove from the library", variant="stop", elem_id="remove-button")
+    log = gr.Textbox(label="Last change", lines=3, interactive=False, elem_id="index-log")
     failed = gr.Dataframe(lambda: failures(page), headers=["file", "why it could not be read"], interactive=False)
-    button.click(index_folder, folder, [log, text, failed], api_name="index_folder", concurrency_limit=1)
+    outputs = [log, text, failed, chosen]
+    button.click(index_folder, folder, outputs, api_name="index_folder", concurrency_limit=1, show_progress_on=log)
+    remove.click(remove_folder, chosen, outputs, api_name="remove_folder", concurrency_limit=1)
+    chosen.focus(lambda: gr.Dropdown(choices=folders(page)), None, chosen, api_visibility="private")  # fresh
 
 
 def status(page: Page) -> str:
     library, encoder = page.library, page.encoder
-    roots = ", ".join(f"`{root}`" for root in library.roots()) or "none"
     tags = ", ".join(f"{tag} (≥ {threshold:.2f})" for tag, threshold in library.vocabulary().items()) or "none"
     allowed = ", ".join(f"`{root}`" for root in page.index_roots)
     adding = (f"Add photos from below {allowed} here, or" if allowed else
               "Indexing from this page is off (start the app with `--allow-index FOLDER` to allow it); add photos")
-    lost = (f" · **{len(library.lost)} photos lost their vectors** (a missing or damaged index file): the next "
-            "indexing run embeds them again" if library.lost else "")
-    return (f"**{len(library)} photos** in `{library.folder}` · model `{encoder.name}` "
-            f"(fingerprint `{encoder.fingerprint}`) · folders: {roots} · tags: {tags} · **{len(library.failures())} "
-            f"files could not be read** (below){lost}. {adding} with "
+    lost = (f" · **{plural(len(library.lost), 'photo')} lost their vectors** (a missing or damaged index file): "
+            "the next indexing run embeds them again" if library.lost else "")
+    return (f"**{plural(len(library), 'photo')}** in `{library.folder}` · model `{encoder.name}` "
+            f"(fingerprint `{encoder.fingerprint}`) · {plural(len(library.roots()), 'folder')} · tags: {tags} · "
+            f"**{plural(len(library.failures()), 'file')} could not be read** (below){lost}. {adding} with "
             f"`python -m indexer FOLDER --library {library.folder}` while the app is stopped; tags with "
             f"`--tag LABEL[=THRESHOLD]`.")
 
 
+def folders(page: Page) -> list[str]:
+    return [str(root) for root in page.library.roots()]
+
+
 def failures(page: Page) -> list[list[str]]:
     return [[path, reason] for path, reason in page.library.failures()]
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
 def allowed_folder(folder: str, index_roots: tuple[Path, ...]) -> Path:

@@ -2,8 +2,8 @@
 
 import gradio as gr
 
-from app.page import Page
-from app.search import make_filters, more_like_this, search_text
+from app.page import Page, count_note
+from app.search import make_filters, more_like_this, search_text, why_empty
 
 TITLE = "Search"
 QUERY_HELP = ("Any language the model knows. Combine terms with commas; `-` excludes, `2:` weighs: "
@@ -13,12 +13,19 @@ QUERY_HELP = ("Any language the model knows. Combine terms with commas; `-` excl
 def build(page: Page) -> None:
     library, encoder = page.library, page.encoder
 
-    def find(query, n, threshold, folder, taken_from, taken_to, gps, tag):  # -> gallery, originals
-        return page.gallery(page.checked(lambda: search_text(
-            library, encoder, query, int(n), float(threshold), make_filters(folder, taken_from, taken_to, gps, tag))))
+    def find(query, n, threshold, folder, taken_from, taken_to, gps, tag):  # -> gallery, originals, note
+        filters = page.checked(lambda: make_filters(folder, taken_from, taken_to, gps, tag))
+        results = page.checked(lambda: search_text(library, encoder, query, int(n), float(threshold), filters))
+        return *page.gallery(results), count_note(results, int(n)) or why_empty(library, filters, float(threshold))
+
+    def find_again(query, *controls):  # a control changed: the search on the page follows it
+        return find(query, *controls) if query.strip() else (gr.skip(), gr.skip(), gr.skip())
 
     def find_similar(path: str | None, n: int):
-        return page.gallery(page.checked(lambda: more_like_this(library, path, int(n)))) if path else ([], [])
+        if not path:
+            raise gr.Error("select a photo in the results first")
+        results = page.checked(lambda: more_like_this(library, path, int(n)))
+        return *page.gallery(results), count_note(results, int(n)) or why_empty(library)
 
     def remember(originals: list[str], event: gr.SelectData) -> tuple[str, str, str]:
         """The selected result: kept for "more like this", and shown full size with its path and tags."""
@@ -40,13 +47,17 @@ def build(page: Page) -> None:
         taken_to = gr.Textbox(label="Taken until (YYYY-MM-DD)")
         gps = gr.Radio(["any", "yes", "no"], value="any", label="Has GPS")
         tagged = gr.Dropdown(["", *library.vocabulary()], value="", label="Tagged", allow_custom_value=True)
+    note = gr.Markdown(elem_id="result-note")
     results = gr.Gallery(label="Results", columns=6, object_fit="cover", height="auto", elem_id="results")
     with gr.Row():
         full_size = gr.Image(label="Selected photo, full size", type="filepath", interactive=False,
                              elem_id="full-size", scale=3)
         selected_info = gr.Markdown(elem_id="selected-path")
     originals, selected = gr.State([]), gr.State(None)
-    gr.on([query.submit, go.click], find, [query, k, threshold, folder, taken_from, taken_to, gps, tagged],
-          [results, originals], api_visibility="private")
+    controls = [query, k, threshold, folder, taken_from, taken_to, gps, tagged]
+    gr.on([query.submit, go.click], find, controls, [results, originals, note], api_visibility="private")
+    gr.on([k.release, threshold.release, taken_from.submit, taken_to.submit, folder.submit, gps.change,
+           tagged.change], find_again, controls, [results, originals, note], api_visibility="private")
     results.select(remember, originals, [selected, full_size, selected_info], api_visibility="private")
-    like.click(find_similar, [selected, k], [results, originals], api_visibility="private")
+    like.click(find_similar, [selected, k], [results, originals, note], api_visibility="private")
+

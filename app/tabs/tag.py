@@ -3,7 +3,7 @@ LocCa decoder. Both are API endpoints too (/tag, /caption)."""
 
 import gradio as gr
 
-from app.page import Page
+from app.page import Page, image_upload
 from app.search import tag_image
 from embedding.locca import caption_images
 
@@ -12,13 +12,13 @@ TITLE = "Tag an image"
 
 def build(page: Page) -> None:
     def tag(image: str | None, labels: str) -> dict[str, float]:
-        return tag_image(page.encoder, page.upload(image), labels.split(","))
+        return page.checked(lambda: tag_image(page.encoder, page.upload(image), labels.split(",")))
 
     def caption(image: str | None, language: str) -> str:
-        return caption_images(page.encoder, page.decoder, [page.upload(image)], language)[0]
+        return page.checked(lambda: caption_images(page.encoder, page.decoder, [page.upload(image)], language)[0])
 
     with gr.Row():
-        upload = gr.Image(type="filepath", image_mode=None, label="Image", elem_id="tag-image")
+        upload = image_upload(label="Image", elem_id="tag-image")
         with gr.Column():
             labels = gr.Textbox(label="Labels, comma-separated, any language", elem_id="tag-labels",
                                 value="dog, cat, beach, snow, people, Fahrrad, 汽车")

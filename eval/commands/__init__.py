@@ -5,10 +5,9 @@ A new evaluation is one module here plus one line in `COMMANDS`. `run` returns t
 """
 
 import argparse
+from typing import TYPE_CHECKING
 
 from common.cli import add_device_argument, add_model_argument, split_languages
-from embedding import Encoder, load_encoder
-from embedding.loading import process_device
 
 
 def add_model_args(parser: argparse.ArgumentParser, required: str | None = None) -> None:
@@ -20,8 +19,14 @@ def add_model_args(parser: argparse.ArgumentParser, required: str | None = None)
     add_device_argument(parser)
 
 
-def encoder_of(args: argparse.Namespace) -> Encoder:
+if TYPE_CHECKING:  # (imported when a command runs, not for its --help)
+    from embedding.encoder import Encoder
+
+
+def encoder_of(args: argparse.Namespace) -> "Encoder":
     """The model `--model` names, on `--device`."""
+    from embedding.loading import load_encoder, process_device
+
     return load_encoder(args.model, process_device(args.device))
 
 

@@ -4,8 +4,6 @@ import json
 from pathlib import Path
 
 from common.cli import add_device_argument, add_library_argument
-from embedding import load_encoder
-from embedding.loading import process_device
 
 HELP = "ANN recall of a library's index (and candidate index types) against exact search"
 DESCRIPTION = ("recall@k of the library's FAISS index, and of candidate FAISS indexes built on the same "
@@ -28,6 +26,7 @@ def add_args(parser) -> None:
 
 
 def run(args) -> int:
+    from embedding.loading import load_encoder, process_device
     from eval.ann import evaluate_ann, library_vectors, perturbed_queries
     from indexer import Library
 

@@ -1,0 +1,84 @@
+"""python -m app search: search a library from the shell, as rclip does: the best photos' paths with their
+probabilities, or with --json the objects the API's /search returns.
+
+While an app serves the library, the library is locked to it (one writer: DuckDB), so the search is asked of
+that app over HTTP (the library folder says where it runs, app/serve.py); otherwise the library is opened
+here."""
+
+import argparse
+import json
+import math
+import sys
+
+from common.cli import add_device_argument, add_library_argument, add_model_argument
+
+RUNNING_FILE = "app.json"  # in the library folder while an app serves it (app/serve.py writes it)
+
+
+def search_main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    running = args.library / RUNNING_FILE
+    rows = _ask_app(running, args) if running.is_file() else None
+    if rows is None:  # no app serves the library (any more: one killed leaves its file behind)
+        rows = _search_here(args)
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False))
+    elif not rows:
+        print(f"no photos match {args.query!r}", file=sys.stderr)
+    for row in [] if args.json else rows:
+        probability = row.get("probability", math.nan)
+        print(f"{probability:6.1%}  {row['image']}" if not math.isnan(probability) else row["image"])
+    return 0
+
+
+def _search_here(args: argparse.Namespace) -> list[dict]:
+    from app.search import as_json, search_text
+    from embedding import load_encoder
+    from embedding.loading import process_device
+    from indexer import Library
+    from indexer.library import DB_FILE
+
+    if not (args.library / DB_FILE).is_file():
+        raise FileNotFoundError(f"no library in {args.library}: add photos with `python -m indexer FOLDER` "
+                                f"(or give --library)")
+    library = Library(args.library)
+    try:
+        encoder = load_encoder(args.model or library.setting("model") or "bundled", process_device(args.device))
+        library.bind_model(encoder.name, encoder.fingerprint, encoder.dim)
+        return as_json(search_text(library, encoder, args.query, args.k))
+    finally:
+        library.close()
+
+
+def _ask_app(running, args: argparse.Namespace) -> list[dict] | None:
+    """The running app's answer to the query, or None when no app answers there."""
+    from gradio_client import Client
+
+    app = json.loads(running.read_text(encoding="utf-8"))
+    if app.get("login"):
+        raise ValueError(f"the app at {app['url']} serving {args.library} asks for a login: search in its page")
+    if args.model:
+        raise ValueError(f"the app at {app['url']} serves {args.library} with its own model: leave out --model")
+    try:
+        client = Client(app["url"], verbose=False)
+    except Exception:  # connection errors come in many types: none of them is an answer
+        return None
+    try:
+        return client.predict(args.query, args.k, api_name="/search")
+    except Exception as error:  # the app's refusal (gr.Error), in its words
+        raise ValueError(str(error)) from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m app search",
+        description="Print the photos of a library that best match QUERY (any language the model knows; "
+                    "`beach, -people, 2:sunset` combines terms), best first: the match probability and the "
+                    "path, or with --json the objects the API's /search returns ({image, score, probability}).")
+    parser.add_argument("query", help="what to look for")
+    add_library_argument(parser)
+    add_model_argument(parser, "model spec (default: the library's model)", default=None)
+    add_device_argument(parser)
+    parser.add_argument("-k", type=int, default=10, help="how many photos (default 10)")
+    parser.add_argument("--json", action="store_true", help="print JSON: [{image, score, probability}, ...]")
+    return parser

@@ -1,0 +1,127 @@
+"""#23, a library people live in: folders taken out, progress by photo, reasons for empty results, failure
+reasons in words, search from the shell."""
+
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.search import as_json, search_text, why_empty
+from embedding import load_encoder
+from indexer import Filters, Library, index_folders
+from indexer.run import _Todo, embed_chunks
+from tests.conftest import run_module, serving
+
+
+@pytest.fixture(scope="module")
+def encoder(checkpoint):
+    return load_encoder(str(checkpoint[0]))
+
+
+def make_photos(folder, count=4, seed=0):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 255, (32, 40 + i, 3), dtype=np.uint8)).save(folder / f"photo{i}.jpg")
+    return folder
+
+
+def test_removing_a_folder_takes_out_its_photos_and_nothing_else(tmp_path, encoder):
+    kept, gone = make_photos(tmp_path / "kept", 3), make_photos(tmp_path / "gone", 4, seed=1)
+    (gone / "notes.jpg").write_text("not an image")
+    library = Library(tmp_path / "library")
+    index_folders(library, encoder, [kept, gone], progress=False)
+    assert len(library) == 7 and len(library.failures()) == 1
+    with pytest.raises(ValueError, match="not one of the library's folders"):
+        library.remove_root(tmp_path / "elsewhere")
+    assert library.remove_root(gone) == 4
+    assert library.roots() == [kept.resolve()] and len(library) == 3 and library.failures() == []
+    assert library.index.ntotal == 3 and sorted(os.listdir(gone)) == ["notes.jpg", *(f"photo{i}.jpg" for i in range(4))]
+    hits = library.search(encoder.embed_images([gone / "photo0.jpg"])[0], k=10)
+    assert {os.path.dirname(hit.path) for hit in hits} == {str(kept.resolve())}
+    library.close()
+    reopened = Library(tmp_path / "library")  # what was removed stays removed
+    assert len(reopened) == 3 and reopened.index.ntotal == 3
+    reopened.close()
+
+
+def test_the_indexer_cli_removes_a_folder(tmp_path, checkpoint):
+    photos = make_photos(tmp_path / "photos", 2)
+    library = tmp_path / "library"
+    run_module("indexer", str(photos), "--library", str(library), "--model", str(checkpoint[0]))
+    done = run_module("indexer", "--remove", str(photos), "--library", str(library))
+    assert "removed 2 photos" in done.stdout and "(0 images)" in done.stdout
+    bad = run_module("indexer", "--remove", str(photos), "--library", str(library), check=False)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "not one of the library's folders" in bad.stderr
+
+
+def test_progress_moves_with_every_batch_not_every_commit(tmp_path, encoder):
+    photos = make_photos(tmp_path / "photos", 10)
+    todo = [_Todo(str(path), "") for path in sorted(photos.iterdir())]
+    steps = []
+    chunks = list(embed_chunks(encoder, todo, batch_size=3, commit_every=100, max_pixels=10**8,
+                               advance=steps.append))
+    assert len(chunks) == 1 and steps == [3, 3, 3, 1]  # one commit, four moves of the bar
+
+
+def test_every_empty_search_says_why(tmp_path, encoder):
+    library = Library(tmp_path / "library")
+    assert "no photos yet" in why_empty(library)
+    index_folders(library, encoder, [make_photos(tmp_path / "photos", 3)], progress=False)
+    for query in ("", "  ", ",,,", "0:dog"):
+        with pytest.raises(ValueError, match="nothing to search for"):
+            search_text(library, encoder, query)
+    reasons = {
+        "folder": why_empty(library, Filters(folder=str(tmp_path / "nowhere"))),
+        "tag": why_empty(library, Filters(tag="Hund")),
+        "date": why_empty(library, Filters(taken_from=np.datetime64("2020-01-01").item())),
+        "gps": why_empty(library, Filters(has_gps=True)),
+        "threshold": why_empty(library, None, 0.95),
+    }
+    assert "No photos below the folder" in reasons["folder"] and "nowhere" in reasons["folder"]
+    assert "“Hund” is not one of the library's tags (none yet)" in reasons["tag"]
+    assert "has a date taken" in reasons["date"] and "GPS" in reasons["gps"]
+    assert "95%" in reasons["threshold"] and "lower" in reasons["threshold"]
+    assert search_text(library, encoder, "dog", 3, 0.999) == []
+    library.close()
+
+
+def test_search_from_the_shell_prints_paths_or_the_apis_json(tmp_path, encoder, checkpoint):
+    photos = make_photos(tmp_path / "photos", 5)
+    library = Library(tmp_path / "library")
+    index_folders(library, encoder, [photos], progress=False)
+    expected = as_json(search_text(library, encoder, "a dog in the snow", 3))
+    library.close()
+    args = ["search", "a dog in the snow", "--library", str(tmp_path / "library"), "-k", "3"]
+    as_text = run_module("app", *args)
+    lines = as_text.stdout.strip().splitlines()
+    assert [line.split()[-1] for line in lines] == [row["image"] for row in expected]
+    assert lines[0].split()[0] == f"{expected[0]['probability']:.1%}"
+    rows = json.loads(run_module("app", *args, "--json").stdout)
+    assert [row["image"] for row in rows] == [row["image"] for row in expected]
+    np.testing.assert_allclose([row["score"] for row in rows], [row["score"] for row in expected], atol=1e-5)
+    missing = run_module("app", "search", "dog", "--library", str(tmp_path / "none"), check=False)
+    assert missing.returncode == 2 and missing.stderr.startswith("error: no library in")
+    assert not (tmp_path / "none").exists()  # a search creates nothing
+    empty = run_module("app", "search", ",,,", "--library", str(tmp_path / "library"), check=False)
+    assert empty.returncode == 2 and "nothing to search for" in empty.stderr and "Traceback" not in empty.stderr
+
+
+def test_search_from_the_shell_asks_the_app_that_holds_the_library(tmp_path, encoder, checkpoint):
+    photos = make_photos(tmp_path / "photos", 4)
+    library = Library(tmp_path / "library")
+    index_folders(library, encoder, [photos], progress=False)
+    expected = [row["image"] for row in as_json(search_text(library, encoder, "snow", 2))]
+    library.close()
+    env = {"GRADIO_TEMP_DIR": str(tmp_path / "gradio"), "GRADIO_ANALYTICS_ENABLED": "False"}
+    with serving("--library", str(tmp_path / "library"), env=env):
+        for _ in range(100):  # written just after the page first answers
+            if (tmp_path / "library" / "app.json").is_file():
+                break
+            time.sleep(0.1)
+        assert (tmp_path / "library" / "app.json").is_file()  # the app has the library: the shell asks it
+        done = run_module("app", "search", "snow", "--library", str(tmp_path / "library"), "-k", "2", "--json")
+    assert [row["image"] for row in json.loads(done.stdout)] == expected
