@@ -51,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="largest accepted upload, also inline in an API request (default 25)")
     parser.add_argument("--max-pixels", type=pixel_count, default=DEFAULT_MAX_PIXELS,
                         help="refuse uploaded images whose header announces more pixels (default %(default)s)")
+    parser.add_argument("--watch", action="store_true",
+                        help="keep the library's folders up to date while the app runs: new, changed, moved and "
+                             "deleted photos are indexed within seconds")
     parser.add_argument("--allow-index", action="append", default=[], type=Path, metavar="FOLDER",
                         help="let the page and the API index folders below FOLDER (repeatable; none by default: "
                              "then only `python -m indexer` adds photos)")

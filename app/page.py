@@ -13,7 +13,7 @@ from app.thumbnails import thumbnail
 from app.uploads import UploadLimits, open_upload
 from embedding import Encoder
 from embedding.locca import LocCaDecoder
-from indexer import Library
+from indexer import Hit, Library
 from indexer.library import LibraryWriteError
 
 
@@ -37,11 +37,15 @@ class Page:
         return open_upload(path, self.limits, min_side=2 * self.encoder.input_side)
 
     def gallery(self, results: list[Result]) -> tuple[list[tuple[str, str]], list[str]]:
-        """Thumbnails with captions for a gallery, and the originals' paths (to act on a selection)."""
-        shown = [(thumbnail(self.library.folder, r.id, r.path, r.hash),
-                  (f"{r.probability:.0%}" if not math.isnan(r.probability) else f"{max(r.score, 0):.0%} alike")
-                  + f" · {Path(r.path).name}") for r in results]
-        return shown, [r.path for r in results]
+        """Search results for a gallery, each captioned with its probability (or how alike) and name."""
+        return self.captioned([(r, (f"{r.probability:.0%}" if not math.isnan(r.probability)
+                                    else f"{max(r.score, 0):.0%} alike") + f" · {Path(r.path).name}")
+                               for r in results])
+
+    def captioned(self, items: list[tuple[Result | Hit, str]]) -> tuple[list[tuple[str, str]], list[str]]:
+        """Thumbnails with these captions for a gallery, and the originals' paths (to act on a selection)."""
+        return ([(thumbnail(self.library.folder, r.id, r.path, r.hash), caption) for r, caption in items],
+                [r.path for r, _ in items])
 
 
 def image_upload(**kwargs) -> gr.Image:
@@ -59,10 +63,14 @@ def image_upload(**kwargs) -> gr.Image:
     return image
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
 def count_note(results: list, k: int) -> str:
     """"12 photos." ("The best 24 photos." when more may match), or "" for none (say why instead)."""
     if not results:
         return ""
     if len(results) == k:
         return f"The best {k} photos (raise “Results” for more)."
-    return f"{len(results)} photo{'s' if len(results) != 1 else ''}."
+    return f"{plural(len(results), 'photo')}."

@@ -19,6 +19,7 @@ from embedding.loading import model_folder, process_device
 from embedding.locca import find_decoder
 from indexer import Library, index_folders
 from indexer.demo import copy_demo_photos
+from indexer.watch import FolderWatch
 
 
 def serve(args: argparse.Namespace) -> None:
@@ -53,6 +54,9 @@ def serve(args: argparse.Namespace) -> None:
     limits = UploadLimits(max_bytes=int(args.max_upload_mb * 2**20), max_pixels=args.max_pixels)
     guard = Middleware(RequestGuard, hosts=LOOPBACK_NAMES if args.host in LOOPBACK_NAMES else None,
                        max_body=body_limit(limits.max_bytes))
+    if args.watch:
+        FolderWatch(library, encoder).start()
+        print(f"watching {', '.join(str(root) for root in library.roots())} for changes")
     ui = build_ui(library, encoder, decoder, limits, tuple(args.allow_index))
     ui.launch(server_name=args.host, server_port=args.port, auth=tuple(args.auth.split(":", 1)) if args.auth else None,
               max_file_size=limits.max_bytes, app_kwargs={"middleware": [guard]}, prevent_thread_lock=True)

@@ -1,5 +1,5 @@
 """The Gradio page and API: a tab per module of app/tabs, in TABS' order, and the JSON endpoints (app/api.py).
-A new tab is one module with TITLE and build(page), and a line here. (A tab's handlers are named apart from
+A new tab is one module with TITLE and build(page, ui), and a line here. (A tab's handlers are named apart from
 the endpoints': Gradio names every event after its function, private ones too, and the first comes first.)"""
 
 from pathlib import Path
@@ -31,7 +31,7 @@ def build_ui(library: Library, encoder: Encoder, decoder: LocCaDecoder | None = 
                                         show_progress="hidden")  # the count stays true while others index
         for tab in TABS:
             with gr.Tab(tab.TITLE):
-                tab.build(page)
+                tab.build(page, ui)
         api.build(page)
     # Several searches at once (the library and the encoder are thread-safe, tested), so a quick query need
     # not wait behind a slow one; on 2 cores it measured no faster than one at a time (bench/RESULTS.md).

@@ -7,7 +7,6 @@ real in everything else: DuckDB metadata, FAISS exact index, the bundled model e
 """
 
 import argparse
-import socket
 import statistics
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from app.search import search_text
+from bench import free_port
 from embedding import load_encoder
 from indexer import Library
 
@@ -64,9 +64,7 @@ def load_test(folder: Path, clients: int, seconds: float) -> dict:
     """`clients` threads calling /search over HTTP for `seconds`; latencies and errors, client side."""
     from gradio_client import Client
 
-    with socket.socket() as probe:  # a free port
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "app", "--library", str(folder), "--port", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/"

@@ -19,7 +19,7 @@ import re
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 import duckdb
@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS settings (key VARCHAR PRIMARY KEY, value VARCHAR);
 """
 
 
+_WHEN = "coalesce(taken_at, CAST(to_timestamp(mtime) AS TIMESTAMP))"  # a photo's time: taken, else the file's
 _CONTENT_COLUMNS = ("width", "height", "taken_at", "camera", "gps_lat", "gps_lon")  # the same for equal bytes
 _IMAGE_COLUMNS = ("path", "size", "mtime", "hash", *_CONTENT_COLUMNS)
 
@@ -126,6 +127,7 @@ class Library:
 
     def __init__(self, folder: str | Path):
         self.lock = threading.RLock()
+        self.indexing = threading.Lock()  # one indexing run at a time (the page's, a folder watch's)
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         try:
@@ -307,6 +309,23 @@ class Library:
             self.db.execute("DELETE FROM image_tags WHERE list_contains(?, tag)", [tags])
             self.db.execute("INSERT INTO image_tags SELECT * FROM new_tags")
         self.db.unregister("new_tags")
+
+    def newest(self, limit: int, filters: Filters | None = None) -> list[tuple[Hit, datetime]]:
+        """Photos passing `filters`, newest first by date taken, else by file time, with that time (a hit's
+        score: nan)."""
+        allowed = self.filtered_ids(filters).tolist() if filters is not None and filters.active() else None
+        rows = self.db.execute(f"SELECT id, path, hash, {_WHEN} AS t FROM images "
+                               "WHERE ? IS NULL OR list_contains(?, id) ORDER BY t DESC, id DESC LIMIT ?",
+                               [allowed, allowed, limit]).fetchall()
+        return [(Hit(i, path, float("nan"), digest), when) for i, path, digest, when in rows]
+
+    def details(self, path: str) -> dict | None:
+        """What the library knows of one photo: its header's size, date taken, camera and GPS position, the
+        file's size and time; None if it is not in the library."""
+        row = self.db.execute(f"SELECT width, height, taken_at, camera, gps_lat, gps_lon, size, {_WHEN} "
+                              "FROM images WHERE path = ?", [path]).fetchone()
+        keys = ("width", "height", "taken_at", "camera", "gps_lat", "gps_lon", "bytes", "when")
+        return dict(zip(keys, row, strict=True)) if row else None
 
     def image_tags(self, path: str) -> dict[str, float]:
         """An image's tags that reach their thresholds, most probable first."""

@@ -57,8 +57,14 @@ def index_folders(library: Library, encoder: Encoder, folders: list[Path], batch
     index file is rewritten len/commit_every times rather than once per batch. Setting `stop` (Ctrl-C)
     ends the run after the commit under way. Files whose vectors were lost (a missing or damaged index
     file) are embedded again, wherever they are."""
+    with library.indexing:
+        return _index(library, encoder, folders, batch_size, progress, commit_every, max_pixels, follow_links,
+                      stop or threading.Event())
+
+
+def _index(library: Library, encoder: Encoder, folders: list[Path], batch_size: int, progress: bool,
+           commit_every: int, max_pixels: int, follow_links: bool, stop: threading.Event) -> Summary:
     start = time.time()
-    stop = stop or threading.Event()
     library.bind_model(encoder.name, encoder.fingerprint, encoder.dim)
     roots = [Path(folder).resolve() for folder in folders]
     for root in roots:

@@ -9,7 +9,8 @@ import pytest
 from tests.conftest import REPO, run_module
 from train.scenes import generate
 
-TINY = {  # script -> its arguments at a tiny size ({data}: a 40-photo Flickr8k layout, {scenes}: 24 scenes)
+TINY = {  # script -> its arguments at a tiny size ({data}: a 40-photo Flickr8k layout, {scenes}: 24 scenes,
+    #        {library}: a library folder)
     "app_latency": ["--images", "{data}/images", "--size", "300", "--clients", "2", "--seconds", "10",
                     "--repeats", "5"],
     "decode_memory": ["--count", "1", "--megapixels", "1"],
@@ -17,6 +18,7 @@ TINY = {  # script -> its arguments at a tiny size ({data}: a 40-photo Flickr8k 
     "image_trunk": ["--batch-size", "2", "--batches", "1"],
     "losses": ["--batches", "64", "--dim", "32", "--chunk", "16"],
     "ring": ["--worlds", "2", "--per-rank", "32", "--dim", "16"],
+    "startup": ["--library", "{library}", "--repeats", "1"],
     "siglip2_cost": ["--scenes", "{scenes}", "--steps", "2", "--batch-size", "4"],
     "train_loop": ["--data", "{data}", "--steps", "2", "--batch-size", "8"],
     "train_step": ["--batch-size", "8", "--steps", "2"],
@@ -34,7 +36,8 @@ def tiny_data(flickr, tmp_path_factory) -> dict[str, Path]:
         (data / f"captions_{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     (data / "images").symlink_to(flickr / "images")
     scenes = generate(tmp_path_factory.mktemp("scenes"), {"train": 16, "val": 4, "test": 4}, seed=0)
-    return {"data": data, "scenes": scenes}
+    library = tmp_path_factory.mktemp("library")  # an empty library: the app fills it with the demo photos
+    return {"data": data, "scenes": scenes, "library": library}
 
 
 def test_every_bench_script_has_a_tiny_run():

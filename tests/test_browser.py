@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from embedding import load_encoder
 from indexer import Library, index_folders
@@ -53,9 +54,12 @@ def page(browser):
 def search(page, url: str, query: str) -> list[str]:
     """Type a query, press Enter, wait for the gallery; returns the captions shown, in order."""
     page.goto(url)
+    page.locator("#result-note").get_by_text("The newest").wait_for(timeout=30_000)  # the library, before a search
     box = page.locator("#query textarea")
     box.fill(query)
     box.press("Enter")
+    page.wait_for_function("() => !document.querySelector('#result-note').innerText.startsWith('The newest')",
+                           timeout=30_000)
     page.locator("#results img").first.wait_for(timeout=30_000)
     page.wait_for_timeout(500)
     return page.locator("#results .caption-label").all_inner_texts()
@@ -103,7 +107,7 @@ def test_a_negative_term_changes_the_results(page, app_url):
 
 def test_an_uploaded_image_gets_tags(page, app_url, photo_folder):
     page.goto(app_url)
-    page.get_by_role("tab", name="Tag an image").click()
+    page.get_by_role("tab", name="Tags").click()
     page.locator("#tag-image input[type=file]").set_input_files(str(sorted(photo_folder.iterdir())[0]))
     page.locator("#tag-labels textarea").fill("Hund, snow, 猫")
     page.locator("#tag-button").click()
@@ -139,7 +143,7 @@ def bundled_url(flickr, tmp_path_factory):
 def test_the_bundled_model_tags_a_dog_photo_dog_and_hund(page, bundled_url, flickr):
     """#21: one-word tags in two languages clear the default threshold on a photo that plainly holds them."""
     page.goto(bundled_url)
-    page.get_by_role("tab", name="Tag an image").click()
+    page.get_by_role("tab", name="Tags").click()
     page.locator("#tag-image input[type=file]").set_input_files(str(dog_photo(flickr)))
     page.locator("#tag-labels textarea").fill("dog, Hund, bicycle")
     page.locator("#tag-button").click()
@@ -175,7 +179,7 @@ def test_a_bad_upload_says_what_is_wrong(page, app_url, tmp_path):
     fake = tmp_path / "holiday.png"
     fake.write_text("a text file with an image's name")
     page.goto(app_url)
-    page.get_by_role("tab", name="Search by image").click()
+    page.get_by_role("tab", name="By image").click()
     page.locator("#search-upload input[type=file]").set_input_files(str(fake))
     note = page.locator("#image-result-note")
     note.get_by_text("that upload cannot be used: not an image").wait_for(timeout=30_000)
@@ -191,8 +195,14 @@ def managed_url(tiny_run, photo_folder, flickr, tmp_path_factory):
     more.mkdir(parents=True)
     for path in sorted((flickr / "images").glob("*.jpg"))[:1000]:
         shutil.copy(path, more)
+    exif = Image.Exif()  # one photo that says when, with what and where it was taken
+    exif[0x010F], exif[0x0110] = "Canon", "EOS 5D"
+    exif.get_ifd(0x8769)[0x9003] = "2021:07:04 12:30:00"
+    exif.get_ifd(0x8825).update({1: "N", 2: (52.0, 31.0, 12.0), 3: "W", 4: (13.0, 24.0, 36.0)})
+    (folder / "trip").mkdir()
+    Image.open(sorted(photo_folder.iterdir())[0]).save(folder / "trip" / "holiday.jpg", exif=exif)
     library = Library(folder / "library")
-    index_folders(library, load_encoder(str(tiny_run)), [photo_folder], progress=False)
+    index_folders(library, load_encoder(str(tiny_run)), [photo_folder, folder / "trip"], progress=False)
     library.close()
     env = {"GRADIO_TEMP_DIR": str(folder / "gradio"), "GRADIO_ANALYTICS_ENABLED": "False"}
     with serving("--library", str(folder / "library"), "--allow-index", str(folder / "allowed"), env=env) as url:
@@ -201,7 +211,7 @@ def managed_url(tiny_run, photo_folder, flickr, tmp_path_factory):
 
 def test_the_library_tab_indexes_with_moving_progress_and_removes_a_folder(page, managed_url, photo_folder):
     url, more = managed_url
-    before = len(list(photo_folder.iterdir()))
+    before = len(list(photo_folder.iterdir())) + 1  # and the holiday photo
     page.goto(url)
     page.locator("#header").get_by_text(f"Search {before} photos").wait_for(timeout=30_000)
     page.get_by_role("tab", name="Library").click()
@@ -228,3 +238,43 @@ def test_the_library_tab_indexes_with_moving_progress_and_removes_a_folder(page,
                            timeout=30_000)
     page.locator("#header").get_by_text(f"Search {before} photos").wait_for(timeout=15_000)
     shot(page, "library-tab")
+
+
+def test_the_page_opens_on_the_library_and_a_photo_shows_when_where_and_with_what(page, managed_url, photo_folder):
+    url, _ = managed_url
+    page.goto(url)
+    note = page.locator("#result-note")
+    note.get_by_text("The newest 24 photos").wait_for(timeout=30_000)  # photos before any search
+    assert page.locator("#results img").count() == 24
+    page.get_by_text("Filters").click()
+    since = page.get_by_label("Taken from (YYYY-MM-DD)")
+    since.fill("2021-01-01")
+    since.press("Enter")  # without a query, the filters narrow the library view: only the dated photo
+    note.get_by_text("The newest 1 photo passing the filters").wait_for(timeout=30_000)
+    assert page.locator("#results .caption-label").all_inner_texts() == ["2021-07-04 · holiday.jpg"]
+    page.locator("#results img").first.click()
+    details = page.locator("#selected-path")
+    details.get_by_text("taken 2021-07-04 12:30").wait_for(timeout=30_000)
+    text = details.inner_text()
+    assert "Canon EOS 5D" in text and "place 52.52000, -13.41000" in text and "holiday.jpg" in text
+    assert "/trip" in text  # the folder it lies in
+    shot(page, "photo-view")
+
+
+def test_a_phone_sees_every_tab_a_full_width_search_box_and_the_photo_view(browser, app_url):
+    phone = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    try:
+        phone.goto(app_url)
+        phone.locator("#result-note").get_by_text("The newest").wait_for(timeout=30_000)
+        for name in ("Search", "By image", "Tags", "Library"):  # none hidden under "More"
+            assert phone.get_by_role("tab", name=name).is_visible(), name
+        box = phone.locator("#query textarea").bounding_box()
+        slider = phone.locator("#result-count").bounding_box()
+        assert box["width"] >= 0.75 * 390 and slider["y"] > box["y"] + box["height"]  # the sliders go below
+        phone.locator("#results img").first.click()
+        phone.locator("#selected-path").get_by_text("folder").wait_for(timeout=30_000)
+        view = phone.locator("#full-size").bounding_box()
+        assert view["x"] >= 0 and view["x"] + view["width"] <= 390 + 1  # the photo view fits the screen
+        shot(phone, "phone")
+    finally:
+        phone.close()

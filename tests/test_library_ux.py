@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+from gradio_client import Client
 from PIL import Image
 
 from app.search import as_json, search_text, why_empty
@@ -125,3 +126,22 @@ def test_search_from_the_shell_asks_the_app_that_holds_the_library(tmp_path, enc
         assert (tmp_path / "library" / "app.json").is_file()  # the app has the library: the shell asks it
         done = run_module("app", "search", "snow", "--library", str(tmp_path / "library"), "-k", "2", "--json")
     assert [row["image"] for row in json.loads(done.stdout)] == expected
+
+
+def test_a_photo_copied_into_a_watched_folder_becomes_findable_without_a_restart(tmp_path, encoder):
+    photos = make_photos(tmp_path / "photos", 3)
+    library = Library(tmp_path / "library")
+    index_folders(library, encoder, [photos], progress=False)
+    library.close()
+    env = {"GRADIO_TEMP_DIR": str(tmp_path / "gradio"), "GRADIO_ANALYTICS_ENABLED": "False"}
+    with serving("--library", str(tmp_path / "library"), "--watch", env=env) as url:
+        client = Client(url, verbose=False)
+        make_photos(tmp_path / "incoming", 1, seed=5)
+        os.replace(tmp_path / "incoming" / "photo0.jpg", photos / "new.jpg")  # moved in, as a copy finishes
+        (photos / "photo1.jpg").unlink()
+        for _ in range(120):
+            found = {row["image"] for row in client.predict("a photo", 10, api_name="/search")}
+            if str(photos / "new.jpg") in found and str(photos / "photo1.jpg") not in found:
+                break
+            time.sleep(0.5)
+        assert found == {str(photos / name) for name in ("photo0.jpg", "photo2.jpg", "new.jpg")}

@@ -1,1 +1,1 @@
-"""The page's tabs, one module each: TITLE and build(page), called inside the tab's gr.Tab."""
+"""The page's tabs, one module each: TITLE and build(page, ui), called inside the tab's gr.Tab."""

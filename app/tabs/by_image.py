@@ -5,10 +5,10 @@ import gradio as gr
 from app.page import Page, count_note, image_upload
 from app.search import search_image, why_empty
 
-TITLE = "Search by image"
+TITLE = "By image"
 
 
-def build(page: Page) -> None:
+def build(page: Page, ui: gr.Blocks) -> None:
     def find_like_upload(image: str | None, n: int):  # -> gallery, note, the upload box
         if image is None:
             return [], "", gr.skip()
@@ -20,7 +20,7 @@ def build(page: Page) -> None:
         return page.gallery(results)[0], count_note(results, int(n)) or why_empty(page.library), gr.skip()
 
     with gr.Row():
-        upload = image_upload(label="A photo like the ones you want", elem_id="search-upload", scale=5)
+        upload = image_upload(label="A photo like the ones you want", elem_id="search-upload", scale=5, min_width=320)
         k = gr.Slider(1, 100, value=24, step=1, label="Results", scale=1)
     note = gr.Markdown(elem_id="image-result-note")
     results = gr.Gallery(label="Most similar photos (how alike: cosine similarity)", columns=6, object_fit="cover",

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import gradio as gr
 
-from app.page import Page
+from app.page import Page, plural
 from indexer import index_folders
 from indexer.tags import tag_library
 
 TITLE = "Library"
 
 
-def build(page: Page) -> None:
+def build(page: Page, ui: gr.Blocks) -> None:
     library, encoder = page.library, page.encoder
 
     def index_folder(folder: str, progress=gr.Progress(track_tqdm=True)):  # noqa: B008 (how Gradio passes progress)
@@ -73,10 +73,6 @@ def folders(page: Page) -> list[str]:
 
 def failures(page: Page) -> list[list[str]]:
     return [[path, reason] for path, reason in page.library.failures()]
-
-
-def plural(count: int, noun: str) -> str:
-    return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
 def allowed_folder(folder: str, index_roots: tuple[Path, ...]) -> Path:

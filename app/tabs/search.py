@@ -1,16 +1,21 @@
-"""Search: text and combined queries with filters, and "more like" a selected result."""
+"""Search: the library newest first until a query is typed; text and combined queries with filters; "more
+like" a selected photo; "Show more" pages on; a photo view under the results (app/photo_view.py)."""
+
+from pathlib import Path
 
 import gradio as gr
 
-from app.page import Page, count_note
-from app.search import make_filters, more_like_this, search_text, why_empty
+from app import photo_view
+from app.page import Page, count_note, plural
+from app.search import MAX_RESULTS, make_filters, more_like_this, search_text, why_empty
 
 TITLE = "Search"
+PAGE = 24  # photos a view shows at first, and "Show more" adds
 QUERY_HELP = ("Any language the model knows. Combine terms with commas; `-` excludes, `2:` weighs: "
               "`beach, -people, 2:sunset`.")
 
 
-def build(page: Page) -> None:
+def build(page: Page, ui: gr.Blocks) -> None:
     library, encoder = page.library, page.encoder
 
     def find(query, n, threshold, folder, taken_from, taken_to, gps, tag):  # -> gallery, originals, note
@@ -18,8 +23,20 @@ def build(page: Page) -> None:
         results = page.checked(lambda: search_text(library, encoder, query, int(n), float(threshold), filters))
         return *page.gallery(results), count_note(results, int(n)) or why_empty(library, filters, float(threshold))
 
-    def find_again(query, *controls):  # a control changed: the search on the page follows it
-        return find(query, *controls) if query.strip() else (gr.skip(), gr.skip(), gr.skip())
+    def browse(n, threshold=0.0, folder="", taken_from="", taken_to="", gps="any", tag=""):  # no query: the library
+        filters = page.checked(lambda: make_filters(folder, taken_from, taken_to, gps, tag))
+        shown = library.newest(int(n), filters)
+        passing = " passing the filters" if filters.active() else ""
+        note = (f"The newest {plural(len(shown), 'photo')}{passing}, by date taken (else the file's time), of "
+                f"{len(library):,} in the library." if shown else why_empty(library, filters))
+        return *page.captioned([(hit, f"{when:%Y-%m-%d} · {Path(hit.path).name}") for hit, when in shown]), note
+
+    def show(query, n, *filters):  # a control changed: the page follows it
+        return find(query, n, *filters) if query.strip() else browse(n, *filters)
+
+    def more(query, n, *filters):  # the next page of photos: the same view, longer
+        n = min(int(n) + PAGE, MAX_RESULTS)
+        return n, *show(query, n, *filters)
 
     def find_similar(path: str | None, n: int):
         if not path:
@@ -27,16 +44,10 @@ def build(page: Page) -> None:
         results = page.checked(lambda: more_like_this(library, path, int(n)))
         return *page.gallery(results), count_note(results, int(n)) or why_empty(library)
 
-    def remember(originals: list[str], event: gr.SelectData) -> tuple[str, str, str]:
-        """The selected result: kept for "more like this", and shown full size with its path and tags."""
-        path = originals[event.index]
-        tags = ", ".join(f"{tag} {p:.0%}" for tag, p in library.image_tags(path).items())
-        return path, path, f"`{path}`" + (f" · tags: {tags}" if tags else "")
-
     with gr.Row():
-        query = gr.Textbox(label="Search", info=QUERY_HELP, scale=5, autofocus=True, elem_id="query",
+        query = gr.Textbox(label="Search", info=QUERY_HELP, scale=5, min_width=320, autofocus=True, elem_id="query",
                            placeholder="a dog in the snow · ein Hund im Schnee · 雪中的狗")
-        k = gr.Slider(1, 100, value=24, step=1, label="Results", scale=1)
+        k = gr.Slider(1, MAX_RESULTS, value=PAGE, step=1, label="Results", scale=1, elem_id="result-count")
         threshold = gr.Slider(0, 1, value=0, step=0.01, label="Hide matches below", scale=1)
     with gr.Row():
         go = gr.Button("Search", variant="primary")
@@ -48,16 +59,15 @@ def build(page: Page) -> None:
         gps = gr.Radio(["any", "yes", "no"], value="any", label="Has GPS")
         tagged = gr.Dropdown(["", *library.vocabulary()], value="", label="Tagged", allow_custom_value=True)
     note = gr.Markdown(elem_id="result-note")
-    results = gr.Gallery(label="Results", columns=6, object_fit="cover", height="auto", elem_id="results")
-    with gr.Row():
-        full_size = gr.Image(label="Selected photo, full size", type="filepath", interactive=False,
-                             elem_id="full-size", scale=3)
-        selected_info = gr.Markdown(elem_id="selected-path")
-    originals, selected = gr.State([]), gr.State(None)
+    results = gr.Gallery(label="Photos", columns=6, object_fit="cover", height="auto", elem_id="results")
+    show_more = gr.Button("Show more", elem_id="show-more")
+    originals = gr.State([])
+    selected = photo_view.build(page, results, originals)
     controls = [query, k, threshold, folder, taken_from, taken_to, gps, tagged]
-    gr.on([query.submit, go.click], find, controls, [results, originals, note], api_visibility="private")
+    shown = [results, originals, note]
+    ui.load(browse, k, shown, api_visibility="private")
+    gr.on([query.submit, go.click], find, controls, shown, api_visibility="private")
     gr.on([k.release, threshold.release, taken_from.submit, taken_to.submit, folder.submit, gps.change,
-           tagged.change], find_again, controls, [results, originals, note], api_visibility="private")
-    results.select(remember, originals, [selected, full_size, selected_info], api_visibility="private")
-    like.click(find_similar, [selected, k], [results, originals, note], api_visibility="private")
-
+           tagged.change], show, controls, shown, api_visibility="private")
+    show_more.click(more, controls, [k, *shown], api_visibility="private")
+    like.click(find_similar, [selected, k], shown, api_visibility="private")

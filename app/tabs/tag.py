@@ -7,10 +7,10 @@ from app.page import Page, image_upload
 from app.search import tag_image
 from embedding.locca import caption_images
 
-TITLE = "Tag an image"
+TITLE = "Tags"
 
 
-def build(page: Page) -> None:
+def build(page: Page, ui: gr.Blocks) -> None:
     def tag(image: str | None, labels: str) -> dict[str, float]:
         return page.checked(lambda: tag_image(page.encoder, page.upload(image), labels.split(",")))
 

@@ -1,0 +1,59 @@
+"""The photo view under a gallery: the selected photo large; what the library knows of it (date taken,
+camera, place, size, folder, tags with their probabilities); previous and next through the gallery."""
+
+from pathlib import Path
+
+import gradio as gr
+
+from app.page import Page
+
+
+def build(page: Page, gallery: gr.Gallery, originals: gr.State) -> gr.State:
+    """The view, opened by selecting a photo of `gallery` (whose originals' paths `originals` holds); returns
+    the state that holds the selected photo's path (for "more like this")."""
+    def show(paths: list[str], index: int):  # -> selected path, the photo, its details, its index
+        path = paths[index]
+        return path, path, describe(page, path), index
+
+    def select(paths: list[str], event: gr.SelectData):
+        return show(paths, event.index)
+
+    def step(paths: list[str], index: int, delta: int):
+        if not paths or index < 0:
+            raise gr.Error("select a photo in the results first")
+        return show(paths, (index + delta) % len(paths))
+
+    with gr.Row():
+        photo = gr.Image(label="Selected photo", type="filepath", interactive=False, elem_id="full-size", scale=3)
+        with gr.Column(scale=2):
+            details = gr.Markdown(elem_id="selected-path")
+            with gr.Row():
+                previous = gr.Button("← Previous", elem_id="previous-photo")
+                following = gr.Button("Next →", elem_id="next-photo")
+    selected, index = gr.State(None), gr.State(-1)
+    outputs = [selected, photo, details, index]
+    gallery.select(select, originals, outputs, api_visibility="private")
+    previous.click(lambda paths, i: step(paths, i, -1), [originals, index], outputs, api_visibility="private")
+    following.click(lambda paths, i: step(paths, i, 1), [originals, index], outputs, api_visibility="private")
+    return selected
+
+
+def describe(page: Page, path: str) -> str:
+    """A photo's details as Markdown: name, folder, size; date taken, camera, place; tags."""
+    known = page.library.details(path) or {}
+    file = Path(path)
+    lines = [f"**{file.name}** · folder `{file.parent}`"
+             + (f" · {known['width']}×{known['height']}" if known.get("width") else "")
+             + (f" · {_size(known['bytes'])}" if known.get("bytes") else "")]
+    taken = known.get("taken_at")
+    lines.append(" · ".join(filter(None, [
+        f"taken {taken:%Y-%m-%d %H:%M}" if taken else "no date taken (EXIF)",
+        known.get("camera"),
+        f"place {known['gps_lat']:.5f}, {known['gps_lon']:.5f}" if known.get("gps_lat") is not None else None])))
+    tags = page.library.image_tags(path)
+    lines.append("tags: " + (", ".join(f"{tag} {p:.0%}" for tag, p in tags.items()) if tags else "none"))
+    return "  \n".join(lines)
+
+
+def _size(count: int) -> str:
+    return f"{count / 2**20:.1f} MB" if count >= 2**20 else f"{max(count // 1024, 1)} KB"
