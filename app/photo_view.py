@@ -8,9 +8,10 @@ import gradio as gr
 from app.page import Page
 
 
-def build(page: Page, gallery: gr.Gallery, originals: gr.State) -> gr.State:
-    """The view, opened by selecting a photo of `gallery` (whose originals' paths `originals` holds); returns
-    the state that holds the selected photo's path (for "more like this")."""
+def build(page: Page, gallery: gr.Gallery, originals: gr.State, prefix: str = "") -> gr.State:
+    """The view, opened by selecting a photo of `gallery` (whose originals' paths `originals` holds; `prefix`
+    sets its elements' ids apart from another view's); returns the state that holds the selected photo's
+    path (for "more like this")."""
     def show(paths: list[str], index: int):  # -> selected path, the photo, its details, its index
         path = paths[index]
         return path, path, describe(page, path), index
@@ -24,12 +25,13 @@ def build(page: Page, gallery: gr.Gallery, originals: gr.State) -> gr.State:
         return show(paths, (index + delta) % len(paths))
 
     with gr.Row():
-        photo = gr.Image(label="Selected photo", type="filepath", interactive=False, elem_id="full-size", scale=3)
+        photo = gr.Image(label="Selected photo", type="filepath", interactive=False, elem_id=f"{prefix}full-size",
+                         scale=3)
         with gr.Column(scale=2):
-            details = gr.Markdown(elem_id="selected-path")
+            details = gr.Markdown(elem_id=f"{prefix}selected-path")
             with gr.Row():
-                previous = gr.Button("← Previous", elem_id="previous-photo")
-                following = gr.Button("Next →", elem_id="next-photo")
+                previous = gr.Button("← Previous", elem_id=f"{prefix}previous-photo")
+                following = gr.Button("Next →", elem_id=f"{prefix}next-photo")
     selected, index = gr.State(None), gr.State(-1)
     outputs = [selected, photo, details, index]
     gallery.select(select, originals, outputs, api_visibility="private")

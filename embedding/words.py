@@ -22,12 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from embedding.encoder import Encoder
-from embedding.packing import pack, unpack
+from embedding.packing import unpack
 
 WORDS_FILE = "words.safetensors"
 _EDGES = re.compile(r"^[\W_]+|[\W_]+$")
@@ -55,17 +54,6 @@ class Words:
     def find(self, label: str) -> int | None:
         """The row of `label` (as written or in a form seen in the captions), or None."""
         return self.index.get(word_key(label))
-
-
-def save_words(folder: str | Path, words: Words) -> Path:
-    """Write `words` into a model folder (directions as int8 rows, t and b as float32)."""
-    path = Path(folder) / WORDS_FILE
-    tensors = pack({"vectors": torch.from_numpy(words.vectors)}, "int8")
-    tensors |= {"scale": torch.from_numpy(words.scale).float(), "bias": torch.from_numpy(words.bias).float()}
-    save_file(tensors, str(path), metadata={"words": json.dumps(words.words, ensure_ascii=False),
-                                            "aliases": json.dumps(words.aliases, ensure_ascii=False),
-                                            "fingerprint": words.fingerprint})
-    return path
 
 
 def load_words(folder: str | Path, fingerprint: str) -> Words | None:

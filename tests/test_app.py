@@ -76,7 +76,8 @@ def test_app_serves_library_photos_and_nothing_else(tiny_run, photo_folder, tmp_
         assert busy.returncode == 2 and "open in another process (python" in busy.stderr and "PID" in busy.stderr
         assert "Traceback" not in busy.stderr
         client = Client(url, verbose=False)
-        assert client.predict("", 8, api_name="/search") == []
+        with pytest.raises(Exception, match="nothing to search for"):  # an empty query says so
+            client.predict("", 8, api_name="/search")
         combined = client.predict("Ein Hund, -ein Mann, 2:Gras", 8, 0.0, api_name="/search")
         assert len(combined) == 8 and [r["image"] for r in combined] != [r["image"] for r in results]
         with pytest.raises(Exception, match="positive term"):  # a bad query is a clear error, not a crash
@@ -98,10 +99,15 @@ def test_app_serves_library_photos_and_nothing_else(tiny_run, photo_folder, tmp_
         shutil.copy(results[0]["image"], more / "copy.jpg")  # known bytes: reused, not embedded
         Image.new("RGB", (40, 30), "orange").save(more / "orange.png")
         (more / "broken.jpg").write_text("not a photo")
-        log, library_text, failures = client.predict(str(more), api_name="/index_folder")
+        log, library_text, failures, folders = client.predict(str(more), api_name="/index_folder")
         assert "indexed 1," in log and "reused 1" in log and "failed 1" in log
         assert "**50 photos**" in library_text and any(row[0].endswith("broken.jpg") for row in failures["data"])
+        assert str(more) in [choice[0] for choice in folders["choices"]]  # now one of the folders to remove
         assert str(more / "orange.png") in [r["image"] for r in client.predict("orange", 50, api_name="/search")]
+        log, library_text, failures, _ = client.predict(str(more), api_name="/remove_folder")  # and out again
+        assert log.startswith(f"removed 2 photos below {more}") and "**48 photos**" in library_text
+        assert not any(row[0].endswith("broken.jpg") for row in failures["data"] or [])
+        assert (more / "orange.png").is_file()  # the files stay
         # Nothing outside it: once, indexing /etc through the API served /etc/shadow.
         for folder in ("/etc", str(allowed / ".." / "library"), str(tmp_path / "nowhere")):
             with pytest.raises(Exception, match="not below a folder this app may index"):

@@ -175,7 +175,7 @@ def test_the_page_counts_photos_and_says_why_a_search_is_empty(page, app_url, ph
     shot(page, "empty-reason")
 
 
-def test_a_bad_upload_says_what_is_wrong(page, app_url, tmp_path):
+def test_a_bad_upload_says_what_is_wrong_and_a_good_ones_results_open(page, app_url, photo_folder, tmp_path):
     fake = tmp_path / "holiday.png"
     fake.write_text("a text file with an image's name")
     page.goto(app_url)
@@ -185,6 +185,11 @@ def test_a_bad_upload_says_what_is_wrong(page, app_url, tmp_path):
     note.get_by_text("that upload cannot be used: not an image").wait_for(timeout=30_000)
     assert page.locator("#image-results img").count() == 0
     shot(page, "bad-upload")
+    page.locator("#search-upload input[type=file]").set_input_files(str(sorted(photo_folder.iterdir())[0]))
+    page.locator("#image-results img").first.wait_for(timeout=30_000)  # a good one: results, each opens
+    assert page.locator("#image-results .caption-label").first.inner_text().startswith("100% alike")
+    page.locator("#image-results img").first.click()
+    page.locator("#image-selected-path").get_by_text("folder").wait_for(timeout=30_000)
 
 
 @pytest.fixture(scope="module")
@@ -205,12 +210,13 @@ def managed_url(tiny_run, photo_folder, flickr, tmp_path_factory):
     index_folders(library, load_encoder(str(tiny_run)), [photo_folder, folder / "trip"], progress=False)
     library.close()
     env = {"GRADIO_TEMP_DIR": str(folder / "gradio"), "GRADIO_ANALYTICS_ENABLED": "False"}
-    with serving("--library", str(folder / "library"), "--allow-index", str(folder / "allowed"), env=env) as url:
-        yield url, more
+    with serving("--library", str(folder / "library"), "--allow-index", str(folder / "allowed"), "--watch",
+                 env=env) as url:
+        yield url, more, folder / "trip"
 
 
 def test_the_library_tab_indexes_with_moving_progress_and_removes_a_folder(page, managed_url, photo_folder):
-    url, more = managed_url
+    url, more, _ = managed_url
     before = len(list(photo_folder.iterdir())) + 1  # and the holiday photo
     page.goto(url)
     page.locator("#header").get_by_text(f"Search {before} photos").wait_for(timeout=30_000)
@@ -241,7 +247,7 @@ def test_the_library_tab_indexes_with_moving_progress_and_removes_a_folder(page,
 
 
 def test_the_page_opens_on_the_library_and_a_photo_shows_when_where_and_with_what(page, managed_url, photo_folder):
-    url, _ = managed_url
+    url, _, _ = managed_url
     page.goto(url)
     note = page.locator("#result-note")
     note.get_by_text("The newest 24 photos").wait_for(timeout=30_000)  # photos before any search
@@ -278,3 +284,18 @@ def test_a_phone_sees_every_tab_a_full_width_search_box_and_the_photo_view(brows
         shot(phone, "phone")
     finally:
         phone.close()
+
+
+
+def test_a_photo_copied_into_a_watched_folder_shows_up_without_a_restart(page, managed_url, photo_folder):
+    url, _, trip = managed_url  # the app runs with --watch; the holiday photo's folder is one of the library's
+    shutil.copy(sorted(photo_folder.iterdir())[1], trip / "just-copied.jpg")
+    for _ in range(30):  # the library view shows the newest photo first: the one just copied, once indexed
+        page.goto(url)
+        first = page.locator("#results .caption-label").first
+        first.wait_for(timeout=30_000)
+        if first.inner_text().endswith("just-copied.jpg"):
+            break
+        page.wait_for_timeout(1000)
+    assert first.inner_text().endswith("just-copied.jpg")
+    shot(page, "watched")

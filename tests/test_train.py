@@ -173,3 +173,26 @@ def test_webdataset_shards_hold_the_caption_file_and_train_like_it(tmp_path, fli
     both = run_module("train", "--shards", str(shards), "--captions", str(small_captions), "--images",
                       str(flickr / "images"), "--out", str(tmp_path / "x"), "--steps", "1", check=False)
     assert both.returncode == 2 and "not both" in both.stderr
+
+
+def test_any_evaluation_of_python_m_eval_runs_during_training(flickr, small_captions, tmp_path):
+    """big_vision's config.evals: `--eval COMMAND` runs on the checkpoint every --eval-every steps and at the end,
+    its result in metrics.jsonl beside the validation recall; a broken one stops the run in one line."""
+    cifar = flickr.parent / "cifar10" / "test"
+    for name in ("cat", "dog", "ship"):
+        (tmp_path / "set" / name).mkdir(parents=True)
+        for image in sorted((cifar / name).iterdir())[:2]:
+            shutil.copy(image, tmp_path / "set" / name)
+    command = f"zeroshot --images {tmp_path / 'set'} --languages en,de --no-cache"
+    _train(flickr, small_captions, tmp_path / "run", "--vocab-size", "400", "--steps", "3", "--eval-every", "2",
+           "--val-captions", str(small_captions), "--eval", command)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    evals = [row for row in rows if "eval" in row]
+    assert [(row["step"], row["eval"]) for row in evals] == [(2, command), (3, command)]
+    assert sorted(evals[-1]["result"]) == ["de", "en"] and evals[-1]["result"]["en"]["images"] == 6
+    assert [row["step"] for row in rows if "val" in row] == [2, 3]  # the validation recall too
+    broken = run_module("train", "--captions", str(small_captions), "--images", str(flickr / "images"), "--out",
+                        str(tmp_path / "broken"), "--steps", "1", "--vocab-size", "400", "--eval-every", "1",
+                        "--eval", "zeroshot --images /nowhere", check=False)
+    assert broken.returncode == 2 and "--eval 'zeroshot --images /nowhere' failed" in broken.stderr
+    assert "Traceback" not in broken.stderr

@@ -9,10 +9,11 @@ from PIL import Image
 
 from app.search import search_text, tag_image
 from embedding import EncoderUnavailable, load_encoder
-from embedding.words import WORDS_FILE, Words, load_words, read_labels, save_words, word_key
+from embedding.words import WORDS_FILE, Words, load_words, read_labels, word_key
 from indexer import Library, index_folders
 from indexer.tags import tag_library
 from tests.conftest import REPO, run_module
+from train.checkpoints import save_words
 from train.words import Mined, average_precisions, caption_words, choose, fit, photo_words, pool_languages
 
 

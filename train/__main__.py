@@ -108,6 +108,9 @@ def _data_arguments(data: argparse._ArgumentGroup) -> None:
     data.add_argument("--val-captions", type=Path, help="report recall on this caption file (see --eval-every)")
     data.add_argument("--val-images", type=Path, help="images for --val-captions (default: --images)")
     data.add_argument("--eval-every", type=int, help="validate every N steps (always once at the end)")
+    data.add_argument("--eval", dest="evals", action="append", default=[], metavar="COMMAND",
+                      help="also run `python -m eval COMMAND` on the checkpoint every --eval-every steps, its "
+                           "result logged in metrics.jsonl (repeatable), e.g. --eval 'zeroshot --images DIR'")
     data.add_argument("--no-flip", dest="flip", action="store_false",
                       help="do not mirror images (captions that say left and right, e.g. the generated scenes)")
 

@@ -3,7 +3,7 @@
 - From scratch: an open_clip `local-dir:` folder plus its SentencePiece tokenizer (embedding.checkpoint).
 - Fine-tuned: the source folder's layout, its weights replaced.
 - On pretrained bases: only what training changed (embedding.two_towers); `lock` decides what that is.
-- SigLIP 2's LocCa decoder, beside the towers (embedding.locca).
+- SigLIP 2's LocCa decoder, beside the towers (embedding.locca), and learned words (embedding.words).
 Each writer puts its config last, atomically, so a half-written folder never loads.
 """
 
@@ -25,6 +25,7 @@ from embedding.packing import pack, unpack
 from embedding.tokenizer import SentencePieceTokenizer
 from embedding.towers import BASES
 from embedding.two_towers import TwoTowers, preprocess_config
+from embedding.words import WORDS_FILE, Words
 
 RUN_RECORDS = ("train_config.json", "metrics.jsonl")  # how a model was trained: shipped with its weights
 
@@ -119,6 +120,18 @@ def save_decoder(folder: str | Path, decoder: LocCaDecoder) -> None:
     atomic_write(folder / DECODER_WEIGHTS, lambda tmp: save_file(_cpu_state(decoder), tmp))
     atomic_write(folder / DECODER_CONFIG, lambda tmp: Path(tmp).write_text(
         json.dumps(asdict(decoder.config), indent=2), encoding="utf-8"))
+
+
+def save_words(folder: str | Path, words: Words) -> Path:
+    """Write learned `words` into a model folder (embedding.words reads them): directions as int8 rows, t and
+    b as float32, bound to the model's fingerprint."""
+    path = Path(folder) / WORDS_FILE
+    tensors = pack({"vectors": torch.from_numpy(words.vectors)}, "int8")
+    tensors |= {"scale": torch.from_numpy(words.scale).float(), "bias": torch.from_numpy(words.bias).float()}
+    metadata = {"words": json.dumps(words.words, ensure_ascii=False),
+                "aliases": json.dumps(words.aliases, ensure_ascii=False), "fingerprint": words.fingerprint}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    return path
 
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:

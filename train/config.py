@@ -50,7 +50,8 @@ class TrainConfig:
     log_every: int = 10
     checkpoint_every: int = 500       # steps between resumable checkpoints
     stop_after: int | None = None     # leave the run after this many steps, resumable (split a run over jobs)
-    eval_every: int | None = None     # steps between validation recalls (and one at the end)
+    eval_every: int | None = None     # steps between validation recalls and evals (and once at the end)
+    evals: list[str] = field(default_factory=list)  # `python -m eval` commands run on the checkpoint then
     val_captions: Path | None = None
     val_images: Path | None = None
     flip: bool = True                 # mirror half the images of each batch (turn off when captions say left/right)
@@ -92,6 +93,8 @@ class TrainConfig:
 
     def check(self) -> None:
         """ValueError, in one line, for a combination of options the trainer cannot run."""
+        if self.evals and not self.eval_every:
+            raise ValueError("--eval runs every --eval-every steps: give --eval-every")
         if self.steps is None and self.minutes is None:
             raise ValueError("give --steps or --minutes (or both)")
         if (self.shards is None) == (self.captions is None or self.images is None):

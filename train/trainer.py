@@ -41,6 +41,7 @@ from embedding.two_towers import TwoTowers
 from train.checkpoints import trained_state
 from train.config import TrainConfig
 from train.data import CaptionPairs
+from train.evals import run_eval
 from train.losses import make_loss
 from train.model import Built, build
 from train.plot import plot_training
@@ -117,8 +118,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         step += 1
 
         log.step(step, loss, terms, model, cfg.lr * lr, native, time.time() - start)
-        if val is not None and cfg.eval_every and step % cfg.eval_every == 0:
-            log.validation(model, val, step)
+        if cfg.eval_every and step % cfg.eval_every == 0:
+            _evaluate(cfg, me, built, val, log, step)
         if step % cfg.checkpoint_every == 0 and me.lead:
             built.save(out)
             _save_resume(out, model, optimizer, objectives, me, step, time.time() - start, order)
@@ -134,8 +135,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             print(f"stopped at step {step}; continue with: python -m train --resume {out}")
         else:
             (out / RESUME_FILE).unlink(missing_ok=True)
-            if val is not None and not (cfg.eval_every and step % cfg.eval_every == 0):  # not just validated
-                log.validation(model, val, step)
+            if not (cfg.eval_every and step % cfg.eval_every == 0):  # not just evaluated
+                _evaluate(cfg, me, built, val, log, step)
         log.close(step, time.time() - start)
     return out
 
@@ -268,6 +269,17 @@ def _progress(cfg: TrainConfig, step: int, elapsed: float, me: _Process) -> floa
     return progress
 
 
+def _evaluate(cfg: TrainConfig, me: _Process, built: Built, val: CaptionPairs | None, log: "_Log", step: int) -> None:
+    """Validation recall on the in-memory model (the lead's `val`), and each `--eval` command of `python -m
+    eval` on the checkpoint, written now (train.evals)."""
+    if val is not None:
+        log.validation(built.model, val, step)
+    if cfg.evals and me.lead:
+        built.save(cfg.out)
+        for command in cfg.evals:
+            log.evaluation(command, run_eval(command, cfg.out), step)
+
+
 def _next_batch(order: list[int], count: int, batch_size: int, rng: random.Random) -> tuple[list[int], list[int]]:
     """(the next batch's image indices, the rest of the epoch); a new epoch takes every image once, shuffled."""
     if len(order) < batch_size:
@@ -334,6 +346,10 @@ class _Log:
         mean = result["mean"]
         tqdm.write(f"step {step}: val T->I R@1/5/10 {mean['t2i_r1']:.1f}/{mean['t2i_r5']:.1f}/{mean['t2i_r10']:.1f}, "
                    f"I->T {mean['i2t_r1']:.1f}/{mean['i2t_r5']:.1f}/{mean['i2t_r10']:.1f}")
+
+    def evaluation(self, command: str, result: dict, step: int) -> None:
+        self._write({"step": step, "eval": command, "result": result})
+        tqdm.write(f"step {step}: eval {command}: {json.dumps(result)[:200]}")
 
     def close(self, step: int, elapsed: float) -> None:
         self.metrics.close()

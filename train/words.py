@@ -36,7 +36,8 @@ from common.cli import add_device_argument, add_model_argument
 from common.retrieval import average_precision
 from embedding import Encoder, load_encoder
 from embedding.loading import model_folder, process_device
-from embedding.words import Words, save_words, word_key
+from embedding.words import Words, word_key
+from train.checkpoints import save_words
 
 MAX_SHARE = 0.3         # a word on more photos than this is a function word or the dataset's theme
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]+")
