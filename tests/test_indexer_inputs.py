@@ -169,9 +169,9 @@ def test_a_file_rewritten_during_a_run_stores_the_hash_of_the_bytes_embedded(tmp
     old_bytes = old.read_bytes()
     real_embed = indexer.run.embed_chunks
 
-    def rewrite_then_embed(encoder, todo, *args):  # hashed as the old photo, rewritten before it is read
+    def rewrite_then_embed(encoder, todo, *args, **kwargs):  # hashed as the old photo, rewritten before it is read
         shutil.copy(new, old)
-        yield from real_embed(encoder, todo, *args)
+        yield from real_embed(encoder, todo, *args, **kwargs)
 
     monkeypatch.setattr(indexer.run, "embed_chunks", rewrite_then_embed)
     encoder = load_encoder(str(checkpoint[0]))
