@@ -59,7 +59,9 @@ class FolderWatch(FileSystemEventHandler):
             with self.changed:
                 while not self.dirty or time.monotonic() - self.last_change < self.quiet_s:
                     self.changed.wait(timeout=self.quiet_s if self.dirty else None)
-                roots, self.dirty = sorted(self.dirty), set()
+                roots, self.dirty = sorted(self.dirty & set(self.library.roots())), set()  # (one removed since: no)
+            if not roots:
+                continue
             try:
                 summary = index_folders(self.library, self.encoder, roots, progress=False)
                 if summary.indexed and self.library.vocabulary():

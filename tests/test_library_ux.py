@@ -14,6 +14,7 @@ from app.search import as_json, search_text, why_empty
 from embedding import load_encoder
 from indexer import Filters, Library, index_folders
 from indexer.run import _Todo, embed_chunks
+from indexer.watch import FolderWatch
 from tests.conftest import run_module, serving
 
 
@@ -145,3 +146,26 @@ def test_a_photo_copied_into_a_watched_folder_becomes_findable_without_a_restart
                 break
             time.sleep(0.5)
         assert found == {str(photos / name) for name in ("photo0.jpg", "photo2.jpg", "new.jpg")}
+
+
+def test_a_watch_indexes_its_folders_changes_but_never_brings_a_removed_folder_back(tmp_path, encoder):
+    kept, dropped = make_photos(tmp_path / "kept", 2), make_photos(tmp_path / "dropped", 2, seed=1)
+    library = Library(tmp_path / "library")
+    index_folders(library, encoder, [kept, dropped], progress=False)
+    watch = FolderWatch(library, encoder, quiet_s=0.2)
+    watch.start()
+    try:
+        library.remove_root(dropped)
+        make_photos(tmp_path / "incoming", 2, seed=2)
+        os.replace(tmp_path / "incoming" / "photo0.jpg", dropped / "late.jpg")
+        os.replace(tmp_path / "incoming" / "photo1.jpg", kept / "new.jpg")
+        for _ in range(100):
+            if library.vector(str(kept / "new.jpg")) is not None:
+                break
+            time.sleep(0.1)
+        time.sleep(1.0)  # (time for a wrong run on the removed folder, had one been started)
+    finally:
+        watch.stop()
+    assert library.roots() == [kept.resolve()] and len(library) == 3
+    assert library.vector(str(kept / "new.jpg")) is not None and library.vector(str(dropped / "late.jpg")) is None
+    library.close()
