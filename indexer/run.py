@@ -138,7 +138,8 @@ def _embed_into(library: Library, encoder: Encoder, summary: Summary, todo: list
     if not todo:
         return
     bar = tqdm(total=len(todo), unit="image", desc="indexing", disable=not progress)
-    if dist.is_initialized() and dist.get_world_size() > 1:  # the lead hears of the others' work per round
+    shared = dist.is_initialized() and dist.get_world_size() > 1
+    if shared:  # the lead hears of the others' work per round
         chunks = embed_shared(encoder, todo, batch_size, commit_every, max_pixels, stop)
     else:  # the bar moves with every batch, not every commit
         chunks = embed_chunks(encoder, todo, batch_size, commit_every, max_pixels, stop, advance=bar.update)
@@ -148,7 +149,7 @@ def _embed_into(library: Library, encoder: Encoder, summary: Summary, todo: list
         if records:
             library.add(records, vectors)
             summary.indexed += len(records)
-        if dist.is_initialized() and dist.get_world_size() > 1:
+        if shared:
             bar.update(len(records) + len(failures))
     bar.close()
 

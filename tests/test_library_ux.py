@@ -4,6 +4,7 @@ reasons in words, search from the shell."""
 import json
 import os
 import time
+from datetime import date
 
 import numpy as np
 import pytest
@@ -79,7 +80,7 @@ def test_every_empty_search_says_why(tmp_path, encoder):
     reasons = {
         "folder": why_empty(library, Filters(folder=str(tmp_path / "nowhere"))),
         "tag": why_empty(library, Filters(tag="Hund")),
-        "date": why_empty(library, Filters(taken_from=np.datetime64("2020-01-01").item())),
+        "date": why_empty(library, Filters(taken_from=date(2020, 1, 1))),
         "gps": why_empty(library, Filters(has_gps=True)),
         "threshold": why_empty(library, None, 0.95),
     }

@@ -1,6 +1,7 @@
 """A training run's options: one dataclass, written beside the checkpoint (train_config.json), read back on
 resume. The CLI (train/__main__.py) and the recipes (train/recipes) fill it."""
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,6 +83,11 @@ class TrainConfig:
     @property
     def siglip2(self) -> bool:
         return bool(self.locca or self.silc or self.tips)
+
+    @property
+    def budget_s(self) -> float:
+        """The training-time budget in seconds (infinite without --minutes)."""
+        return self.minutes * 60 if self.minutes is not None else math.inf
 
     @property
     def naflex_budget(self) -> int | None:

@@ -260,8 +260,7 @@ def _forward(cfg: TrainConfig, model: nn.Module, data: CaptionPairs, objectives:
 
 def _progress(cfg: TrainConfig, step: int, elapsed: float, me: _Process) -> float:
     """The share of the run done, by steps or by time, whichever is further (1.0: the run is over)."""
-    budget_s = cfg.minutes * 60 if cfg.minutes is not None else math.inf
-    progress = max(step / cfg.steps if cfg.steps else 0.0, elapsed / budget_s)
+    progress = max(step / cfg.steps if cfg.steps else 0.0, elapsed / cfg.budget_s)
     if me.world > 1:  # all processes must take the same steps: the lead's clock decides
         tensor = torch.tensor([progress], dtype=torch.float64, device=me.device)
         dist.broadcast(tensor, src=0)
@@ -314,7 +313,6 @@ class _Log:
         self.cfg, self.me, self.pairs_per_step = cfg, me, pairs_per_step
         self.metrics = open(cfg.out / "metrics.jsonl", "a" if resume else "w", encoding="utf-8") if me.lead else None
         self.bar = tqdm(total=cfg.steps, initial=step, unit="step", desc="training", disable=not me.lead)
-        self.budget_s = cfg.minutes * 60 if cfg.minutes is not None else math.inf
 
     def step(self, step: int, loss: torch.Tensor, terms: dict[str, torch.Tensor], model: nn.Module, lr: float,
              native: bool, elapsed: float) -> None:
@@ -336,8 +334,8 @@ class _Log:
                **{name: round(value.item(), 5) for name, value in terms.items()}}
         self._write(row)
         postfix = {"loss": row["loss"], "t": row["t"], "b": row["b"], "pairs_s": row["pairs_per_s"]}
-        if self.budget_s < math.inf:
-            postfix["left"] = f"{max(self.budget_s - elapsed, 0) / 60:.1f}min"
+        if self.cfg.budget_s < math.inf:
+            postfix["left"] = f"{max(self.cfg.budget_s - elapsed, 0) / 60:.1f}min"
         self.bar.set_postfix(postfix)
 
     def validation(self, model: nn.Module, val: CaptionPairs, step: int) -> None:
