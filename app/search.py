@@ -4,13 +4,16 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import date
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
-from embedding import Encoder
-from embedding.words import Labels, read_labels
+from embedding.words import Labels, TextReader, read_labels
 from indexer import Filters, Library
+
+if TYPE_CHECKING:
+    from embedding import Encoder
 
 _WEIGHTED = re.compile(r"^([+-]?\d+(?:\.\d+)?)\s*:\s*(.+)$")
 MAX_WEIGHT = 100.0
@@ -86,7 +89,7 @@ def make_filters(folder: str | None = "", taken_from: str | None = "", taken_to:
                    has_gps=None if gps == "any" else gps == "yes", tag=(tag or "").strip() or None)
 
 
-def search_text(library: Library, encoder: Encoder, query: str, k: int = 24, min_probability: float = 0.0,
+def search_text(library: Library, encoder: TextReader, query: str, k: int = 24, min_probability: float = 0.0,
                 filters: Filters | None = None) -> list[Result]:
     """The k best matches for a text or combined query among photos passing `filters`, weak ones dropped."""
     check_count(k)
@@ -141,7 +144,7 @@ def check_count(k: int) -> None:
         raise ValueError(f"the number of results is 1 to {MAX_RESULTS:,}, not {k:,}")
 
 
-def search_image(library: Library, encoder: Encoder, image: Image.Image, k: int = 24,
+def search_image(library: Library, encoder: "Encoder", image: Image.Image, k: int = 24,
                  filters: Filters | None = None) -> list[Result]:
     """The k library images most similar to `image` (cosine; no probability: t, b calibrate text-image)."""
     check_count(k)
@@ -159,7 +162,7 @@ def more_like_this(library: Library, path: str, k: int = 24, filters: Filters | 
     return [Result(hit.id, hit.path, hit.score, float("nan"), hit.hash) for hit in hits if hit.path != path][:k]
 
 
-def tag_image(encoder: Encoder, image: Image.Image, labels: list[str]) -> dict[str, float]:
+def tag_image(encoder: "Encoder", image: Image.Image, labels: list[str]) -> dict[str, float]:
     """Independent match probability per label (multi-label: each is its own sigmoid, not a softmax)."""
     labels = [label.strip() for label in labels if label.strip()]
     if not labels:

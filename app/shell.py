@@ -3,7 +3,7 @@ probabilities, or with --json the objects the API's /search returns.
 
 While an app serves the library, the library is locked to it (one writer: DuckDB), so the search is asked of
 that app over HTTP (the library folder says where it runs, app/serve.py); otherwise the library is opened
-here."""
+here, and the query embedded without torch when the model's text side is recorded (embedding.text_query)."""
 
 import argparse
 import json
@@ -33,8 +33,6 @@ def search_main(argv: list[str]) -> int:
 
 def _search_here(args: argparse.Namespace) -> list[dict]:
     from app.search import as_json, search_text
-    from embedding import load_encoder
-    from embedding.loading import process_device
     from indexer import Library
     from indexer.library import DB_FILE
 
@@ -43,11 +41,26 @@ def _search_here(args: argparse.Namespace) -> list[dict]:
                                 f"(or give --library)")
     library = Library(args.library)
     try:
-        encoder = load_encoder(args.model or library.setting("model") or "bundled", process_device(args.device))
+        encoder = _text_side(library, args)
         library.bind_model(encoder.name, encoder.fingerprint, encoder.dim)
         return as_json(search_text(library, encoder, args.query, args.k))
     finally:
         library.close()
+
+
+def _text_side(library, args: argparse.Namespace):  # -> embedding.words.TextReader
+    """The library's model's text side: without torch when a load of it recorded one (embedding.text_query;
+    a CPU reads one query as fast as a GPU would), else the model loaded the usual way."""
+    from embedding.text_query import load_text_query
+
+    recorded = library.setting("fingerprint")
+    if recorded and args.model in (None, library.setting("model")) and args.device in ("auto", "cpu"):
+        if (text_side := load_text_query(recorded)) is not None:
+            return text_side
+    from embedding import load_encoder
+    from embedding.loading import process_device
+
+    return load_encoder(args.model or library.setting("model") or "bundled", process_device(args.device))
 
 
 def _ask_app(running, args: argparse.Namespace) -> list[dict] | None:

@@ -6,7 +6,6 @@ model. So open_clip itself can load the towers, and nothing is unpickled. train.
 """
 
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -28,11 +27,3 @@ def read_config(run_dir: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a model folder: {CONFIG_FILE} is missing")
     return json.loads(path.read_text(encoding="utf-8"))
-
-
-def atomic_write(path: Path, write) -> None:
-    """`write(tmp)` then rename over `path`: readers see the old file or the new one, never half of one
-    (the temporary name is per process, so processes writing the same file do not clobber each other)."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    write(str(tmp))
-    os.replace(tmp, path)

