@@ -17,15 +17,21 @@ def build(page: Page) -> None:
         return as_json(page.checked(lambda: search_text(library, encoder, query, int(k), float(min_probability),
                                                         make_filters(folder, taken_from, taken_to, gps, tag))))
 
-    def similar(image: str, k: int = 24) -> list[dict]:
-        """Images most like one already in the library (given by its path) -> [{image, score}]."""
-        return as_json(page.checked(lambda: more_like_this(library, image, int(k))))
+    def similar(image: str, k: int = 24, folder: str = "", taken_from: str = "", taken_to: str = "",
+                gps: str = "any", tag: str = "") -> list[dict]:
+        """Images most like one already in the library (given by its path), optionally filtered as /search is
+        -> [{image, score}]."""
+        return as_json(page.checked(lambda: more_like_this(library, image, int(k),
+                                                           make_filters(folder, taken_from, taken_to, gps, tag))))
 
-    def by_image(image: str | None, k: int) -> list[dict]:
-        return as_json(page.checked(lambda: search_image(library, encoder, page.upload(image), int(k))))
+    def by_image(image: str | None, k: int, folder: str, taken_from: str, taken_to: str, gps: str,
+                 tag: str) -> list[dict]:
+        return as_json(page.checked(lambda: search_image(library, encoder, page.upload(image), int(k),
+                                                         make_filters(folder, taken_from, taken_to, gps, tag))))
 
     gr.api(search, api_name="search")
     gr.api(similar, api_name="more_like_this")
     upload = gr.File(type="filepath", visible=False)  # no decoding before open_upload's checks
     k = gr.Number(24, visible=False)
-    gr.Button(visible=False).click(by_image, [upload, k], gr.JSON(visible=False), api_name="search_image")
+    filters = [gr.Textbox(value, visible=False) for value in ("", "", "", "any", "")]  # folder .. tag, as /search
+    gr.Button(visible=False).click(by_image, [upload, k, *filters], gr.JSON(visible=False), api_name="search_image")

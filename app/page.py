@@ -8,7 +8,7 @@ from pathlib import Path
 import gradio as gr
 from PIL import Image
 
-from app.search import Result
+from app.search import Result, make_filters, more_like_this, why_empty
 from app.thumbnails import thumbnail
 from app.uploads import UploadLimits, open_upload
 from embedding import Encoder
@@ -42,6 +42,15 @@ class Page:
                                     else f"{max(r.score, 0):.0%} alike") + f" · {Path(r.path).name}")
                                for r in results])
 
+    def more_like(self, path: str | None, n: int, *filters: str) -> tuple[list, list[str], str]:
+        """Gallery, originals and note for "More like the selected photo", among the photos passing `filters`
+        (the values of `filter_controls`)."""
+        if not path:
+            raise gr.Error("select a photo in the results first")
+        chosen = self.checked(lambda: make_filters(*filters))
+        results = self.checked(lambda: more_like_this(self.library, path, int(n), chosen))
+        return *self.gallery(results), count_note(results, int(n)) or why_empty(self.library, chosen)
+
     def captioned(self, items: list[tuple[Result | Hit, str]]) -> tuple[list[tuple[str, str]], list[str]]:
         """Thumbnails with these captions for a gallery, and the originals' paths (to act on a selection)."""
         return ([(thumbnail(self.library.folder, r.id, r.path, r.hash), caption) for r, caption in items],
@@ -61,6 +70,25 @@ def image_upload(**kwargs) -> gr.Image:
 
     image.preprocess = unopened
     return image
+
+
+def filter_controls(library: Library, elem_id: str) -> list[gr.components.Component]:
+    """The filters, folded away: below a folder, taken between two dates, with or without GPS, tagged. Their
+    values go to `app.search.make_filters` in this order."""
+    with gr.Accordion("Filters", open=False, elem_id=elem_id), gr.Row():
+        folder = gr.Textbox(label="Only below folder", placeholder="/home/me/Pictures/2024")
+        taken_from = gr.Textbox(label="Taken from (YYYY-MM-DD)")
+        taken_to = gr.Textbox(label="Taken until (YYYY-MM-DD)")
+        gps = gr.Radio(["any", "yes", "no"], value="any", label="Has GPS")
+        tagged = gr.Dropdown(["", *library.vocabulary()], value="", label="Tagged", allow_custom_value=True)
+    return [folder, taken_from, taken_to, gps, tagged]
+
+
+def changed(controls: list[gr.components.Component]) -> list:
+    """The events by which each control says it changed: a typed box on Enter, a slider on release, others on
+    change (so a search re-runs once per change, not per keystroke)."""
+    return [control.submit if isinstance(control, gr.Textbox) else
+            control.release if isinstance(control, gr.Slider) else control.change for control in controls]
 
 
 def plural(count: int, noun: str) -> str:

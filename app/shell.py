@@ -50,7 +50,7 @@ def _search_here(args: argparse.Namespace) -> list[dict]:
 
 def _text_side(library, args: argparse.Namespace):  # -> embedding.words.TextReader
     """The library's model's text side: without torch when a load of it recorded one (embedding.text_query;
-    a CPU reads one query as fast as a GPU would), else the model loaded the usual way."""
+    on the CPU, even where a GPU is: one query is little work), else the model loaded the usual way."""
     from embedding.text_query import load_text_query
 
     recorded = library.setting("fingerprint")

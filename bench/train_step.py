@@ -9,7 +9,8 @@ import time
 import torch
 
 from train.losses import sigmoid_loss
-from train.presets import SIZES, build_model, siglip_config
+from train.model import build_model
+from train.presets import SIZES, siglip_config
 
 
 def pairs_per_second(size: str, batch_size: int, steps: int, bf16: bool) -> float:

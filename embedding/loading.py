@@ -9,11 +9,11 @@ from urllib.parse import urlparse
 import open_clip
 import torch
 
+from embedding.bases import BaseUnavailable
 from embedding.checkpoint import CONFIG_FILE, build_preprocess, read_config
 from embedding.encoder import Encoder
 from embedding.text_query import save_text_query
 from embedding.tokenizer import SentencePieceTokenizer
-from embedding.towers import BaseUnavailable
 from embedding.two_towers import CONFIG_FILE as TWO_TOWERS_FILE
 from embedding.two_towers import load_two_towers, preprocess_config
 from embedding.words import load_words

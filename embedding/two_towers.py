@@ -13,10 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from embedding.bases import BASES, BaseUnavailable
 from embedding.e5 import E5Tokenizer, trim_padding
 from embedding.onnx_trunk import onnx_image_trunk, onnx_text_tower, text_tower_file
 from embedding.packing import read_packed
-from embedding.towers import BASES, BaseUnavailable, image_tower, text_tower
+from embedding.towers import image_tower, text_tower
 
 CONFIG_FILE = "two_towers.json"
 WEIGHTS_FILE = "trained.safetensors"

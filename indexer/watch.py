@@ -3,7 +3,9 @@
 watchdog reports changes under the library's folders; once they have been quiet for a moment, the folders
 that changed are indexed again in one background thread: the indexer's usual incremental run, so new,
 changed, moved and deleted photos are all picked up, a burst of changes costs one run, and searches go on
-meanwhile (the library is thread-safe; one indexing run at a time, see Library.indexing)."""
+meanwhile (the library is thread-safe; one indexing run at a time, see Library.indexing). The watch follows
+the library's folders: one added from the page while the app runs is watched within `FOLLOW_S`, and one
+removed is dropped."""
 
 import threading
 import time
@@ -19,35 +21,54 @@ from indexer.run import index_folders
 from indexer.tags import tag_library
 
 QUIET_S = 1.0  # a change is indexed once its folder has been quiet this long (a copy in progress settles)
+FOLLOW_S = 2.0  # how often the watch looks for folders added to or removed from the library
 
 
 class FolderWatch(FileSystemEventHandler):
     """Watch the library's folders; `start` and `stop` it around the app's life."""
 
-    def __init__(self, library: Library, encoder: Encoder, quiet_s: float = QUIET_S):
+    def __init__(self, library: Library, encoder: Encoder, quiet_s: float = QUIET_S, follow_s: float = FOLLOW_S):
         super().__init__()
-        self.library, self.encoder, self.quiet_s = library, encoder, quiet_s
-        self.roots = [Path(root) for root in library.roots()]
+        self.library, self.encoder, self.quiet_s, self.follow_s = library, encoder, quiet_s, follow_s
+        self.watches: dict[Path, object] = {}  # folder -> its watchdog watch
         self.dirty: set[Path] = set()
+        self.stopping = False
         self.last_change = 0.0
         self.changed = threading.Condition()
         self.observer = Observer()
         self.worker = threading.Thread(target=self._run, name="folder-watch", daemon=True)
 
     def start(self) -> None:
-        for root in self.roots:
-            self.observer.schedule(self, str(root), recursive=True)
+        self.follow()
         self.observer.start()
         self.worker.start()
 
+    def follow(self) -> None:
+        """Watch exactly the library's folders as they are now."""
+        roots = {Path(root) for root in self.library.roots()}
+        watches = {root: watch for root, watch in self.watches.items() if root in roots}
+        for root in set(self.watches) - roots:
+            self.observer.unschedule(self.watches[root])
+        for root in roots - set(watches):
+            try:
+                watches[root] = self.observer.schedule(self, str(root), recursive=True)
+            except OSError as error:  # a folder gone from the disk (or unreadable): tried again at the next look
+                print(f"watch: cannot watch {root}: {error}", flush=True)
+        self.watches = watches  # replaced whole: the observer's thread reads it
+
     def stop(self) -> None:
+        """Stop watching, and let an indexing run in progress end first."""
         self.observer.stop()
         self.observer.join()
+        with self.changed:
+            self.stopping = True
+            self.changed.notify()
+        self.worker.join()
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         paths = [event.src_path, getattr(event, "dest_path", "")]
         touched = [Path(p) for p in paths if p and (event.is_directory or Path(p).suffix.lower() in IMAGE_SUFFIXES)]
-        roots = {root for root in self.roots for path in touched if path.is_relative_to(root)}
+        roots = {root for root in self.watches for path in touched if path.is_relative_to(root)}
         if roots and event.event_type != "opened" and event.event_type != "closed_no_write":
             with self.changed:
                 self.dirty |= roots
@@ -55,12 +76,17 @@ class FolderWatch(FileSystemEventHandler):
                 self.changed.notify()
 
     def _run(self) -> None:
-        while True:
+        while not self.stopping:
             with self.changed:
-                while not self.dirty or time.monotonic() - self.last_change < self.quiet_s:
-                    self.changed.wait(timeout=self.quiet_s if self.dirty else None)
-                roots, self.dirty = sorted(self.dirty & set(self.library.roots())), set()  # (one removed since: no)
+                if self.stopping:
+                    return
+                if not self.dirty or time.monotonic() - self.last_change < self.quiet_s:
+                    self.changed.wait(timeout=min(self.quiet_s, self.follow_s) if self.dirty else self.follow_s)
+                    roots = []
+                else:
+                    roots, self.dirty = sorted(self.dirty & set(self.library.roots())), set()  # (removed since: no)
             if not roots:
+                self.follow()
                 continue
             try:
                 summary = index_folders(self.library, self.encoder, roots, progress=False)

@@ -25,7 +25,8 @@ from safetensors.torch import save_file
 
 from embedding.tokenizer import SentencePieceTokenizer
 from train.checkpoints import save_checkpoint
-from train.presets import build_model, siglip_config
+from train.model import build_model
+from train.presets import siglip_config
 from train.tokenizer import train_sentencepiece
 
 REPO = Path(__file__).resolve().parent.parent

@@ -88,6 +88,9 @@ def test_app_serves_library_photos_and_nothing_else(tiny_run, photo_folder, tmp_
         assert by_image[0]["image"] == results[0]["image"] and by_image[0]["score"] > 0.999
         similar = client.predict(results[0]["image"], 4, api_name="/more_like_this")
         assert len(similar) == 4 and results[0]["image"] not in [r["image"] for r in similar]
+        nowhere = str(photo_folder / "nowhere")  # filters apply to image queries as to text ones
+        assert client.predict(results[0]["image"], 4, nowhere, api_name="/more_like_this") == []
+        assert client.predict(handle_file(results[0]["image"]), 4, nowhere, api_name="/search_image") == []
         tags = client.predict(handle_file(results[0]["image"]), "Hund, snow, 猫", api_name="/tag")
         assert {c["label"] for c in tags["confidences"]} == {"Hund", "snow", "猫"}
         with pytest.raises(Exception, match="not an image"):

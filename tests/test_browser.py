@@ -90,7 +90,7 @@ def test_more_like_the_selected_photo(page, app_url):
     full.evaluate("img => img.decode()")
     assert full.evaluate("img => img.naturalWidth") > 0 and "/thumbnails/" not in full.get_attribute("src")
     assert before[3].split(" · ")[1] in page.locator("#selected-path").inner_text()
-    page.get_by_role("button", name="More like the selected photo").click()
+    page.locator("#more-like").click()
     page.wait_for_function("first => document.querySelector('#results .caption-label')?.innerText !== first",
                            arg=before[0], timeout=30_000)
     after = page.locator("#results .caption-label").all_inner_texts()
@@ -166,8 +166,8 @@ def test_the_page_counts_photos_and_says_why_a_search_is_empty(page, app_url, ph
     page.locator("#header").get_by_text(f"Search {count} photos").wait_for(timeout=30_000)
     search(page, app_url, "ein Hund")
     assert page.locator("#result-note").inner_text().strip() == "The best 24 photos (raise “Results” for more)."
-    page.get_by_text("Filters").click()
-    folder = page.get_by_label("Only below folder")
+    page.locator("#filters").get_by_text("Filters").click()
+    folder = page.locator("#filters").get_by_label("Only below folder")
     folder.fill("/nowhere")
     folder.press("Enter")  # a changed filter searches again
     page.locator("#result-note").get_by_text("No photos below the folder /nowhere").wait_for(timeout=30_000)
@@ -190,6 +190,18 @@ def test_a_bad_upload_says_what_is_wrong_and_a_good_ones_results_open(page, app_
     assert page.locator("#image-results .caption-label").first.inner_text().startswith("100% alike")
     page.locator("#image-results img").first.click()
     page.locator("#image-selected-path").get_by_text("folder").wait_for(timeout=30_000)
+    first = page.locator("#image-results .caption-label").first.inner_text()
+    page.locator("#image-more-like").click()  # "more like" the selected result, in the same units
+    page.wait_for_function("first => document.querySelector('#image-results .caption-label')?.innerText !== first",
+                           arg=first, timeout=30_000)
+    assert all(c.split(" · ")[0].endswith("% alike")
+               for c in page.locator("#image-results .caption-label").all_inner_texts())
+    page.locator("#image-filters").get_by_text("Filters").click()  # the filters apply to image queries too
+    folder = page.locator("#image-filters").get_by_label("Only below folder")
+    folder.fill("/nowhere")
+    folder.press("Enter")
+    page.locator("#image-result-note").get_by_text("No photos below the folder /nowhere").wait_for(timeout=30_000)
+    assert page.locator("#image-results img").count() == 0
 
 
 @pytest.fixture(scope="module")
@@ -252,8 +264,8 @@ def test_the_page_opens_on_the_library_and_a_photo_shows_when_where_and_with_wha
     note = page.locator("#result-note")
     note.get_by_text("The newest 24 photos").wait_for(timeout=30_000)  # photos before any search
     assert page.locator("#results img").count() == 24
-    page.get_by_text("Filters").click()
-    since = page.get_by_label("Taken from (YYYY-MM-DD)")
+    page.locator("#filters").get_by_text("Filters").click()
+    since = page.locator("#filters").get_by_label("Taken from (YYYY-MM-DD)")
     since.fill("2021-01-01")
     since.press("Enter")  # without a query, the filters narrow the library view: only the dated photo
     note.get_by_text("The newest 1 photo passing the filters").wait_for(timeout=30_000)

@@ -1,6 +1,8 @@
 """Walking skeleton: train a few steps -> load -> index -> query -> ranked results; eval's JSON."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -8,7 +10,7 @@ import pytest
 from app.search import search_text
 from embedding import load_encoder
 from indexer import Library, index_folders
-from tests.conftest import run_module
+from tests.conftest import REPO, run_module
 
 
 def test_train_index_query(tiny_run, photo_folder, tmp_path):
@@ -71,3 +73,16 @@ def test_every_stage_explains_itself():
     for module in ("train", "indexer", "app", "eval"):
         done = run_module(module, "--help")
         assert "usage: python -m " + module in done.stdout and len(done.stdout) > 300
+
+
+@pytest.mark.parametrize("command", ["train", "train pack", "train shards", "train scenes", "train tokenizer",
+                                     "train words", "indexer", "app", "app search", "eval", "eval xm3600",
+                                     "eval zeroshot", "eval tags", "eval ann", "eval caption"])
+def test_help_imports_only_what_the_options_need(command):
+    """`--help` of every entry point and subcommand answers without importing torch, open_clip or timm (what
+    made it take seconds): `-X importtime` lists every module a run imports."""
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", *command.split(), "--help"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, check=True)
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert "usage: python -m " + command in done.stdout
+    assert len(imported) > 50 and not imported & {"torch", "open_clip", "timm"}

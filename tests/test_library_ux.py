@@ -172,24 +172,29 @@ def test_a_photo_copied_into_a_watched_folder_becomes_findable_without_a_restart
         assert found == {str(photos / name) for name in ("photo0.jpg", "photo2.jpg", "new.jpg")}
 
 
-def test_a_watch_indexes_its_folders_changes_but_never_brings_a_removed_folder_back(tmp_path, encoder):
+def test_a_watch_follows_the_librarys_folders_and_never_brings_a_removed_one_back(tmp_path, encoder):
     kept, dropped = make_photos(tmp_path / "kept", 2), make_photos(tmp_path / "dropped", 2, seed=1)
     library = Library(tmp_path / "library")
     index_folders(library, encoder, [kept, dropped], progress=False)
-    watch = FolderWatch(library, encoder, quiet_s=0.2)
+    watch = FolderWatch(library, encoder, quiet_s=0.2, follow_s=0.2)
     watch.start()
     try:
         library.remove_root(dropped)
-        make_photos(tmp_path / "incoming", 2, seed=2)
+        added = make_photos(tmp_path / "added", 1, seed=3)  # a folder added while the watch runs ...
+        index_folders(library, encoder, [added], progress=False)
+        time.sleep(1.0)  # (time for the watch to look at the library's folders)
+        make_photos(tmp_path / "incoming", 3, seed=2)
         os.replace(tmp_path / "incoming" / "photo0.jpg", dropped / "late.jpg")
         os.replace(tmp_path / "incoming" / "photo1.jpg", kept / "new.jpg")
+        os.replace(tmp_path / "incoming" / "photo2.jpg", added / "new.jpg")  # ... is watched too
         for _ in range(100):
-            if library.vector(str(kept / "new.jpg")) is not None:
+            if all(library.vector(str(folder / "new.jpg")) is not None for folder in (kept, added)):
                 break
             time.sleep(0.1)
         time.sleep(1.0)  # (time for a wrong run on the removed folder, had one been started)
     finally:
         watch.stop()
-    assert library.roots() == [kept.resolve()] and len(library) == 3
-    assert library.vector(str(kept / "new.jpg")) is not None and library.vector(str(dropped / "late.jpg")) is None
+    assert set(library.roots()) == {kept.resolve(), added.resolve()} and len(library) == 5
+    assert library.vector(str(kept / "new.jpg")) is not None and library.vector(str(added / "new.jpg")) is not None
+    assert library.vector(str(dropped / "late.jpg")) is None
     library.close()

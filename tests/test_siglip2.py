@@ -18,14 +18,13 @@ from eval.dense import patch_labels
 from eval.locca import box_iou
 from indexer import Library, index_folders
 from tests.conftest import run_module, serving, torchrun
-from train.config import TrainConfig
-from train.presets import build_model, siglip_config
+from train.config import ObjectiveWeights, SelfDistillConfig, TrainConfig
+from train.model import build_model
+from train.presets import siglip_config
 from train.scenes import KINDS, LANGUAGES, SHAPES, Thing, caption, generate, render
 from train.siglip2 import (
     LocCaExamples,
-    ObjectiveWeights,
     SelfDistillation,
-    SelfDistillConfig,
     SigLIP2Objectives,
     mask_patches,
     patch_mask,

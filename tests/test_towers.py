@@ -14,11 +14,12 @@ from safetensors.torch import load_file
 from timm.data import ImageNetInfo
 
 from embedding import load_encoder, text_query
+from embedding.bases import BASES, Base, BaseUnavailable, base_file
 from embedding.cache import cache_dir
 from embedding.loading import EncoderUnavailable
 from embedding.packing import pack, unpack
 from embedding.text_query import load_text_query
-from embedding.towers import BASES, Base, BaseUnavailable, base_file, timm_state_dict
+from embedding.towers import timm_state_dict
 from embedding.two_towers import CONFIG_FILE, WEIGHTS_FILE, TwoTowers
 from embedding.words import read_labels
 from train.__main__ import main as train_main

@@ -6,13 +6,12 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from common.cli import add_device_argument, entry_point, split_languages
-from embedding.towers import BASES
+from common.cli import add_device_argument, add_model_argument, entry_point, split_languages
+from embedding.bases import BASES
 from train.config import TrainConfig
 from train.losses import KINDS
 from train.presets import SIZES
 from train.recipes import RECIPES, load_recipe
-from train.trainer import resume_training, train
 
 EXAMPLES = """examples:
   SigLiT on a CPU (both pretrained trunks locked, heads on cached features; minutes):
@@ -58,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     if recipe_args.recipe:  # a recipe supplies defaults; flags given on the command line win
         parser.set_defaults(**load_recipe(recipe_args.recipe))
     args = parser.parse_args(argv)
+    from train.trainer import resume_training, train  # torch and the towers: not for --help
+
     if args.resume:
         resume_training(args.resume, stop_after=args.stop_after)
         return 0
@@ -194,9 +195,6 @@ def _siglip2_arguments(sig2: argparse._ArgumentGroup) -> None:
 
 def tokenizer_main(argv: list[str]) -> int:
     """python -m train tokenizer: a multilingual SentencePiece model from caption files."""
-    from common.captions import read_captions
-    from train.tokenizer import train_sentencepiece
-
     parser = argparse.ArgumentParser(
         prog="python -m train tokenizer",
         description="Train a unigram SentencePiece tokenizer (lowercased, all languages of the files) for "
@@ -207,6 +205,9 @@ def tokenizer_main(argv: list[str]) -> int:
     parser.add_argument("--languages", help="comma-separated languages to use (default: all)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     args = parser.parse_args(argv)
+    from common.captions import read_captions
+    from train.tokenizer import train_sentencepiece
+
     texts = [caption for path in args.captions for image in read_captions(path, split_languages(args.languages))
              for captions in image.captions.values() for caption in captions]
     if not texts:
@@ -219,8 +220,6 @@ def tokenizer_main(argv: list[str]) -> int:
 
 def shards_main(argv: list[str]) -> int:
     """python -m train shards: pack a caption file and its images into webdataset tar shards."""
-    from train.shards import write_shards
-
     parser = argparse.ArgumentParser(
         prog="python -m train shards",
         description="Write webdataset shards (OUT/shard-NNNNNN.tar): per photo its original bytes (<n>.jpg) "
@@ -230,6 +229,8 @@ def shards_main(argv: list[str]) -> int:
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--shard-size", type=int, default=1000, help="photos per shard (default 1000)")
     args = parser.parse_args(argv)
+    from train.shards import write_shards
+
     shards = write_shards(args.captions, args.images, args.out, args.shard_size)
     print(f"{len(shards)} shards in {args.out}")
     return 0
@@ -238,7 +239,6 @@ def shards_main(argv: list[str]) -> int:
 def pack_main(argv: list[str]) -> int:
     """python -m train pack: a trained two-tower folder with its weights stored small."""
     from embedding.packing import DTYPES
-    from train.checkpoints import pack_two_towers
 
     parser = argparse.ArgumentParser(
         prog="python -m train pack",
@@ -249,6 +249,8 @@ def pack_main(argv: list[str]) -> int:
     parser.add_argument("--weights", choices=DTYPES, default="int8", help="stored type (default int8)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     args = parser.parse_args(argv)
+    from train.checkpoints import pack_two_towers
+
     weights = pack_two_towers(args.run, args.out, args.weights)
     print(f"{weights}: {weights.stat().st_size / 1e6:.1f} MB")
     return 0
@@ -278,10 +280,38 @@ def scenes_main(argv: list[str]) -> int:
 
 
 def words_main(argv: list[str]) -> int:
-    """python -m train words: teach a trained model single words from its captions."""
-    from train.words import main as words
+    """python -m train words: teach a trained model single words from its captions (train/words.py says how)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m train words",
+        description="Fit the words of a model's training captions (every language, dictionary forms) onto its image "
+                    "embeddings, one logistic regression each, kept when the validation photos bear them out; tags, "
+                    "one-word queries and class names then read a learned word where there is one "
+                    "(embedding/words.py). Writes words.safetensors into the model folder (or --out).")
+    add_model_argument(parser, "the model to teach (a model folder, or bundled)")
+    add_device_argument(parser, "the model (embedding the photos once)")
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/flickr8k"),
+                        help="captions_train.jsonl, captions_val.jsonl and images/ (default: %(default)s)")
+    parser.add_argument("--out", type=Path, help="folder for words.safetensors (default: the model's own)")
+    parser.add_argument("--min-photos", type=int, default=15, help="a candidate holds for this many training photos")
+    parser.add_argument("--min-lift", type=float, default=1.5, help="kept when val AP >= this x its base rate")
+    parser.add_argument("--min-overlap", type=float, default=0.4,
+                        help="a word shares the photos of its counterpart in another language when their photos "
+                             "overlap this much (Jaccard; above 1: never)")
+    parser.add_argument("--steps", type=int, default=400, help="full-batch Adam steps (default: %(default)s)")
+    parser.add_argument("--weight-decay", type=float, default=3e-4, help="L2 on the standardised weights")
+    args = parser.parse_args(argv)
+    from embedding import load_encoder
+    from embedding.loading import model_folder, process_device
+    from train.checkpoints import save_words
+    from train.words import learn_words
 
-    return words(argv)
+    encoder = load_encoder(args.model, process_device(args.device), words=False)
+    words, summary = learn_words(encoder, args.data, args.min_photos, args.min_lift, args.steps,
+                                 args.weight_decay, args.min_overlap)
+    path = save_words(args.out or model_folder(args.model), words)
+    print(f"{summary['kept']} of {summary['candidates']} words kept (val mAP {summary['val_map_kept']:.1f}; "
+          f"dropped {summary['val_map_dropped']:.1f}) -> {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    return 0
 
 
 # python -m train SUBCOMMAND ...: the jobs beside training itself (each with its own --help).

@@ -19,11 +19,11 @@ from timm.utils.model import freeze
 from torch import nn
 
 from embedding import checkpoint, two_towers
+from embedding.bases import BASES
 from embedding.cache import atomic_write
 from embedding.locca import DECODER_CONFIG, DECODER_WEIGHTS, LocCaDecoder
 from embedding.packing import pack, read_packed
 from embedding.tokenizer import SentencePieceTokenizer
-from embedding.towers import BASES
 from embedding.two_towers import TwoTowers, preprocess_config
 from embedding.words import WORDS_FILE, Words
 

@@ -5,9 +5,29 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from embedding.towers import BASES
+from embedding.bases import BASES
 from train.presets import SIZES
-from train.siglip2 import ObjectiveWeights, SelfDistillConfig
+
+
+@dataclass
+class ObjectiveWeights:
+    """Loss weights (0 switches a term off) and when the self-distillation terms start."""
+    locca: float = 0.0
+    silc: float = 0.0
+    tips: float = 0.0
+    distill_from: float = 0.8  # share of the run after which SILC and TIPS are on (the paper: last 20%)
+
+
+@dataclass
+class SelfDistillConfig:
+    momentum: float = 0.996          # teacher <- momentum * teacher + (1 - momentum) * student, every step
+    local_crops: int = 2             # SILC: student crops per image ...
+    crop_scale: tuple[float, float] = (0.15, 0.45)  # ... each this share of the image's area
+    mask_ratio: float = 0.5          # TIPS: share of patches the student does not see
+    prototypes: int = 1024
+    student_temperature: float = 0.1
+    teacher_temperature: float = 0.04
+    center_momentum: float = 0.9
 
 
 @dataclass
@@ -20,7 +40,7 @@ class TrainConfig:
     # from an open_clip-format model (`init`: run dir, local-dir:, hf-hub: or a preset).
     size: str = "tiny"
     init: str | None = None
-    image_base: str | None = None     # e.g. efficientnet-lite0 (embedding.towers.BASES)
+    image_base: str | None = None     # e.g. efficientnet-lite0 (embedding.bases.BASES)
     text_base: str | None = None      # e.g. e5-small
     embed_dim: int = 512              # joint space of a model on pretrained bases
     proj: str = "linear"              # heads on pretrained trunks: "linear" or "mlp"

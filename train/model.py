@@ -13,21 +13,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import open_clip
 from torch import nn
 
 from common.captions import CaptionedImage
+from embedding.bases import BASES
 from embedding.checkpoint import CONFIG_FILE
 from embedding.loading import load_encoder, model_folder
 from embedding.locca import LocCaDecoder
 from embedding.onnx_trunk import onnx_image_trunk
 from embedding.tokenizer import PAD_ID, SentencePieceTokenizer
-from embedding.towers import BASES
 from embedding.two_towers import TwoTowers, preprocess_config
 from train.checkpoints import lock, save_checkpoint, save_decoder, save_fine_tuned, save_two_towers
 from train.config import TrainConfig
 from train.data import LockedTrunk
 from train.losses import initial_t_b, loss_kind
-from train.presets import SIZES, build_model, siglip_config
+from train.presets import SIZES, siglip_config
 from train.tokenizer import train_sentencepiece
 
 
@@ -109,3 +110,9 @@ def _fine_tuned(cfg: TrainConfig) -> Built:
     model.requires_grad_(True)
     return Built(model, encoder.tokenizer, model.visual.preprocess_cfg, PAD_ID, (None, None),
                  lambda run_dir: save_fine_tuned(run_dir, model, folder))
+
+
+def build_model(model_cfg: dict) -> nn.Module:
+    """A freshly initialised two-tower model from an open_clip `model_cfg` (as open_clip builds it)."""
+    cfg = {key: value for key, value in model_cfg.items() if key != "custom_text"}
+    return open_clip.CustomTextCLIP(**cfg)

@@ -4,9 +4,6 @@ Vision: a ViT whose pooled output comes from a one-query attention-pooling head 
 Text: a transformer without causal mask that pools the last position of a padded sequence.
 """
 
-import open_clip
-from torch import nn
-
 from train.losses import initial_t_b
 
 SIZES = {
@@ -48,9 +45,3 @@ def siglip_config(size: str, vocab_size: int, loss: str = "sigmoid",
     preprocess_cfg = {"size": s["image_size"], "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5],
                       "interpolation": "bicubic", "resize_mode": "squash"}
     return model_cfg, preprocess_cfg
-
-
-def build_model(model_cfg: dict) -> nn.Module:
-    """A freshly initialised two-tower model from an open_clip `model_cfg` (as open_clip builds it)."""
-    cfg = {key: value for key, value in model_cfg.items() if key != "custom_text"}
-    return open_clip.CustomTextCLIP(**cfg)

@@ -13,7 +13,6 @@ copied from the student; from then on it follows the student by exponential movi
 
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -27,6 +26,7 @@ from torchvision.ops import roi_align
 from embedding.locca import DecoderConfig, LocCaDecoder, vit_forward, vit_tokens
 from embedding.naflex import PatchEdit, valid_tokens
 from embedding.tokenizer import EOS_ID, PAD_ID
+from train.config import ObjectiveWeights, SelfDistillConfig
 
 
 class LocCaExamples:
@@ -91,18 +91,6 @@ class PrototypeHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.mlp(x), dim=-1) @ F.normalize(self.prototypes, dim=-1).T
-
-
-@dataclass
-class SelfDistillConfig:
-    momentum: float = 0.996          # teacher <- momentum * teacher + (1 - momentum) * student, every step
-    local_crops: int = 2             # SILC: student crops per image ...
-    crop_scale: tuple[float, float] = (0.15, 0.45)  # ... each this share of the image's area
-    mask_ratio: float = 0.5          # TIPS: share of patches the student does not see
-    prototypes: int = 1024
-    student_temperature: float = 0.1
-    teacher_temperature: float = 0.04
-    center_momentum: float = 0.9
 
 
 class SelfDistillation(nn.Module):
@@ -231,15 +219,6 @@ def patch_mask(valid: torch.Tensor, ratio: float) -> torch.Tensor:
     # padding's sorted to the end, rank below that count is a random choice among the real patches.
     scores = torch.rand(valid.shape, device=valid.device).masked_fill(~valid, 2.0)
     return scores.argsort(1) < (valid.sum(1, keepdim=True) * ratio).round()
-
-
-@dataclass
-class ObjectiveWeights:
-    """Loss weights (0 switches a term off) and when the self-distillation terms start."""
-    locca: float = 0.0
-    silc: float = 0.0
-    tips: float = 0.0
-    distill_from: float = 0.8  # share of the run after which SILC and TIPS are on (the paper: last 20%)
 
 
 class SigLIP2Objectives(nn.Module):

@@ -39,7 +39,7 @@ from embedding.locca import vit_tokens
 from embedding.naflex import NaFlexTransform, naflex_forward
 from embedding.two_towers import TwoTowers
 from train.checkpoints import trained_state
-from train.config import TrainConfig
+from train.config import ObjectiveWeights, SelfDistillConfig, TrainConfig
 from train.data import CaptionPairs
 from train.evals import run_eval
 from train.losses import make_loss
@@ -47,7 +47,7 @@ from train.model import Built, build
 from train.plot import plot_training
 from train.presets import SIZES
 from train.shards import read_shards
-from train.siglip2 import ObjectiveWeights, SelfDistillConfig, SigLIP2Objectives, locca_examples
+from train.siglip2 import SigLIP2Objectives, locca_examples
 
 RESUME_FILE = "resume.pt"
 

@@ -1,4 +1,4 @@
-"""Teach a trained model single words: `python -m train words --model MODEL`, written into the model's folder.
+"""Teach a trained model single words (`python -m train words --model MODEL`, written into the model's folder).
 
 Words are mined from the training captions of every language, as dictionary forms ("dogs", "Hunde", "psa"
 -> dog, Hund, pes: Czech inflects too much for written forms to meet); the forms seen become aliases. A
@@ -19,7 +19,6 @@ languages (en "hat", de "hat") the reading the photos bear out better wins. Test
 The result is `embedding.words.Words`: the regression's weights as a unit direction with its own t and b.
 """
 
-import argparse
 import functools
 import re
 import unicodedata
@@ -32,12 +31,9 @@ import torch
 
 from common.cache import cached_embeddings, image_keys
 from common.captions import image_file, read_captions
-from common.cli import add_device_argument, add_model_argument
 from common.retrieval import average_precision
-from embedding import Encoder, load_encoder
-from embedding.loading import model_folder, process_device
+from embedding import Encoder
 from embedding.words import Words, word_key
-from train.checkpoints import save_words
 
 MAX_SHARE = 0.3         # a word on more photos than this is a function word or the dataset's theme
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]+")
@@ -195,29 +191,3 @@ def learn_words(encoder: Encoder, data: Path, min_photos: int, min_lift: float, 
                "val_map_kept": 100 * float(np.nanmean(val_ap[kept])),
                "val_map_dropped": 100 * float(np.nanmean(np.delete(val_ap, kept)))}
     return words, summary
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m train words", description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_argument(parser, "the model to teach (a model folder, or bundled)")
-    add_device_argument(parser, "the model (embedding the photos once)")
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/flickr8k"),
-                        help="captions_train.jsonl, captions_val.jsonl and images/ (default: %(default)s)")
-    parser.add_argument("--out", type=Path, help="folder for words.safetensors (default: the model's own)")
-    parser.add_argument("--min-photos", type=int, default=15, help="a candidate holds for this many training photos")
-    parser.add_argument("--min-lift", type=float, default=1.5, help="kept when val AP >= this x its base rate")
-    parser.add_argument("--min-overlap", type=float, default=0.4,
-                        help="a word shares the photos of its counterpart in another language when their photos "
-                             "overlap this much (Jaccard; above 1: never)")
-    parser.add_argument("--steps", type=int, default=400, help="full-batch Adam steps (default: %(default)s)")
-    parser.add_argument("--weight-decay", type=float, default=3e-4, help="L2 on the standardised weights")
-    args = parser.parse_args(argv)
-    encoder = load_encoder(args.model, process_device(args.device), words=False)
-    words, summary = learn_words(encoder, args.data, args.min_photos, args.min_lift, args.steps,
-                                 args.weight_decay, args.min_overlap)
-    path = save_words(args.out or model_folder(args.model), words)
-    print(f"{summary['kept']} of {summary['candidates']} words kept (val mAP {summary['val_map_kept']:.1f}; "
-          f"dropped {summary['val_map_dropped']:.1f}) -> {path} ({path.stat().st_size / 1e6:.2f} MB)")
-    return 0

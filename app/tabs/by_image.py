@@ -1,32 +1,37 @@
-"""Search by image: the library's photos most like an uploaded one, each opening in the photo view."""
+"""Search by image: the library's photos most like an uploaded one, among those passing the filters; each opens
+in the photo view, and "more like" a selected one searches on from it."""
 
 import gradio as gr
 
 from app import photo_view
-from app.page import Page, count_note, image_upload
-from app.search import search_image, why_empty
+from app.page import Page, changed, count_note, filter_controls, image_upload
+from app.search import make_filters, search_image, why_empty
 
 TITLE = "By image"
 
 
 def build(page: Page, ui: gr.Blocks) -> None:
-    def find_like_upload(image: str | None, n: int):  # -> gallery, originals, note, the upload box
+    def find_like_upload(image: str | None, n: int, *filters: str):  # -> gallery, originals, note, the upload box
         if image is None:
             return [], [], "", gr.skip()
         try:
             picture = page.upload(image)
         except ValueError as error:  # said beside the box, which is cleared (a browser cannot show the file)
             return [], [], f"**{error}**", None
-        results = page.checked(lambda: search_image(page.library, page.encoder, picture, int(n)))
-        return *page.gallery(results), count_note(results, int(n)) or why_empty(page.library), gr.skip()
+        chosen = page.checked(lambda: make_filters(*filters))
+        results = page.checked(lambda: search_image(page.library, page.encoder, picture, int(n), chosen))
+        return *page.gallery(results), count_note(results, int(n)) or why_empty(page.library, chosen), gr.skip()
 
     with gr.Row():
         upload = image_upload(label="A photo like the ones you want", elem_id="search-upload", scale=5, min_width=320)
         k = gr.Slider(1, 100, value=24, step=1, label="Results", scale=1)
+    like = gr.Button("More like the selected photo", elem_id="image-more-like")
+    filters = filter_controls(page.library, "image-filters")
     note = gr.Markdown(elem_id="image-result-note")
     results = gr.Gallery(label="Most similar photos (how alike: cosine similarity)", columns=6, object_fit="cover",
                          elem_id="image-results")
     originals = gr.State([])
-    photo_view.build(page, results, originals, prefix="image-")
-    gr.on([upload.upload, k.release], find_like_upload, [upload, k], [results, originals, note, upload],
-          api_visibility="private")
+    selected = photo_view.build(page, results, originals, prefix="image-")
+    gr.on([upload.upload, *changed([k, *filters])], find_like_upload, [upload, k, *filters],
+          [results, originals, note, upload], api_visibility="private")
+    like.click(page.more_like, [selected, k, *filters], [results, originals, note], api_visibility="private")

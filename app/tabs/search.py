@@ -6,8 +6,8 @@ from pathlib import Path
 import gradio as gr
 
 from app import photo_view
-from app.page import Page, count_note, plural
-from app.search import MAX_RESULTS, make_filters, more_like_this, search_text, why_empty
+from app.page import Page, changed, count_note, filter_controls, plural
+from app.search import MAX_RESULTS, make_filters, search_text, why_empty
 
 TITLE = "Search"
 PAGE = 24  # photos a view shows at first, and "Show more" adds
@@ -38,12 +38,6 @@ def build(page: Page, ui: gr.Blocks) -> None:
         n = min(int(n) + PAGE, MAX_RESULTS)
         return n, *show(query, n, *filters)
 
-    def find_similar(path: str | None, n: int):
-        if not path:
-            raise gr.Error("select a photo in the results first")
-        results = page.checked(lambda: more_like_this(library, path, int(n)))
-        return *page.gallery(results), count_note(results, int(n)) or why_empty(library)
-
     with gr.Row():
         query = gr.Textbox(label="Search", info=QUERY_HELP, scale=5, min_width=320, autofocus=True, elem_id="query",
                            placeholder="a dog in the snow · ein Hund im Schnee · 雪中的狗")
@@ -51,23 +45,17 @@ def build(page: Page, ui: gr.Blocks) -> None:
         threshold = gr.Slider(0, 1, value=0, step=0.01, label="Hide matches below", scale=1)
     with gr.Row():
         go = gr.Button("Search", variant="primary")
-        like = gr.Button("More like the selected photo")
-    with gr.Accordion("Filters", open=False), gr.Row():
-        folder = gr.Textbox(label="Only below folder", placeholder="/home/me/Pictures/2024")
-        taken_from = gr.Textbox(label="Taken from (YYYY-MM-DD)")
-        taken_to = gr.Textbox(label="Taken until (YYYY-MM-DD)")
-        gps = gr.Radio(["any", "yes", "no"], value="any", label="Has GPS")
-        tagged = gr.Dropdown(["", *library.vocabulary()], value="", label="Tagged", allow_custom_value=True)
+        like = gr.Button("More like the selected photo", elem_id="more-like")
+    filters = filter_controls(library, "filters")
     note = gr.Markdown(elem_id="result-note")
     results = gr.Gallery(label="Photos", columns=6, object_fit="cover", height="auto", elem_id="results")
     show_more = gr.Button("Show more", elem_id="show-more")
     originals = gr.State([])
     selected = photo_view.build(page, results, originals)
-    controls = [query, k, threshold, folder, taken_from, taken_to, gps, tagged]
+    controls = [query, k, threshold, *filters]
     shown = [results, originals, note]
     ui.load(browse, k, shown, api_visibility="private")
     gr.on([query.submit, go.click], find, controls, shown, api_visibility="private")
-    gr.on([k.release, threshold.release, taken_from.submit, taken_to.submit, folder.submit, gps.change,
-           tagged.change], show, controls, shown, api_visibility="private")
+    gr.on(changed([k, threshold, *filters]), show, controls, shown, api_visibility="private")
     show_more.click(more, controls, [k, *shown], api_visibility="private")
-    like.click(find_similar, [selected, k], shown, api_visibility="private")
+    like.click(page.more_like, [selected, k, *filters], shown, api_visibility="private")

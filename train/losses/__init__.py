@@ -13,10 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
-from train.losses.chunked import DEFAULT_CHUNK, chunked_sigmoid_loss
-from train.losses.ring import ring_sigmoid_loss
-from train.losses.sigmoid import sigmoid_loss
-from train.losses.softmax import gathered_softmax_loss, softmax_loss
+from common.lazy import lazy_names
+
+# The loss functions load with their modules on first use (common.lazy): the registry below names the losses
+# and their starts without torch, so `python -m train --help` and a config need none.
+_HOMES = {"chunked_sigmoid_loss": "train.losses.chunked", "ring_sigmoid_loss": "train.losses.ring",
+          "sigmoid_loss": "train.losses.sigmoid", "gathered_softmax_loss": "train.losses.softmax",
+          "softmax_loss": "train.losses.softmax"}
+__getattr__ = lazy_names(__name__, _HOMES)
 
 
 @dataclass(frozen=True)
@@ -29,17 +33,27 @@ class Loss:
 
 def _sigmoid(chunk: int | None, distributed: bool) -> Callable:
     """Dense, or chunked when `chunk` is set, or the ring across ranks."""
+    from train.losses.chunked import DEFAULT_CHUNK, chunked_sigmoid_loss
+    from train.losses.ring import ring_sigmoid_loss
+    from train.losses.sigmoid import sigmoid_loss
+
     if distributed:
         return partial(ring_sigmoid_loss, chunk=chunk or DEFAULT_CHUNK)
     return partial(chunked_sigmoid_loss, chunk=chunk) if chunk else sigmoid_loss
+
+
+def _softmax(distributed: bool) -> Callable:
+    """Within the batch, or gathered across ranks."""
+    from train.losses.softmax import gathered_softmax_loss, softmax_loss
+
+    return gathered_softmax_loss if distributed else softmax_loss
 
 
 LOSSES = {
     # SigLIP's start: t = 10 and b = -10, near the prior that almost every pair in a batch is a negative.
     "sigmoid": Loss(_sigmoid, math.log(10.0), -10.0),
     # CLIP's start for the softmax baseline: t = 1 / 0.07 and no bias (the softmax ignores it).
-    "softmax": Loss(lambda chunk, distributed: gathered_softmax_loss if distributed else softmax_loss,
-                    math.log(1 / 0.07), None),
+    "softmax": Loss(lambda chunk, distributed: _softmax(distributed), math.log(1 / 0.07), None),
 }
 KINDS = tuple(LOSSES)
 
