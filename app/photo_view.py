@@ -1,6 +1,8 @@
 """The photo view under a gallery: the selected photo large; what the library knows of it (date taken,
 camera, place, size, folder, tags with their probabilities); previous and next through the gallery."""
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -8,16 +10,26 @@ import gradio as gr
 from app.page import Page
 
 
-def build(page: Page, gallery: gr.Gallery, originals: gr.State, prefix: str = "") -> gr.State:
-    """The view, opened by selecting a photo of `gallery` (whose originals' paths `originals` holds; `prefix`
-    sets its elements' ids apart from another view's); returns the state that holds the selected photo's
-    path (for "more like this")."""
+@dataclass
+class PhotoView:
+    selected: gr.State  # the selected photo's path (for "more like this")
+    outputs: list       # what opening a photo updates
+    show: Callable      # (paths, index) -> the outputs' values for photo `index` of `paths`
+
+    def opener(self, offset: int = 0) -> Callable:
+        """A gallery's select handler, for a gallery whose photo i is photo `offset + i` of the view's paths
+        (one day of the library view, say)."""
+        def select(paths: list[str], event: gr.SelectData):
+            return self.show(paths, offset + event.index)
+        return select
+
+
+def build(page: Page, gallery: gr.Gallery, originals: gr.State, prefix: str = "") -> PhotoView:
+    """The view, opened by selecting a photo of `gallery` (whose originals' paths `originals` holds, as other
+    galleries' may through `PhotoView.opener`; `prefix` sets its elements' ids apart from another view's)."""
     def show(paths: list[str], index: int):  # -> selected path, the photo, its details, its index
         path = paths[index]
         return path, path, describe(page, path), index
-
-    def select(paths: list[str], event: gr.SelectData):
-        return show(paths, event.index)
 
     def step(paths: list[str], index: int, delta: int):
         if not paths or index < 0:
@@ -33,11 +45,11 @@ def build(page: Page, gallery: gr.Gallery, originals: gr.State, prefix: str = ""
                 previous = gr.Button("← Previous", elem_id=f"{prefix}previous-photo")
                 following = gr.Button("Next →", elem_id=f"{prefix}next-photo")
     selected, index = gr.State(None), gr.State(-1)
-    outputs = [selected, photo, details, index]
-    gallery.select(select, originals, outputs, api_visibility="private")
-    previous.click(lambda paths, i: step(paths, i, -1), [originals, index], outputs, api_visibility="private")
-    following.click(lambda paths, i: step(paths, i, 1), [originals, index], outputs, api_visibility="private")
-    return selected
+    view = PhotoView(selected, [selected, photo, details, index], show)
+    gallery.select(view.opener(), originals, view.outputs, api_visibility="private")
+    previous.click(lambda paths, i: step(paths, i, -1), [originals, index], view.outputs, api_visibility="private")
+    following.click(lambda paths, i: step(paths, i, 1), [originals, index], view.outputs, api_visibility="private")
+    return view
 
 
 def describe(page: Page, path: str) -> str:

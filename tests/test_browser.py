@@ -262,15 +262,25 @@ def test_the_page_opens_on_the_library_and_a_photo_shows_when_where_and_with_wha
     url, _, _ = managed_url
     page.goto(url)
     note = page.locator("#result-note")
-    note.get_by_text("The newest 24 photos").wait_for(timeout=30_000)  # photos before any search
-    assert page.locator("#results img").count() == 24
+    note.get_by_text("The newest 24 photos").wait_for(timeout=30_000)  # photos before any search, by day
+    view = page.locator("#library-view")
+    view.locator(".day img").nth(23).wait_for(timeout=30_000)
+    assert view.locator(".day img").count() == 24 and page.locator("#results").is_hidden()
+    headings = view.locator(".day-heading h4").all_inner_texts()  # a day each: "Tuesday 01 December 2026 · 24 photos"
+    assert all(re.fullmatch(r"\w+ \d\d \w+ \d{4} · \d+ photos?", h.strip()) for h in headings), headings
+    assert sum(int(h.split(" · ")[1].split()[0]) for h in headings) == 24
+    page.locator("#show-more").click()  # pages on
+    note.get_by_text("The newest 48 photos").wait_for(timeout=30_000)
+    view.locator(".day img").nth(47).wait_for(timeout=30_000)
     page.locator("#filters").get_by_text("Filters").click()
     since = page.locator("#filters").get_by_label("Taken from (YYYY-MM-DD)")
     since.fill("2021-01-01")
     since.press("Enter")  # without a query, the filters narrow the library view: only the dated photo
     note.get_by_text("The newest 1 photo passing the filters").wait_for(timeout=30_000)
-    assert page.locator("#results .caption-label").all_inner_texts() == ["2021-07-04 · holiday.jpg"]
-    page.locator("#results img").first.click()
+    page.wait_for_function("() => document.querySelectorAll('#library-view .day img').length === 1", timeout=30_000)
+    assert view.locator(".caption-label").all_inner_texts() == ["12:30 · holiday.jpg"]
+    assert [h.strip() for h in view.locator(".day-heading h4").all_inner_texts()] == ["Sunday 04 July 2021 · 1 photo"]
+    view.locator(".day img").first.click()
     details = page.locator("#selected-path")
     details.get_by_text("taken 2021-07-04 12:30").wait_for(timeout=30_000)
     text = details.inner_text()
@@ -289,7 +299,7 @@ def test_a_phone_sees_every_tab_a_full_width_search_box_and_the_photo_view(brows
         box = phone.locator("#query textarea").bounding_box()
         slider = phone.locator("#result-count").bounding_box()
         assert box["width"] >= 0.75 * 390 and slider["y"] > box["y"] + box["height"]  # the sliders go below
-        phone.locator("#results img").first.click()
+        phone.locator("#library-view .day img").first.click()
         phone.locator("#selected-path").get_by_text("folder").wait_for(timeout=30_000)
         view = phone.locator("#full-size").bounding_box()
         assert view["x"] >= 0 and view["x"] + view["width"] <= 390 + 1  # the photo view fits the screen
@@ -304,7 +314,7 @@ def test_a_photo_copied_into_a_watched_folder_shows_up_without_a_restart(page, m
     shutil.copy(sorted(photo_folder.iterdir())[1], trip / "just-copied.jpg")
     for _ in range(30):  # the library view shows the newest photo first: the one just copied, once indexed
         page.goto(url)
-        first = page.locator("#results .caption-label").first
+        first = page.locator("#library-view .caption-label").first
         first.wait_for(timeout=30_000)
         if first.inner_text().endswith("just-copied.jpg"):
             break

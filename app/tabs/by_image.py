@@ -31,7 +31,7 @@ def build(page: Page, ui: gr.Blocks) -> None:
     results = gr.Gallery(label="Most similar photos (how alike: cosine similarity)", columns=6, object_fit="cover",
                          elem_id="image-results")
     originals = gr.State([])
-    selected = photo_view.build(page, results, originals, prefix="image-")
+    view = photo_view.build(page, results, originals, prefix="image-")
     gr.on([upload.upload, *changed([k, *filters])], find_like_upload, [upload, k, *filters],
           [results, originals, note, upload], api_visibility="private")
-    like.click(page.more_like, [selected, k, *filters], [results, originals, note], api_visibility="private")
+    like.click(page.more_like, [view.selected, k, *filters], [results, originals, note], api_visibility="private")

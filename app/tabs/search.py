@@ -1,6 +1,7 @@
-"""Search: the library newest first until a query is typed; text and combined queries with filters; "more
-like" a selected photo; "Show more" pages on; a photo view under the results (app/photo_view.py)."""
+"""Search: the library newest first, grouped by day, until a query is typed; text and combined queries with
+filters; "more like" a selected photo; "Show more" pages on; a photo view under the results (app/photo_view.py)."""
 
+import itertools
 from pathlib import Path
 
 import gradio as gr
@@ -8,6 +9,7 @@ import gradio as gr
 from app import photo_view
 from app.page import Page, changed, count_note, filter_controls, plural
 from app.search import MAX_RESULTS, make_filters, search_text, why_empty
+from indexer import Hit
 
 TITLE = "Search"
 PAGE = 24  # photos a view shows at first, and "Show more" adds
@@ -18,10 +20,14 @@ QUERY_HELP = ("Any language the model knows. Combine terms with commas; `-` excl
 def build(page: Page, ui: gr.Blocks) -> None:
     library, encoder = page.library, page.encoder
 
-    def find(query, n, threshold, folder, taken_from, taken_to, gps, tag):  # -> gallery, originals, note
+    def answer(items: list, paths: list[str], note: str):  # a search's results shown, the library view put away
+        return gr.Gallery(items, visible=True), paths, note, []
+
+    def find(query, n, threshold, folder, taken_from, taken_to, gps, tag):  # -> results, originals, note, days
         filters = page.checked(lambda: make_filters(folder, taken_from, taken_to, gps, tag))
         results = page.checked(lambda: search_text(library, encoder, query, int(n), float(threshold), filters))
-        return *page.gallery(results), count_note(results, int(n)) or why_empty(library, filters, float(threshold))
+        return answer(*page.gallery(results),
+                      count_note(results, int(n)) or why_empty(library, filters, float(threshold)))
 
     def browse(n, threshold=0.0, folder="", taken_from="", taken_to="", gps="any", tag=""):  # no query: the library
         filters = page.checked(lambda: make_filters(folder, taken_from, taken_to, gps, tag))
@@ -29,7 +35,17 @@ def build(page: Page, ui: gr.Blocks) -> None:
         passing = " passing the filters" if filters.active() else ""
         note = (f"The newest {plural(len(shown), 'photo')}{passing}, by date taken (else the file's time), of "
                 f"{len(library):,} in the library." if shown else why_empty(library, filters))
-        return *page.captioned([(hit, f"{when:%Y-%m-%d} · {Path(hit.path).name}") for hit, when in shown]), note
+        return gr.Gallery([], visible=False), [hit.path for hit, _ in shown], note, days(shown)
+
+    def days(shown: list[tuple[Hit, object]]) -> list[dict]:  # the library view's days, each opening the photo view
+        groups, start = [], 0
+        for day, photos in itertools.groupby(shown, key=lambda pair: pair[1].date()):
+            photos = list(photos)
+            items, _ = page.captioned([(hit, f"{when:%H:%M} · {Path(hit.path).name}") for hit, when in photos])
+            groups.append({"title": f"{day:%A %d %B %Y} · {plural(len(photos), 'photo')}", "items": items,
+                           "start": start})
+            start += len(photos)
+        return groups
 
     def show(query, n, *filters):  # a control changed: the page follows it
         return find(query, n, *filters) if query.strip() else browse(n, *filters)
@@ -48,14 +64,27 @@ def build(page: Page, ui: gr.Blocks) -> None:
         like = gr.Button("More like the selected photo", elem_id="more-like")
     filters = filter_controls(library, "filters")
     note = gr.Markdown(elem_id="result-note")
-    results = gr.Gallery(label="Photos", columns=6, object_fit="cover", height="auto", elem_id="results")
+    day_groups = gr.State([])  # the library view: [{title, items, start}], a day each
+
+    with gr.Column(elem_id="library-view"):
+        @gr.render(inputs=day_groups)
+        def library_view(groups: list[dict]):
+            for group in groups:
+                gr.Markdown(f"#### {group['title']}", elem_classes="day-heading")
+                day = gr.Gallery(group["items"], columns=6, object_fit="cover", height="auto", show_label=False,
+                                 elem_classes="day")
+                day.select(view.opener(group["start"]), originals, view.outputs, api_visibility="private")
+
+    results = gr.Gallery(label="Photos", columns=6, object_fit="cover", height="auto", elem_id="results",
+                         visible=False)
     show_more = gr.Button("Show more", elem_id="show-more")
     originals = gr.State([])
-    selected = photo_view.build(page, results, originals)
+    view = photo_view.build(page, results, originals)
     controls = [query, k, threshold, *filters]
-    shown = [results, originals, note]
+    shown = [results, originals, note, day_groups]
     ui.load(browse, k, shown, api_visibility="private")
     gr.on([query.submit, go.click], find, controls, shown, api_visibility="private")
     gr.on(changed([k, threshold, *filters]), show, controls, shown, api_visibility="private")
     show_more.click(more, controls, [k, *shown], api_visibility="private")
-    like.click(page.more_like, [selected, k, *filters], shown, api_visibility="private")
+    like.click(lambda *values: answer(*page.more_like(*values)), [view.selected, k, *filters], shown,
+               api_visibility="private")
