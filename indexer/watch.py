@@ -76,22 +76,30 @@ class FolderWatch(FileSystemEventHandler):
                 self.changed.notify()
 
     def _run(self) -> None:
-        while not self.stopping:
-            with self.changed:
-                if self.stopping:
-                    return
-                if not self.dirty or time.monotonic() - self.last_change < self.quiet_s:
-                    self.changed.wait(timeout=min(self.quiet_s, self.follow_s) if self.dirty else self.follow_s)
-                    roots = []
-                else:
-                    roots, self.dirty = sorted(self.dirty & set(self.library.roots())), set()  # (removed since: no)
-            if not roots:
+        while (roots := self._settled()) is not None:
+            if roots:
+                self._index(roots)
+            else:
                 self.follow()
-                continue
-            try:
-                summary = index_folders(self.library, self.encoder, roots, progress=False)
-                if summary.indexed and self.library.vocabulary():
-                    tag_library(self.library, self.encoder, self.library.vocabulary())
-                print(f"watch: {', '.join(map(str, roots))}: {str(summary).splitlines()[0]}", flush=True)
-            except (ValueError, OSError) as error:  # a full disk, a folder gone: said, and the watch goes on
-                print(f"watch: error: {error}", flush=True)
+
+    def _settled(self) -> list[Path] | None:
+        """The library's folders whose changes have settled; [] after a wait in which none did; None once stopping."""
+        with self.changed:
+            waiting = not self.dirty or time.monotonic() - self.last_change < self.quiet_s
+            if waiting and not self.stopping:
+                self.changed.wait(timeout=min(self.quiet_s, self.follow_s) if self.dirty else self.follow_s)
+            if self.stopping:
+                return None
+            if waiting:
+                return []
+            roots, self.dirty = sorted(self.dirty & set(self.library.roots())), set()  # (one removed since: no)
+            return roots
+
+    def _index(self, roots: list[Path]) -> None:
+        try:
+            summary = index_folders(self.library, self.encoder, roots, progress=False)
+            if summary.indexed and self.library.vocabulary():
+                tag_library(self.library, self.encoder, self.library.vocabulary())
+            print(f"watch: {', '.join(map(str, roots))}: {str(summary).splitlines()[0]}", flush=True)
+        except (ValueError, OSError) as error:  # a full disk, a folder gone: said, and the watch goes on
+            print(f"watch: error: {error}", flush=True)
