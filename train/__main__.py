@@ -294,7 +294,7 @@ def words_main(argv: list[str]) -> int:
     parser.add_argument("--out", type=Path, help="folder for words.safetensors (default: the model's own)")
     parser.add_argument("--min-photos", type=int, default=15, help="a candidate holds for this many training photos")
     parser.add_argument("--min-lift", type=float, default=1.5, help="kept when val AP >= this x its base rate")
-    parser.add_argument("--min-overlap", type=float, default=0.4,
+    parser.add_argument("--min-overlap", type=float, default=0.2,
                         help="a word shares the photos of its counterpart in another language when their photos "
                              "overlap this much (Jaccard; above 1: never)")
     parser.add_argument("--steps", type=int, default=400, help="full-batch Adam steps (default: %(default)s)")
