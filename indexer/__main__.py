@@ -13,7 +13,7 @@ from common.cli import (
     entry_point,
     pixel_count,
 )
-from indexer.ann import AUTO_THRESHOLD, HNSW_LIMIT, KINDS
+from indexer.ann import AUTO_THRESHOLD, KINDS
 
 
 @entry_point
@@ -30,8 +30,9 @@ def main(argv: list[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m indexer",
-        description="Embed every image under PATH... into a library folder: vectors in FAISS "
-                    "(index.faiss), file metadata and failures in DuckDB (library.duckdb). Re-running "
+        description="Embed every image under PATH... into a library folder: vectors in an append-only "
+                    "file (vectors-*.f16), file metadata and failures in DuckDB (library.duckdb), and above "
+                    "--ann-threshold photos an IVF-PQ index on disk (ann-*). Re-running "
                     "embeds only new or changed files and forgets deleted ones; unreadable files are "
                     "recorded with the reason and listed at the end. Under `torchrun --nproc_per_node N -m "
                     "indexer ...` N processes share the embedding and the first one writes the library.")
@@ -54,9 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-pixels", type=pixel_count, default=DEFAULT_MAX_PIXELS,
                         help="refuse (and record) images whose header announces more pixels (default %(default)s)")
     parser.add_argument("--ann", choices=KINDS,
-                        help="index type for search, kept in the library: exact, hnsw, ivfpq, or auto (the "
-                             "default: exact below --ann-threshold images, HNSW above, IVF-PQ above "
-                             f"{HNSW_LIMIT:,})")
+                        help="index type for search, kept in the library: exact (every vector in RAM), ivfpq "
+                             "(on disk, re-ranked exactly), or auto (the default: exact below --ann-threshold "
+                             "photos, IVF-PQ above)")
     parser.add_argument("--ann-threshold", type=int, metavar="N",
                         help=f"library size at which auto turns approximate (default {AUTO_THRESHOLD:,})")
     return parser

@@ -1,16 +1,17 @@
-"""A photo library on disk: metadata in DuckDB, vectors in FAISS, one id shared by both.
+"""A photo library on disk: metadata in DuckDB, vectors in an append-only file, one id shared by both.
 
 Write order makes a killed indexer harmless at any instant:
-1. `bind_model` commits the model's settings (its dimension among them) before any vector exists; from then
-   on a missing `index.faiss` is an empty index of that dimension, so a library killed before its first
-   commit opens as an empty one.
-2. Each commit saves the vectors to the FAISS file (whole, via a temporary file and a rename) before their
-   rows, and the next free id, are committed to DuckDB in one transaction. The only possible leftover is
-   vectors whose rows never landed; `Library.__init__` drops those. DuckDB is the source of truth.
+1. `bind_model` commits the model's settings (its dimension among them) before any vector exists, so a
+   library killed before its first commit opens as an empty one.
+2. Each commit appends the vectors to the store (indexer.vectors) and flushes them to the disk before their
+   rows, the next free id and the store's new row count are committed to DuckDB in one transaction. Opening
+   cuts the store to the committed count, so the only possible leftover, vectors whose rows never landed,
+   is gone. DuckDB is the source of truth.
+3. The approximate index of a large library (indexer.ann) is derived data, written as a new generation of
+   files and then committed; a compaction of the store commits first and rebuilds it after.
 Ids are never reused (the next free id is kept in the settings), so nothing cached under an id, such as a
-thumbnail, can come back for another photo. A vector file that is lost or damaged (moved aside to
-`index.faiss.damaged`) never deletes rows: they are kept, marked lost, and the next indexing run embeds
-their files again.
+thumbnail, can come back for another photo. A vector file that is lost or cut short never deletes rows:
+the rows past its end are kept, marked lost, and the next indexing run embeds their files again.
 """
 
 import functools
@@ -26,15 +27,17 @@ import duckdb
 import faiss
 import numpy as np
 
-from indexer.ann import AUTO_THRESHOLD, ann_spec, build_index
+from indexer import ann
+from indexer.ann import AUTO_THRESHOLD, Ann, AnnState, ann_spec
+from indexer.vectors import VectorStore
 
 DB_FILE = "library.duckdb"
-INDEX_FILE = "index.faiss"
-ANN_FILE = "ann.faiss"  # the approximate index of a large library (indexer.ann); absent when exact suffices
+OLD_INDEX_FILE = "index.faiss"  # the vectors of a library written before indexer.vectors: moved there on open
+EXACT_PASS = 100_000  # a filter that passes at most this many photos of a large library is searched exactly
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
-    id BIGINT PRIMARY KEY,          -- also the vector's id in index.faiss
+    id BIGINT PRIMARY KEY,          -- also the vector's id in the store
     path VARCHAR UNIQUE NOT NULL,   -- absolute path of the file
     size BIGINT, mtime DOUBLE,      -- to notice changed files
     width INTEGER, height INTEGER,  -- as displayed (after EXIF rotation)
@@ -140,12 +143,13 @@ class Library:
             raise LibraryBusy(f"the library in {self.folder} is open in another process ({who}): "
                               "stop that app or indexer first, or use another --library") from None
         self.db.execute(SCHEMA)
-        for name in (INDEX_FILE, ANN_FILE):  # a write that a kill or a full disk cut short
-            (self.folder / (name + ".tmp")).unlink(missing_ok=True)
-        self.index = self._load_index()
-        self.lost: set[int] = set()  # ids of rows whose vectors were lost with a missing or damaged index file
-        self._reconcile()
-        self.ann = self._load_ann()
+        self.store: VectorStore | None = None  # None until a model (its dimension) is bound
+        self.exact: faiss.Index | None = None  # a small library's vectors in RAM, for exact search
+        self.ann: Ann | None = None            # a large library's approximate index
+        self.lost: set[int] = set()  # ids of rows whose vectors were lost with a missing or cut file
+        self.dead = np.zeros(0, dtype=np.int64)  # ids in the store whose rows are gone (until compaction)
+        if self.setting("dim"):
+            self._open_vectors()
 
     # --- model -----------------------------------------------------------------------------------
     def setting(self, key: str) -> str | None:
@@ -163,8 +167,8 @@ class Library:
         if stored is None:
             self.db.executemany("INSERT OR REPLACE INTO settings VALUES (?, ?)",
                                 [("model", model_name), ("fingerprint", fingerprint), ("dim", str(dim))])
-        if self.index is None:
-            self.index = _empty_index(dim)
+        if self.store is None:
+            self._open_vectors()
 
     # --- contents --------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -238,30 +242,36 @@ class Library:
         columns = ", ".join(_CONTENT_COLUMNS)
         content = {row[0]: dict(zip(_CONTENT_COLUMNS, row[1:], strict=True)) for row in self.db.execute(
             f"SELECT id, {columns} FROM images WHERE list_contains(?, id)", [source_ids]).fetchall()}
-        vectors = np.stack([self.index.reconstruct(int(source)) for source in source_ids])
+        vectors = self.store.get(np.array(source_ids, dtype=np.int64))
         self.add([{**content[source], **record} for record, source in zip(records, source_ids, strict=True)], vectors)
 
     def add(self, records: list[dict], vectors: np.ndarray) -> None:
         """Store images (dicts with path, size, mtime, hash and the `indexer.metadata` fields) and their vectors."""
         if not records:
             return
-        first = self._next_id()
+        first, before = self._next_id(), self.store.rows
         ids = np.arange(first, first + len(records), dtype=np.int64)
-        self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
-        self.ann = None  # out of date until refresh_ann
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32).astype(np.float16).astype(np.float32)
         try:
-            self._save_index()  # vectors first: see the module docstring
-        except LibraryWriteError:
-            self.index.remove_ids(ids)  # memory agrees with disk again
-            raise
+            rows = self.store.append(ids, vectors)  # vectors first: see the module docstring
+        except OSError as error:
+            raise _write_error(self.store.paths()[0], error) from None
         # One statement per table, the rows passed as one list per column and unnested side by side:
         # DuckDB's executemany runs row by row, a visible share of the indexer's time (bench/RESULTS.md).
         columns = [ids.tolist(), *([r.get(column) for r in records] for column in _IMAGE_COLUMNS)]
-        with self._transaction():
-            self.db.execute("DELETE FROM failures WHERE list_contains(?, path)", [columns[1]])
-            self.db.execute(f"INSERT INTO images (id, {', '.join(_IMAGE_COLUMNS)}) "
-                            f"SELECT {', '.join(['unnest(?)'] * len(columns))}", columns)
-            self.db.execute("INSERT OR REPLACE INTO settings VALUES ('next_id', ?)", [str(first + len(records))])
+        try:
+            with self._transaction():
+                self.db.execute("DELETE FROM failures WHERE list_contains(?, path)", [columns[1]])
+                self.db.execute(f"INSERT INTO images (id, {', '.join(_IMAGE_COLUMNS)}) "
+                                f"SELECT {', '.join(['unnest(?)'] * len(columns))}", columns)
+                self._set(next_id=first + len(records), vectors_rows=rows)
+        except BaseException:
+            self.store.cut(before)  # disk agrees with DuckDB again
+            raise
+        if self.exact is not None and self._spec() is None:
+            self.exact.add_with_ids(vectors, ids)
+        else:  # grown past exact search in RAM: the store is read until refresh_ann builds the index
+            self.exact = None
 
     def record_failure(self, path: str, size: int | None, mtime: float | None, reason: str) -> None:
         self.db.execute("INSERT OR REPLACE INTO failures (path, size, mtime, reason) VALUES (?, ?, ?, ?)",
@@ -277,22 +287,31 @@ class Library:
             self.db.execute("DELETE FROM image_tags WHERE list_contains(?, id)", [ids])
             self.db.execute("DELETE FROM images WHERE list_contains(?, path)", [paths])
             self.db.execute("DELETE FROM failures WHERE list_contains(?, path)", [paths])
-        if ids and self.index is not None:
-            self.index.remove_ids(np.array(ids, dtype=np.int64))
-            self.ann = None
-            self._save_index()
+        ids = np.array(ids, dtype=np.int64)
+        if self.exact is not None and len(ids):
+            self.exact.remove_ids(ids)
+        if self.store is not None:
+            self.dead = np.union1d(self.dead, ids[self.store.positions(ids) >= 0])
+
+    def vector_count(self) -> int:
+        """How many photos have a stored vector."""
+        return 0 if self.store is None else self.store.rows - len(self.dead)
+
+    def vector_chunks(self):
+        """(ids, float32 vectors) of every photo with a vector, a chunk of rows at a time (indexer.vectors)."""
+        return self.store.chunks(self._live_rows()) if self.store is not None else iter(())
 
     def vectors(self) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, vectors) of every stored image; the exact index keeps the vectors."""
-        if self.index is None or self.index.ntotal == 0:
+        """(ids, vectors) of every photo with a vector, all in RAM (for evaluations and tags)."""
+        chunks = list(self.vector_chunks())
+        if not chunks:
             return np.zeros(0, dtype=np.int64), np.zeros((0, int(self.setting("dim") or 0)), dtype=np.float32)
-        inner = faiss.downcast_index(self.index.index)
-        return self._index_ids(), inner.reconstruct_n(0, inner.ntotal)
+        return np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks])
 
     def vector(self, path: str) -> np.ndarray | None:
         """The stored vector of one indexed file, or None if the file is not in the library (or lost its vector)."""
         row = self.db.execute("SELECT id FROM images WHERE path = ?", [path]).fetchone()
-        return None if row is None or row[0] in self.lost else self.index.reconstruct(int(row[0]))
+        return None if row is None or row[0] in self.lost else self.store.get(np.array([row[0]]))[0]
 
     # --- tags ------------------------------------------------------------------------------------
     def vocabulary(self) -> dict[str, float]:
@@ -335,23 +354,29 @@ class Library:
 
     # --- approximate index ---------------------------------------------------------------------
     def set_ann(self, kind: str, threshold: int | None = None) -> None:
-        """Choose the index type for this library (auto, exact, hnsw, ivfpq) and auto's size threshold."""
+        """Choose the index type for this library (auto, exact, ivfpq) and auto's size threshold."""
         ann_spec(0, 1, kind)  # refuses an unknown kind
         self.db.executemany("INSERT OR REPLACE INTO settings VALUES (?, ?)",
                             [("ann", kind), *([("ann_threshold", str(threshold))] if threshold is not None else [])])
 
     def refresh_ann(self) -> str | None:
-        """Build (or drop) the approximate index the library's size and settings call for; returns its spec."""
-        count, dim = (self.index.ntotal, self.index.d) if self.index is not None else (0, int(self.setting("dim") or 0))
-        spec = ann_spec(count, dim, self.setting("ann") or "auto", int(self.setting("ann_threshold") or AUTO_THRESHOLD))
+        """Compact the store if most of it is dead, then build, extend or drop the approximate index the
+        library's size and settings call for; returns its spec (None: exact search)."""
+        if self.store is None:
+            return None
+        if len(self.dead) and len(self.dead) >= self.store.rows - len(self.dead):
+            self._compact()
+        spec = self._spec()
+        state = self.ann.state if self.ann is not None else None
         if spec is None:
-            (self.folder / ANN_FILE).unlink(missing_ok=True)
-            self.ann = None
-        elif self.ann is None or self.setting("ann_spec") != spec:  # only then copy the vectors out
-            ids, vectors = self.vectors()
-            self.ann = build_index(spec, vectors, ids)
-            self._write_index(self.ann, ANN_FILE)
-            self.db.execute("INSERT OR REPLACE INTO settings VALUES ('ann_spec', ?)", [spec])
+            if self.ann is not None or self.exact is None:
+                self._use_ann(None)
+        elif state is None or state.spec != spec or state.store != self.store.generation:
+            self._use_ann(ann.build(self.folder, spec, self.store, self._live_rows(), self._ann_generation()))
+        elif self.store.rows and self.store.ids()[-1] >= state.upto:  # photos added since: into the lists
+            extended = ann.extend(self.ann, self.store, self._live_rows())
+            self._use_ann(extended or ann.build(self.folder, spec, self.store, self._live_rows(),
+                                                self._ann_generation()))
         return spec
 
     # --- search ----------------------------------------------------------------------------------
@@ -376,87 +401,148 @@ class Library:
         rows = self.db.execute(f"SELECT id FROM images WHERE {' AND '.join(conditions)}", values).fetchall()
         return np.array([row[0] for row in rows], dtype=np.int64)
 
+
+    def nearest(self, vector: np.ndarray, k: int, filters: Filters | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids), best first, of the k photos whose vectors are most similar (inner product of unit
+        vectors) to `vector` among those passing `filters`.
+
+        A filtered query is exact over the photos that pass (FAISS skips the rest, or the few that pass are
+        scored one by one): a graph or inverted-list search that visits only filtered-out neighbours would
+        miss matches that exist. Only a filter passing many photos of a large library goes through the
+        approximate index, restricted to them."""
+        query = np.ascontiguousarray(vector, dtype=np.float32).reshape(-1)
+        allowed = self.filtered_ids(filters) if filters is not None and filters.active() else None
+        if self.store is None or self.vector_count() == 0 or (allowed is not None and len(allowed) == 0):
+            return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
+        if self.exact is not None:
+            params = None if allowed is None else faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
+            scores, ids = self.exact.search(query[None, :], k, params=params)
+            return scores[0][ids[0] >= 0], ids[0][ids[0] >= 0]
+        if self.ann is None or (allowed is not None and len(allowed) <= EXACT_PASS):
+            return _best(*self._exact_pass(query, allowed), k)
+        batch = faiss.IDSelectorBatch(allowed if allowed is not None else self.dead)  # kept alive for the search
+        selector = batch if allowed is not None else faiss.IDSelectorNot(batch) if len(self.dead) else None
+        scores, ids = self.ann.search(query, k, self.store, selector)
+        new_scores, new_ids = self._exact_pass(query, allowed, since=self.ann.state.upto)  # added since the build
+        return _best(np.concatenate([scores, new_scores]), np.concatenate([ids, new_ids]), k)
+
     def search(self, vector: np.ndarray, k: int, filters: Filters | None = None) -> list[Hit]:
-        """The k images most similar (inner product of unit vectors) to `vector` among those passing `filters`."""
-        if self.index is None or self.index.ntotal == 0:
-            return []
-        index, params = self.ann or self.index, None
-        if filters is not None and filters.active():
-            allowed = self.filtered_ids(filters)
-            if len(allowed) == 0:
-                return []
-            # Exact search over the allowed ids (FAISS skips the rest): a graph or inverted-list search
-            # that may visit only filtered-out neighbours would miss matches that exist.
-            index, params = self.index, faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
-        scores, ids = index.search(np.asarray(vector, dtype=np.float32).reshape(1, -1), k, params=params)
-        found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+        """The k images most similar to `vector` among those passing `filters` (see `nearest`)."""
+        scores, ids = self.nearest(vector, k, filters)
         rows = {i: (path, digest) for i, path, digest in self.db.execute(
-            "SELECT id, path, hash FROM images WHERE list_contains(?, id)", [[i for i, _ in found]]).fetchall()}
-        return [Hit(i, rows[i][0], s, rows[i][1]) for i, s in found if i in rows]
+            "SELECT id, path, hash FROM images WHERE list_contains(?, id)", [ids.tolist()]).fetchall()}
+        return [Hit(int(i), rows[i][0], float(s), rows[i][1]) for i, s in zip(ids.tolist(), scores, strict=True)
+                if i in rows]
 
     def close(self) -> None:
         self.db.close()
 
     # --- internals -------------------------------------------------------------------------------
-    def _load_index(self):
-        """The vector file; else, once a model is bound, an empty index of its dimension. A damaged file is
-        moved aside (its rows are then lost vectors, see `_reconcile`), never deleted."""
-        path = self.folder / INDEX_FILE
-        if path.is_file():
+    def _set(self, **values) -> None:
+        self.db.executemany("INSERT OR REPLACE INTO settings VALUES (?, ?)",
+                            [(key, str(value)) for key, value in values.items()])
+
+    def _open_vectors(self) -> None:
+        """The store, healed to what DuckDB committed; the exact or approximate index that searches it."""
+        dim = int(self.setting("dim"))
+        self.store = VectorStore(self.folder, dim, int(self.setting("vectors_generation") or 0),
+                                 int(self.setting("vectors_rows") or 0))
+        self._migrate()
+        db_ids = self.db.execute("SELECT id FROM images ORDER BY id").fetchnumpy()["id"].astype(np.int64)
+        stored = np.asarray(self.store.ids())
+        self.dead = np.setdiff1d(stored, db_ids, assume_unique=True)
+        self.lost = set(np.setdiff1d(db_ids, stored, assume_unique=True).tolist())
+        self.db.execute("DELETE FROM image_tags WHERE id NOT IN (SELECT id FROM images)")
+        state = AnnState.loads(self.setting("ann_state"))
+        if state is not None and state.store != self.store.generation:
+            state = None  # a compaction moved the rows after the build: exact search until the next refresh
+        try:
+            self.ann = Ann(self.folder, state) if state is not None else None
+        except RuntimeError:  # its files are gone or damaged: derived data, built again by refresh_ann
+            state = self.ann = None
+        ann.drop_other_generations(self.folder, state)
+        if self.ann is None and self._spec() is None:
+            self.exact = self._exact_index()
+
+    def _migrate(self) -> None:
+        """Move the vectors of a library written before the store (one FAISS file) into the store."""
+        old = self.folder / OLD_INDEX_FILE
+        if not old.is_file():
+            return
+        if self.store.rows == 0:
             try:
-                return faiss.read_index(str(path))
-            except RuntimeError:
-                os.replace(path, path.with_name(INDEX_FILE + ".damaged"))
-        dim = self.setting("dim")
-        return _empty_index(int(dim)) if dim else None
+                index = faiss.read_index(str(old))
+                ids = faiss.vector_to_array(index.id_map).astype(np.int64)
+                vectors = faiss.downcast_index(index.index).reconstruct_n(0, index.ntotal)
+            except RuntimeError:  # damaged: its rows become lost vectors, embedded again by the next run
+                os.replace(old, old.with_name(OLD_INDEX_FILE + ".damaged"))
+                return
+            order = np.argsort(ids)
+            self._set(vectors_rows=self.store.append(ids[order], vectors[order]))
+        for name in (OLD_INDEX_FILE, OLD_INDEX_FILE + ".tmp", "ann.faiss", "ann.faiss.tmp"):
+            (self.folder / name).unlink(missing_ok=True)
 
-    def _save_index(self) -> None:
-        self._write_index(self.index, INDEX_FILE)
+    def _spec(self) -> str | None:
+        """The approximate index the library's size and settings call for (None: exact search in RAM)."""
+        return ann_spec(self.vector_count(), self.store.dim, self.setting("ann") or "auto",
+                        int(self.setting("ann_threshold") or AUTO_THRESHOLD))
 
-    def _write_index(self, index: faiss.Index, name: str) -> None:
-        """Write to a temporary file, then rename: the file on disk is always a whole index."""
-        tmp = self.folder / (name + ".tmp")
-        try:
-            faiss.write_index(index, str(tmp))
-            os.replace(tmp, self.folder / name)
-        except (RuntimeError, OSError) as error:  # FAISS reports a full disk as a RuntimeError
-            tmp.unlink(missing_ok=True)
-            raise _write_error(self.folder / name, error) from None
+    def _live_rows(self) -> np.ndarray:
+        """A bool per row of the store: its photo is still in the library."""
+        return ~np.isin(self.store.ids(), self.dead)
 
-    def _load_ann(self):
-        """The approximate index, if there is one and it holds exactly the library's vectors (an indexing
-        run that stopped before `refresh_ann` leaves a stale one, which exact search replaces)."""
-        path = self.folder / ANN_FILE
-        if not path.is_file():
-            return None
-        try:
-            ann = faiss.read_index(str(path))
-        except RuntimeError:  # damaged: it is derived data, rebuilt by the next refresh_ann
-            return None
-        fresh = np.array_equal(np.sort(faiss.vector_to_array(ann.id_map)), np.sort(self._index_ids()))
-        return ann if fresh else None
+    def _exact_index(self) -> faiss.Index:
+        """The store's float16 rows in RAM, scored exactly (several times faster than IndexFlatIP for one
+        query at a time, half its memory: bench/RESULTS.md)."""
+        index = faiss.IndexIDMap2(faiss.IndexScalarQuantizer(self.store.dim, faiss.ScalarQuantizer.QT_fp16,
+                                                             faiss.METRIC_INNER_PRODUCT))
+        for ids, vectors in self.vector_chunks():
+            index.add_with_ids(vectors, ids)
+        return index
 
-    def _index_ids(self) -> np.ndarray:
-        if self.index is None:
-            return np.zeros(0, dtype=np.int64)
-        return faiss.vector_to_array(self.index.id_map).astype(np.int64)
+    def _exact_pass(self, query: np.ndarray, allowed: np.ndarray | None, since: int = 0):
+        """(scores, ids) of every live photo with id >= `since` (and in `allowed`), read from the store."""
+        if allowed is not None and since == 0:
+            ids = allowed[self.store.positions(allowed) >= 0]
+            return self.store.get(ids) @ query, ids
+        start = int(np.searchsorted(self.store.ids(), since))
+        ids = self.store.ids()[start:]
+        keep = ~np.isin(ids, self.dead)
+        if allowed is not None:
+            keep &= np.isin(ids, allowed)
+        parts = [(vectors @ query, ids) for ids, vectors in self.store.chunks(keep, start)]
+        if not parts:
+            return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def _compact(self) -> None:
+        """Rewrite the store without its dead rows: new files, then the commit, then the old files go."""
+        generation, rows = self.store.compact(self._live_rows())
+        self._set(vectors_generation=generation, vectors_rows=rows)  # the index is stale from here (`state.store`)
+        self.store.switch(generation, rows)
+        self.dead = np.zeros(0, dtype=np.int64)
+        self.ann = None  # until refresh_ann builds it again; exact search meanwhile
+
+    def _ann_generation(self) -> int:
+        state = AnnState.loads(self.setting("ann_state"))
+        return state.generation + 1 if state is not None else int(self.setting("ann_next") or 0)
+
+    def _use_ann(self, state: AnnState | None) -> None:
+        """Commit `state` (None: no approximate index), switch to it, delete the files it replaced."""
+        if state is None:
+            self.db.execute("DELETE FROM settings WHERE key = 'ann_state'")
+        else:
+            self._set(ann_state=state.dumps(), ann_next=state.generation + 1)
+        ann.drop_other_generations(self.folder, state)
+        self.ann = Ann(self.folder, state) if state is not None else None
+        self.exact = self._exact_index() if state is None else None
 
     def _next_id(self) -> int:
         """Above every id ever given: the stored high-water mark, the rows and the vectors."""
         db_max = self.db.execute("SELECT coalesce(max(id), 0) FROM images").fetchone()[0]
+        stored = self.store.ids()
         given = int(self.setting("next_id") or 1)
-        return max(db_max + 1, int(self._index_ids().max(initial=0)) + 1, given)
-
-    def _reconcile(self) -> None:
-        """Drop vectors without rows (an interrupted add); mark rows without vectors (a lost index file) lost."""
-        db_ids = {row[0] for row in self.db.execute("SELECT id FROM images").fetchall()}
-        index_ids = set(self._index_ids().tolist())
-        orphans = index_ids - db_ids
-        if orphans:
-            self.index.remove_ids(np.array(sorted(orphans), dtype=np.int64))
-            self._save_index()
-        self.lost = db_ids - index_ids
-        self.db.execute("DELETE FROM image_tags WHERE id NOT IN (SELECT id FROM images)")
+        return max(db_max + 1, int(stored[-1]) + 1 if len(stored) else 1, given)
 
     @contextmanager
     def _transaction(self):
@@ -469,5 +555,6 @@ class Library:
         self.db.execute("COMMIT")
 
 
-def _empty_index(dim: int) -> faiss.Index:
-    return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+def _best(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    top = np.argsort(-scores, kind="stable")[:k]
+    return scores[top].astype(np.float32), ids[top]

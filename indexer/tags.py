@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import numpy as np
+
 from embedding import Encoder
 from embedding.words import read_labels
 from indexer.library import Library
@@ -34,8 +36,10 @@ def tag_library(library: Library, encoder: Encoder, vocabulary: dict[str, float]
     """Score every image of the library against every tag; returns the number of images tagged."""
     if not vocabulary:
         return 0
-    ids, vectors = library.vectors()
     labels = read_labels(encoder, list(vocabulary))
-    probabilities = labels.probability(vectors @ labels.vectors.T)
-    library.set_tags(vocabulary, ids, probabilities)
+    scored = [(ids, labels.probability(vectors @ labels.vectors.T)) for ids, vectors in library.vector_chunks()]
+    if not scored:
+        return 0
+    ids = np.concatenate([chunk[0] for chunk in scored])
+    library.set_tags(vocabulary, ids, np.concatenate([chunk[1] for chunk in scored]))
     return len(ids)

@@ -2,8 +2,11 @@
 The figures themselves are measured by hand and recorded in bench/RESULTS.md; here only that each script
 finishes and prints its result."""
 
+import json
 from pathlib import Path
 
+import faiss
+import numpy as np
 import pytest
 
 from tests.conftest import REPO, run_module
@@ -18,6 +21,8 @@ TINY = {  # script -> its arguments at a tiny size ({data}: a 40-photo Flickr8k 
     "image_trunk": ["--batch-size", "2", "--batches", "1"],
     "losses": ["--batches", "64", "--dim", "32", "--chunk", "16"],
     "ring": ["--worlds", "2", "--per-rank", "32", "--dim", "16"],
+    "scale": ["--vectors", "3000", "--queries", "20", "--images", "{data}/images", "--photos", "40", "--ann", "ivfpq",
+              "--folder", "{scratch}/scale", "--no-autofaiss"],
     "startup": ["--library", "{library}", "--repeats", "1"],
     "siglip2_cost": ["--scenes", "{scenes}", "--steps", "2", "--batch-size", "4"],
     "train_loop": ["--data", "{data}", "--steps", "2", "--batch-size", "8"],
@@ -37,12 +42,33 @@ def tiny_data(flickr, tmp_path_factory) -> dict[str, Path]:
     (data / "images").symlink_to(flickr / "images")
     scenes = generate(tmp_path_factory.mktemp("scenes"), {"train": 16, "val": 4, "test": 4}, seed=0)
     library = tmp_path_factory.mktemp("library")  # an empty library: the app fills it with the demo photos
-    return {"data": data, "scenes": scenes, "library": library}
+    return {"data": data, "scenes": scenes, "library": library, "scratch": tmp_path_factory.mktemp("scratch")}
+
+
+HELPERS = {"scale_autofaiss"}  # run by bench.scale in autofaiss's own environment; its query side is tested below
 
 
 def test_every_bench_script_has_a_tiny_run():
     scripts = {path.stem for path in (REPO / "bench").glob("*.py") if path.stem != "__init__"}
-    assert scripts == set(TINY)
+    assert scripts == set(TINY) | HELPERS
+
+
+def test_the_autofaiss_side_scores_an_index_as_autofaiss_leaves_it(tmp_path):
+    """Its query side needs only numpy and faiss: run here on an index written the way autofaiss writes one."""
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(500, 16)).astype(np.float32)
+    (tmp_path / "autofaiss").mkdir()
+    index = faiss.index_factory(16, "IVF4,Flat", faiss.METRIC_INNER_PRODUCT)
+    index.train(vectors)
+    index.add(vectors)
+    faiss.write_index(index, str(tmp_path / "autofaiss" / "knn.index"))
+    (tmp_path / "autofaiss" / "infos.json").write_text(json.dumps({"index_param": "nprobe=4"}))
+    queries = vectors[:20] + 0.01
+    np.save(tmp_path / "queries.npy", queries)
+    np.save(tmp_path / "truth.npy", np.argsort(-(queries @ vectors.T), axis=1)[:, :10])
+    done = run_module("bench.scale_autofaiss", "query", str(tmp_path))
+    result = json.loads(done.stdout)
+    assert result["recall_at_10"] == 1.0 and result["p50_ms"] > 0  # all four lists probed: exact
 
 
 @pytest.mark.parametrize("script", sorted(TINY))

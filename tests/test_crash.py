@@ -6,13 +6,12 @@ import subprocess
 import sys
 import time
 
-import faiss
 import numpy as np
 import pytest
 
 from embedding import load_encoder
 from indexer import Library, index_folders
-from tests.conftest import REPO, run_module
+from tests.conftest import REPO, STORED_ATOL, run_module
 
 
 def copy_photos(flickr, folder, count):
@@ -36,7 +35,8 @@ def signal_indexer(args: list[str], log_path, ready, sign: int, what: str) -> su
 
 
 def kill_during_indexing(args: list[str], index_file, delay: float) -> None:
-    """Start the indexer, wait until it begins writing a commit, wait `delay` more, then SIGKILL it."""
+    """Start the indexer, wait until it begins writing a commit (`index_file` changes), wait `delay` more,
+    then SIGKILL it."""
     before = index_file.stat().st_mtime_ns if index_file.exists() else None
     process = subprocess.Popen([sys.executable, "-m", "indexer", *args], cwd=REPO,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -59,10 +59,10 @@ def test_killed_indexer_never_corrupts_or_duplicates(flickr, tiny_run, tmp_path)
 
     counts = []
     for delay in (0.0, 0.02, 0.2):  # right at a commit (vectors saved, rows not yet), and later
-        kill_during_indexing(args, library_dir / "index.faiss", delay)
+        kill_during_indexing(args, library_dir / "vectors-0.f16", delay)
         library = Library(library_dir)  # opening heals what the kill left
         ids = {row[0] for row in library.db.execute("SELECT id FROM images").fetchall()}
-        assert set(faiss.vector_to_array(library.index.id_map).tolist()) == ids
+        assert set(library.store.ids().tolist()) == ids and library.lost == set()
         counts.append(len(library))
         library.close()
     assert counts[0] < 400, "the first kill should land mid-run"
@@ -73,55 +73,55 @@ def test_killed_indexer_never_corrupts_or_duplicates(flickr, tiny_run, tmp_path)
     library = Library(library_dir)
     rows = library.db.execute("SELECT id, path FROM images ORDER BY id").fetchall()
     assert len(rows) == 400 and len({path for _, path in rows}) == 400
-    assert library.index.ntotal == 400
-    assert set(faiss.vector_to_array(library.index.id_map).tolist()) == {i for i, _ in rows}
+    assert library.vector_count() == 400
+    assert set(library.store.ids().tolist()) == {i for i, _ in rows}
     # Every sampled id still holds its own file's vector: no id was reused for another image.
     encoder = load_encoder(str(tiny_run))
     sample = [rows[i] for i in np.random.default_rng(0).choice(400, 12, replace=False)]
     expected = encoder.embed_images([path for _, path in sample])
-    stored = np.stack([library.index.reconstruct(int(i)) for i, _ in sample])
+    stored = library.store.get(np.array([i for i, _ in sample]))
     assert np.min(np.sum(expected * stored, axis=1)) > 0.9999
 
 
 def test_a_kill_before_the_first_commit_leaves_a_library_that_opens_and_completes(flickr, tiny_run, tmp_path):
-    """Once: the model was bound, index.faiss never written, and every rerun died on a missing index."""
+    """Once: the model was bound, the vector file never written, and every rerun died on a missing index."""
     photos = copy_photos(flickr, tmp_path / "photos", 200)  # enough that the run is still embedding when killed
     library_dir, log_path = tmp_path / "library", tmp_path / "log.txt"
     args = [str(photos), "--library", str(library_dir), "--model", str(tiny_run), "--commit-every", "100000"]
     process = signal_indexer(args, log_path, lambda: "indexing" in log_path.read_text(), signal.SIGKILL,
                              "embedding")  # the model bound, nothing committed
     process.wait(timeout=30)
-    assert not (library_dir / "index.faiss").exists()
+    assert not (library_dir / "vectors-0.f16").exists()
     done = run_module("indexer", *args)
     assert "indexed 200," in done.stdout and "failed 0" in done.stdout
     library = Library(library_dir)
-    assert len(library) == library.index.ntotal == 200
+    assert len(library) == library.vector_count() == 200
 
 
 def test_a_lost_or_damaged_vector_file_keeps_the_rows_and_the_next_run_embeds_them_again(tmp_path, checkpoint,
                                                                                          flickr):
-    """Once: a missing index.faiss deleted every row on open, and a damaged one could not be opened at all."""
+    """Once: a missing vector file deleted every row on open, and a damaged one could not be opened at all."""
     photos = copy_photos(flickr, tmp_path / "photos", 6)
     encoder = load_encoder(str(checkpoint[0]))
     library = Library(tmp_path / "library")
     index_folders(library, encoder, [photos], progress=False)
     expected = {path: library.vector(path) for path, in library.db.execute("SELECT path FROM images").fetchall()}
     library.close()
-    for damage in ("delete", "garble"):
-        index_file = tmp_path / "library" / "index.faiss"
+    for damage, lost in (("delete", 6), ("cut", 4)):
+        vector_file = next((tmp_path / "library").glob("vectors-*.f16"))
         if damage == "delete":
-            index_file.unlink()
-        else:
-            index_file.write_bytes(b"not a FAISS index")
+            vector_file.unlink()
+        else:  # cut short after two and a half rows, as a disk that lost the end of the file
+            os.truncate(vector_file, vector_file.stat().st_size // 12 * 5)
         library = Library(tmp_path / "library")
-        assert len(library) == 6 and len(library.lost) == 6 and library.search(expected[next(iter(expected))], 3) == []
-        assert (tmp_path / "library" / "index.faiss.damaged").exists() == (damage == "garble")
+        assert len(library) == 6 and len(library.lost) == lost
+        assert (library.search(expected[next(iter(expected))], 3) == []) == (damage == "delete")
         other = tmp_path / "other"
         other.mkdir(exist_ok=True)
         summary = index_folders(library, encoder, [other], progress=False)  # lost files are found wherever they are
-        assert (summary.indexed, len(library), library.index.ntotal, library.lost) == (6, 6, 6, set())
+        assert (summary.indexed, len(library), library.vector_count(), library.lost) == (lost, 6, 6, set())
         for path, vector in expected.items():
-            np.testing.assert_allclose(library.vector(path), vector, atol=1e-5)
+            np.testing.assert_allclose(library.vector(path), vector, atol=STORED_ATOL)
         library.close()
 
 
@@ -147,12 +147,11 @@ def test_a_full_disk_is_one_clear_line_loses_nothing_and_leaves_no_temporary_fil
         full = run_module("indexer", str(photos), *args, check=False)
         assert full.returncode == 2 and "Traceback" not in full.stderr, full.stderr[-2000:]
         assert full.stderr.startswith("error: could not write") and "free some disk space" in full.stderr
-        assert not list(library_dir.glob("*.faiss.tmp"))
         (disk / "filler").unlink()
         done = run_module("indexer", str(photos), *args)
         assert "failed 0" in done.stdout
         library = Library(library_dir)
-        assert len(library) == library.index.ntotal == 88
+        assert len(library) == library.vector_count() == 88
         library.close()
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
@@ -162,12 +161,12 @@ def test_ctrl_c_stops_after_the_current_commit(flickr, tiny_run, tmp_path):
     photos = copy_photos(flickr, tmp_path / "photos", 400)
     library_dir, log_path = tmp_path / "library", tmp_path / "log.txt"
     args = [str(photos), "--library", str(library_dir), "--model", str(tiny_run), "--commit-every", "16"]
-    process = signal_indexer(args, log_path, (library_dir / "index.faiss").exists, signal.SIGINT, "first commit")
+    process = signal_indexer(args, log_path, (library_dir / "vectors-0.f16").exists, signal.SIGINT, "first commit")
     assert process.wait(timeout=120) == 130
     assert "stopping after the current commit" in log_path.read_text()
     assert "stopped early" in log_path.read_text() and "Traceback" not in log_path.read_text()
     library = Library(library_dir)
-    assert 0 < len(library) == library.index.ntotal < 400
+    assert 0 < len(library) == library.vector_count() < 400
     library.close()
     assert "failed 0" in run_module("indexer", *args).stdout
     assert len(Library(library_dir)) == 400

@@ -11,7 +11,7 @@ import indexer.run
 from embedding import load_encoder
 from indexer import Library, index_folders
 from indexer.files import content_hash
-from tests.conftest import run_module
+from tests.conftest import STORED_ATOL, run_module
 
 
 def photo(width=64, height=48, seed=0) -> Image.Image:
@@ -179,7 +179,7 @@ def test_a_file_rewritten_during_a_run_stores_the_hash_of_the_bytes_embedded(tmp
     index_folders(library, encoder, [photos], progress=False)
     monkeypatch.undo()
     assert library.stored_hashes([str(old)]) == {str(old): content_hash(new.read_bytes())}
-    np.testing.assert_allclose(library.vector(str(old)), encoder.embed_images([new])[0], atol=1e-5)
+    np.testing.assert_allclose(library.vector(str(old)), encoder.embed_images([new])[0], atol=STORED_ATOL)
 
     (photos / "copy-of-the-old-bytes.png").write_bytes(old_bytes)
     summary = index_folders(library, encoder, [photos], progress=False)

@@ -17,7 +17,7 @@ from embedding.naflex import naflex_forward, patch_grid
 from eval.dense import patch_labels
 from eval.locca import box_iou
 from indexer import Library, index_folders
-from tests.conftest import run_module, serving, torchrun
+from tests.conftest import STORED_ATOL, run_module, serving, torchrun
 from train.config import ObjectiveWeights, SelfDistillConfig, TrainConfig
 from train.model import build_model
 from train.presets import siglip_config
@@ -319,7 +319,7 @@ def test_a_naflex_run_embeds_images_at_their_own_aspect_everywhere(scenes, tmp_p
     library = Library(tmp_path / "library")
     index_folders(library, encoder, [photos], progress=False)
     for path, vector in zip(paths, together, strict=True):
-        np.testing.assert_allclose(library.vector(str(path)), vector, atol=1e-5)
+        np.testing.assert_allclose(library.vector(str(path)), vector, atol=STORED_ATOL)
 
 
 def test_naflex_trains_with_locca_silc_and_tips_in_one_process_or_two_and_the_decoder_reads_native_tokens(

@@ -31,7 +31,7 @@ def run(args) -> int:
     from indexer import Library
 
     library = Library(args.library)
-    vectors = library_vectors(library)
+    ids, vectors = library_vectors(library)
     if args.texts:
         texts = [line.strip() for line in args.texts.read_text(encoding="utf-8").splitlines() if line.strip()]
         queries = load_encoder(library.setting("model"), process_device(args.device)).embed_texts(texts)
@@ -43,7 +43,7 @@ def run(args) -> int:
         candidates = ["HNSW32", "HNSW32:efSearch=128"]
         if len(vectors) >= 1000:
             candidates.append(f"IVF{lists},Flat:nprobe={max(1, lists // 16)}")
-    result = evaluate_ann(vectors, queries, min(args.k, len(vectors)), candidates, library.index)
+    result = evaluate_ann(vectors, queries, min(args.k, len(vectors)), candidates, library, ids)
     print(f"{result['vectors']} vectors of dim {result['dim']}, {result['queries']} queries, recall@{result['k']}")
     print(f"{'index':<36} {'recall %':>9} {'p50 ms':>8} {'p99 ms':>8} {'build s':>8}")
     for name, row in result["indexes"].items():
