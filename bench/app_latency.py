@@ -1,7 +1,7 @@
 """Search latency on a 100k-image library and the app under 20 concurrent clients.
 
 The library is synthetic in its vectors (copies of real photo embeddings with noise, 100,000 rows) but
-real in everything else: DuckDB metadata, FAISS exact index, the bundled model encoding each query.
+real in everything else: DuckDB metadata, the library's exact search, the bundled model encoding each query.
 
     python -m bench.app_latency --images ../shared/data/flickr8k/images --size 100000 --clients 20 --seconds 60
 """
