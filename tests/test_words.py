@@ -126,15 +126,18 @@ def test_tag_panel_library_tags_and_one_word_search_give_one_probability(tiny_ru
     library = Library(tmp_path / "library")
     index_folders(library, encoder, [path], progress=False)
     tag_library(library, encoder, {"Hund": 0.0, "雪": 0.0})
-    cos = float(encoder.words.vectors[0] @ encoder.embed_images([path])[0])
-    expected = 1 / (1 + np.exp(-(30.0 * cos + 2.0)))
-    assert library.image_tags(str(path))["Hund"] == pytest.approx(expected, abs=1e-5)
-    assert tag_image(encoder, Image.open(path), ["Hund"])["Hund"] == pytest.approx(expected, abs=1e-5)
+    stored = library.vector(str(path))  # the library's float16 copy: its tags and searches read this one
+
+    def expected(vector):
+        return 1 / (1 + np.exp(-(30.0 * float(encoder.words.vectors[0] @ vector) + 2.0)))
+    assert library.image_tags(str(path))["Hund"] == pytest.approx(expected(stored), abs=1e-5)
+    panel = tag_image(encoder, Image.open(path), ["Hund"])["Hund"]
+    assert panel == pytest.approx(expected(encoder.embed_images([path])[0]), abs=1e-5)
     [hit] = search_text(library, encoder, "Hund", k=1)
-    assert hit.probability == pytest.approx(expected, abs=1e-5)
+    assert hit.probability == pytest.approx(expected(stored), abs=1e-5)
     text = read_labels(encoder, ["雪"])  # not a learned word: the text tower and the model's own t, b
     assert library.image_tags(str(path))["雪"] == pytest.approx(
-        float(encoder.probability(text.vectors[0] @ encoder.embed_images([path])[0])), abs=1e-5)
+        float(encoder.probability(text.vectors[0] @ stored)), abs=1e-5)
 
 
 def test_cli_learns_words_into_a_model_folder(tiny_run, flickr, tmp_path):
