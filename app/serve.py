@@ -4,6 +4,7 @@ built and launched behind the request guard. `python -m app` (app/__main__.py) p
 import argparse
 import atexit
 import json
+from pathlib import Path
 
 import gradio as gr
 from starlette.middleware import Middleware
@@ -14,6 +15,7 @@ from app.thumbnails import thumbnail_dir
 from app.ui import build_ui
 from app.uploads import UploadLimits
 from embedding import load_encoder
+from embedding.cache import atomic_write
 from embedding.images import allow_pixels
 from embedding.loading import model_folder, process_device
 from embedding.locca import find_decoder
@@ -68,5 +70,6 @@ def _announce(library: Library, url: str, login: bool) -> None:
     """Say in the library folder where this app serves it, for as long as it does (the library is locked to
     this process meanwhile: a shell search asks the app instead)."""
     running = library.folder / RUNNING_FILE
-    running.write_text(json.dumps({"url": url, "login": login}), encoding="utf-8")
+    announcement = json.dumps({"url": url, "login": login})
+    atomic_write(running, lambda tmp: Path(tmp).write_text(announcement, encoding="utf-8"))  # never half a file
     atexit.register(running.unlink, missing_ok=True)

@@ -72,7 +72,11 @@ def _ask_app(running, args: argparse.Namespace) -> list[dict] | None:
     """The running app's answer to the query, or None when no app answers there."""
     from gradio_client import Client
 
-    app = json.loads(running.read_text(encoding="utf-8"))
+    try:
+        app = json.loads(running.read_text(encoding="utf-8"))
+        app["url"]
+    except (OSError, ValueError, KeyError, TypeError):  # half written by an app killed as it wrote: no app
+        return None
     if app.get("login"):
         raise ValueError(f"the app at {app['url']} serving {args.library} asks for a login: search in its page")
     if args.model:

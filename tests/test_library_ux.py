@@ -101,6 +101,7 @@ def test_search_from_the_shell_prints_paths_or_the_apis_json(tmp_path, encoder, 
     index_folders(library, encoder, [photos], progress=False)
     expected = as_json(search_text(library, encoder, "a dog in the snow", 3))
     library.close()
+    (tmp_path / "library" / "app.json").write_text('{"url": "http://127.0.0.1:')  # an app killed as it wrote
     args = ["search", "a dog in the snow", "--library", str(tmp_path / "library"), "-k", "3"]
     as_text = run_module("app", *args)
     lines = as_text.stdout.strip().splitlines()
