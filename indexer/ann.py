@@ -35,7 +35,6 @@ from indexer.vectors import VectorStore
 KINDS = ("auto", "exact", "ivfpq")
 AUTO_THRESHOLD = 250_000  # exact search stays interactive on 2 cores up to about here (bench/RESULTS.md)
 REFINE = 20               # codes re-ranked exactly per result asked for
-PROBE_SHARE = 16          # lists probed: one in PROBE_SHARE (bench/RESULTS.md)
 SAMPLE_PER_LIST = 64      # training vectors per list (k-means asks for 39 at least)
 BLOCK = 1_000_000         # vectors added in RAM before their lists are written out
 DRIFT = 1.25
@@ -48,7 +47,8 @@ def ann_spec(count: int, dim: int, kind: str = "auto", threshold: int = AUTO_THR
     if kind == "exact" or (kind == "auto" and count < threshold) or count == 0:
         return None
     lists = max(1, min(2 ** round(math.log2(math.sqrt(count))), count // 39))
-    return f"IVF{lists},PQ{_subquantizers(dim)}x8:nprobe={max(1, lists // PROBE_SHARE)}"
+    probes = min(lists, round(2 * math.sqrt(lists)))  # 64 of 1,024 lists, 128 of 4,096 (bench/RESULTS.md)
+    return f"IVF{lists},PQ{_subquantizers(dim)}x8:nprobe={probes}"
 
 
 @dataclass

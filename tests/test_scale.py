@@ -83,7 +83,7 @@ def test_a_large_library_searches_ivfpq_on_disk_and_keeps_it_current(tmp_path, m
     assert library.refresh_ann() is None and library.exact is not None  # 3,000 is below the default threshold
 
     library.set_ann("auto", threshold=1000)
-    assert library.refresh_ann() == "IVF64,PQ4x8:nprobe=4"
+    assert library.refresh_ann() == "IVF64,PQ4x8:nprobe=16"
     assert library.exact is None  # the vectors stay on disk
     assert sorted(p.suffix for p in folder.glob("ann-*")) == [".faiss", ".ivfdata", ".trained"]
     ids = np.arange(1, 3001)
