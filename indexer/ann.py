@@ -78,7 +78,7 @@ class Ann:
         self.nprobe = int(state.spec.rpartition("nprobe=")[2])
 
     def path(self, suffix: str, generation: int | None = None) -> Path:
-        return self.folder / f"ann-{self.state.generation if generation is None else generation}{suffix}"
+        return _file(self.folder, self.state.generation if generation is None else generation, suffix)
 
     def search(self, query: np.ndarray, k: int, store: VectorStore,
                selector: faiss.IDSelector | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -107,7 +107,7 @@ def build(folder: Path, spec: str, store: VectorStore, keep: np.ndarray, generat
     sample = _sample(store, keep, SAMPLE_PER_LIST * lists)
     _train(index, sample)
     state = AnnState(spec, generation, store.generation, int(store.ids()[-1]) + 1, _distance(index, sample))
-    faiss.write_index(index, str(folder / f"ann-{generation}.trained"))
+    faiss.write_index(index, str(_file(folder, generation, ".trained")))
     _fill(folder, state, [], store, keep, 0)
     return state
 
@@ -133,7 +133,7 @@ def _fill(folder: Path, state: AnnState, lists: list, store: VectorStore, keep: 
     """Add the kept rows from `start` on (`keep`: a bool per row from there) in blocks written next to the
     index, then merge `lists` and the blocks into one on-disk lists file (as faiss.contrib.ondisk's
     merge_ondisk, with our file names)."""
-    trained = folder / f"ann-{state.generation}.trained"
+    trained = _file(folder, state.generation, ".trained")
     blocks, block, ids_in_block = [], None, 0
     assigner = faiss.read_index(str(trained))  # keeps its quantizer alive
     quantizer = _quantizer(assigner)
@@ -153,7 +153,7 @@ def _fill(folder: Path, state: AnnState, lists: list, store: VectorStore, keep: 
     lists = lists + [faiss.extract_index_ivf(index).invlists for index in opened]
     index = faiss.read_index(str(trained))
     ivf = faiss.extract_index_ivf(index)
-    on_disk = faiss.OnDiskInvertedLists(ivf.nlist, ivf.code_size, str(folder / f"ann-{state.generation}.ivfdata"))
+    on_disk = faiss.OnDiskInvertedLists(ivf.nlist, ivf.code_size, str(_file(folder, state.generation, ".ivfdata")))
     pointers = faiss.InvertedListsPtrVector()
     for inverted in lists:
         pointers.push_back(inverted)
@@ -161,14 +161,19 @@ def _fill(folder: Path, state: AnnState, lists: list, store: VectorStore, keep: 
         index.ntotal = ivf.ntotal = on_disk.merge_from_multiple(pointers.data(), pointers.size(), False)
     ivf.replace_invlists(on_disk, True)
     on_disk.this.disown()
-    faiss.write_index(index, str(folder / f"ann-{state.generation}.faiss"))
+    faiss.write_index(index, str(_file(folder, state.generation, ".faiss")))
     del opened
     for path in blocks:
         path.unlink()
 
 
+def _file(folder: Path, generation: int, suffix: str) -> Path:
+    """One of generation `generation`'s files (what `drop_other_generations` keeps by its stem)."""
+    return Path(folder) / f"ann-{generation}{suffix}"
+
+
 def _write_block(folder: Path, state: AnnState, block: faiss.Index, number: int) -> Path:
-    path = folder / f"ann-{state.generation}.block{number}"
+    path = _file(folder, state.generation, f".block{number}")
     faiss.write_index(block, str(path))
     return path
 

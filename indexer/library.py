@@ -371,12 +371,15 @@ class Library:
         if spec is None:
             if self.ann is not None or self.exact is None:
                 self._use_ann(None)
-        elif state is None or state.spec != spec or state.store != self.store.generation:
-            self._use_ann(ann.build(self.folder, spec, self.store, self._live_rows(), self._ann_generation()))
-        elif self.store.rows and self.store.ids()[-1] >= state.upto:  # photos added since: into the lists
-            extended = ann.extend(self.ann, self.store, self._live_rows())
-            self._use_ann(extended or ann.build(self.folder, spec, self.store, self._live_rows(),
-                                                self._ann_generation()))
+            return None
+        live = self._live_rows()
+        if state is not None and state.spec == spec and state.store == self.store.generation:
+            if not (self.store.rows and self.store.ids()[-1] >= state.upto):
+                return spec  # nothing added since the build
+            if (extended := ann.extend(self.ann, self.store, live)) is not None:  # into the lists
+                self._use_ann(extended)
+                return spec
+        self._use_ann(ann.build(self.folder, spec, self.store, live, self._ann_generation()))
         return spec
 
     # --- search ----------------------------------------------------------------------------------
