@@ -47,7 +47,9 @@ def ann_spec(count: int, dim: int, kind: str = "auto", threshold: int = AUTO_THR
     if kind == "exact" or (kind == "auto" and count < threshold) or count == 0:
         return None
     lists = max(1, min(2 ** round(math.log2(math.sqrt(count))), count // 39))
-    probes = min(lists, round(2 * math.sqrt(lists)))  # 64 of 1,024 lists, 128 of 4,096 (bench/RESULTS.md)
+    # 2·√lists probes (64 of 1,024 lists), never more than 64: past that the lists only grow longer, and
+    # at 10 M the next 64 cost more time than the recall they add (bench/RESULTS.md)
+    probes = min(lists, round(2 * math.sqrt(lists)), 64)
     return f"IVF{lists},PQ{_subquantizers(dim)}x8:nprobe={probes}"
 
 

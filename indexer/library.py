@@ -29,7 +29,7 @@ import numpy as np
 
 from indexer import ann
 from indexer.ann import AUTO_THRESHOLD, Ann, AnnState, ann_spec
-from indexer.vectors import VectorStore
+from indexer.vectors import VectorStore, find
 
 DB_FILE = "library.duckdb"
 OLD_INDEX_FILE = "index.faiss"  # the vectors of a library written before indexer.vectors: moved there on open
@@ -148,6 +148,7 @@ class Library:
         self.ann: Ann | None = None            # a large library's approximate index
         self.lost: set[int] = set()  # ids of rows whose vectors were lost with a missing or cut file
         self.dead = np.zeros(0, dtype=np.int64)  # ids in the store whose rows are gone (until compaction)
+        self._skip_dead: tuple | None = None     # (dead, its selectors), see `_dead_selector`
         if self.setting("dim"):
             self._open_vectors()
 
@@ -384,7 +385,7 @@ class Library:
 
     # --- search ----------------------------------------------------------------------------------
     def filtered_ids(self, filters: Filters) -> np.ndarray:
-        """Ids of the images that pass `filters` (one SQL query over the metadata)."""
+        """Ids of the images that pass `filters`, ascending (one SQL query over the metadata)."""
         conditions, values = ["TRUE"], []
         if filters.folder:
             conditions.append("starts_with(path, ?)")
@@ -401,8 +402,8 @@ class Library:
             conditions.append("id IN (SELECT t.id FROM image_tags t JOIN tags v USING (tag) "
                               "WHERE t.tag = ? AND t.probability >= v.threshold)")
             values.append(filters.tag)
-        rows = self.db.execute(f"SELECT id FROM images WHERE {' AND '.join(conditions)}", values).fetchall()
-        return np.array([row[0] for row in rows], dtype=np.int64)
+        query = f"SELECT id FROM images WHERE {' AND '.join(conditions)} ORDER BY id"
+        return self.db.execute(query, values).fetchnumpy()["id"].astype(np.int64)
 
 
     def nearest(self, vector: np.ndarray, k: int, filters: Filters | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -423,9 +424,8 @@ class Library:
             return scores[0][ids[0] >= 0], ids[0][ids[0] >= 0]
         if self.ann is None or (allowed is not None and len(allowed) <= EXACT_PASS):
             return _best(*self._exact_pass(query, allowed), k)
-        batch = faiss.IDSelectorBatch(allowed if allowed is not None else self.dead)  # kept alive for the search
-        selector = batch if allowed is not None else faiss.IDSelectorNot(batch) if len(self.dead) else None
-        scores, ids = self.ann.search(query, k, self.store, selector)
+        batch = faiss.IDSelectorBatch(allowed) if allowed is not None else None  # kept alive for the search
+        scores, ids = self.ann.search(query, k, self.store, batch if batch is not None else self._dead_selector())
         new_scores, new_ids = self._exact_pass(query, allowed, since=self.ann.state.upto)  # added since the build
         return _best(np.concatenate([scores, new_scores]), np.concatenate([ids, new_ids]), k)
 
@@ -492,7 +492,7 @@ class Library:
 
     def _live_rows(self) -> np.ndarray:
         """A bool per row of the store: its photo is still in the library."""
-        return ~np.isin(self.store.ids(), self.dead)
+        return find(self.dead, self.store.ids()) < 0
 
     def _exact_index(self) -> faiss.Index:
         """The store's float16 rows in RAM, scored exactly (several times faster than IndexFlatIP for one
@@ -510,13 +510,24 @@ class Library:
             return self.store.get(ids) @ query, ids
         start = int(np.searchsorted(self.store.ids(), since))
         ids = self.store.ids()[start:]
-        keep = ~np.isin(ids, self.dead)
+        keep = find(self.dead, ids) < 0
         if allowed is not None:
-            keep &= np.isin(ids, allowed)
+            keep &= find(allowed, ids) >= 0
         parts = [(vectors @ query, ids) for ids, vectors in self.store.chunks(keep, start)]
         if not parts:
             return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def _dead_selector(self) -> faiss.IDSelector | None:
+        """A selector that passes every id but the dead ones, built again only when `dead` changes (it is
+        replaced, never changed in place): built per query, it cost more than the search itself once many
+        photos were deleted (bench/RESULTS.md)."""
+        if not len(self.dead):
+            return None
+        if self._skip_dead is None or self._skip_dead[0] is not self.dead:
+            batch = faiss.IDSelectorBatch(self.dead)
+            self._skip_dead = (self.dead, batch, faiss.IDSelectorNot(batch))
+        return self._skip_dead[2]
 
     def _compact(self) -> None:
         """Rewrite the store without its dead rows: new files, then the commit, then the old files go."""

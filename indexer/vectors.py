@@ -25,6 +25,16 @@ ID_DTYPE = np.dtype("<i8")
 CHUNK = 65_536  # rows converted to float32 at a time (128 MB at 512 dimensions)
 
 
+def find(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """The position of each of `ids` in the ascending `sorted_ids`, -1 where it is not there (one binary
+    search each: np.isin would sort both arrays, millions of ids on every query)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if not len(sorted_ids):
+        return np.full(len(ids), -1, dtype=np.int64)
+    at = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
+    return np.where(sorted_ids[at] == ids, at, -1)
+
+
 class VectorStore:
     """The committed `rows` of generation `generation` in `folder`."""
 
@@ -72,21 +82,23 @@ class VectorStore:
 
     def positions(self, ids: np.ndarray) -> np.ndarray:
         """The row of each id, -1 where the store has none."""
-        stored = self.ids()
-        ids = np.asarray(ids, dtype=np.int64)
-        at = np.minimum(np.searchsorted(stored, ids), max(len(stored) - 1, 0))
-        found = (at < len(stored)) & (stored[at] == ids) if len(stored) else np.zeros(len(ids), dtype=bool)
-        return np.where(found, at, -1)
+        return find(self.ids(), ids)
 
     def get(self, ids: np.ndarray) -> np.ndarray:
         """float32 vectors of `ids`, which must all be stored. Each row is read on its own: a memory map
-        would also map the pages around it, and a few hundred rows per query add up to the whole file."""
+        would also map the pages around it, and a few hundred rows per query add up to the whole file.
+        Every row is asked of the kernel before the first is read, so rows not in the page cache come
+        from the disk together rather than one after another."""
         rows = self.positions(ids)
         if (rows < 0).any():
             raise KeyError(f"no stored vector for id {int(np.asarray(ids)[rows < 0][0])}")
         width = self.dim * DTYPE.itemsize
+        offsets = [int(row) * width for row in rows]
         with open(self.paths()[0], "rb") as file:
-            data = b"".join(os.pread(file.fileno(), width, int(row) * width) for row in rows)
+            if hasattr(os, "posix_fadvise"):  # not on macOS or Windows: rows are then read one by one
+                for offset in offsets:
+                    os.posix_fadvise(file.fileno(), offset, width, os.POSIX_FADV_WILLNEED)
+            data = b"".join(os.pread(file.fileno(), width, offset) for offset in offsets)
         return np.frombuffer(data, DTYPE).reshape(len(rows), self.dim).astype(np.float32)
 
     def chunks(self, keep: np.ndarray | None = None, start: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:

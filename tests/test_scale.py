@@ -12,6 +12,7 @@ import pytest
 
 from indexer import Filters, Library
 from indexer import library as library_module
+from indexer.ann import ann_spec
 from tests.conftest import REPO
 
 
@@ -73,6 +74,14 @@ def test_a_library_written_before_the_store_moves_its_vectors_into_it(tmp_path):
     np.testing.assert_allclose(migrated.vector("/photos/3.jpg"), vectors[3], atol=1e-3)
 
 
+def test_the_index_grows_with_the_library_and_its_probes_stop_at_64():
+    assert ann_spec(200_000, 512) is None  # below the threshold: exact, in RAM
+    assert ann_spec(300_000, 512) == "IVF512,PQ64x8:nprobe=45"  # lists near sqrt(N), 2*sqrt(lists) probed
+    assert ann_spec(1_000_000, 512) == "IVF1024,PQ64x8:nprobe=64"
+    assert ann_spec(10_000_000, 512) == "IVF4096,PQ64x8:nprobe=64"
+    assert ann_spec(100_000_000, 512) == "IVF8192,PQ64x8:nprobe=64"
+
+
 @pytest.mark.slow  # trains IVF-PQ several times over generated vectors
 def test_a_large_library_searches_ivfpq_on_disk_and_keeps_it_current(tmp_path, monkeypatch):
     vectors, queries = clustered(4000), clustered(50, seed=1)
@@ -109,6 +118,8 @@ def test_a_large_library_searches_ivfpq_on_disk_and_keeps_it_current(tmp_path, m
 
     library.remove([f"/photos/{i}.jpg" for i in range(0, 4000, 2)])
     assert all(int(hit.path[8:-4]) % 2 or int(hit.path[8:-4]) >= 4000 for hit in library.search(vectors[8], 50))
+    library.remove([f"/photos/{i}.jpg" for i in range(1, 4000, 4)])  # the skipped ids change between queries
+    assert all(int(hit.path[8:-4]) % 4 == 3 or int(hit.path[8:-4]) >= 4000 for hit in library.search(vectors[8], 50))
     library.set_ann("exact")
     assert library.refresh_ann() is None and not list(folder.glob("ann-*")) and library.exact is not None
     with pytest.raises(ValueError, match="unknown index kind"):
