@@ -32,7 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 PART = 100_000   # vectors per .npy file
 COMMIT = 10_000  # photos per commit, as `python -m indexer --commit-every`
 K = 10
-AUTOFAISS = ["autofaiss==2.18.0", "pyarrow<16", "faiss-cpu==1.8.0"]  # newer ones need numpy 2 or break it
+# newer ones need numpy 2 or break it; faiss-cpu 1.8 imports packaging without requiring it
+AUTOFAISS = ["autofaiss==2.18.0", "pyarrow<16", "faiss-cpu==1.8.0", "packaging"]
 
 
 def real_vectors(images: Path, count: int) -> np.ndarray:
