@@ -10,7 +10,7 @@ import faiss
 import numpy as np
 import pytest
 
-from indexer import Filters, Library
+from indexer import Filters, Library, ann
 from indexer import library as library_module
 from indexer.ann import ann_spec
 from tests.conftest import REPO
@@ -80,6 +80,24 @@ def test_the_index_grows_with_the_library_and_its_probes_stop_at_64():
     assert ann_spec(1_000_000, 512) == "IVF1024,PQ64x8:nprobe=64"
     assert ann_spec(10_000_000, 512) == "IVF4096,PQ64x8:nprobe=64"
     assert ann_spec(100_000_000, 512) == "IVF8192,PQ64x8:nprobe=64"
+
+
+def test_the_gpu_path_trains_and_assigns_as_the_cpu_path_does(monkeypatch):
+    """With GPUs, k-means and the assignment of added vectors run on a copy of the quantizer sent to them. A
+    CPU clone stands in for the GPUs here: it must give the centroids and lists the CPU path gives."""
+    vectors = clustered(3000)
+
+    def trained(gpus: int) -> tuple[np.ndarray, np.ndarray]:
+        monkeypatch.setattr(faiss, "get_num_gpus", lambda: gpus)
+        monkeypatch.setattr(ann, "_on_gpus", faiss.clone_index)
+        index = faiss.index_factory(32, "IVF16,PQ4x8", faiss.METRIC_INNER_PRODUCT)
+        ann._train(index, vectors)
+        centroids = faiss.extract_index_ivf(index).quantizer.reconstruct_n(0, 16)
+        return centroids, ann._quantizer(index).search(vectors, 1)[1]
+
+    (cpu_centroids, cpu_lists), (gpu_centroids, gpu_lists) = trained(0), trained(1)
+    np.testing.assert_allclose(gpu_centroids, cpu_centroids, atol=1e-5)
+    np.testing.assert_array_equal(gpu_lists, cpu_lists)
 
 
 @pytest.mark.slow  # trains IVF-PQ several times over generated vectors
