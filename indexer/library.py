@@ -424,8 +424,8 @@ class Library:
             return scores[0][ids[0] >= 0], ids[0][ids[0] >= 0]
         if self.ann is None or (allowed is not None and len(allowed) <= EXACT_PASS):
             return _best(*self._exact_pass(query, allowed), k)
-        batch = faiss.IDSelectorBatch(allowed) if allowed is not None else None  # kept alive for the search
-        scores, ids = self.ann.search(query, k, self.store, batch if batch is not None else self._dead_selector())
+        selector = faiss.IDSelectorBatch(allowed) if allowed is not None else self._dead_selector()
+        scores, ids = self.ann.search(query, k, self.store, selector)
         new_scores, new_ids = self._exact_pass(query, allowed, since=self.ann.state.upto)  # added since the build
         return _best(np.concatenate([scores, new_scores]), np.concatenate([ids, new_ids]), k)
 
