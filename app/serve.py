@@ -19,6 +19,7 @@ from embedding.cache import atomic_write
 from embedding.images import allow_pixels
 from embedding.loading import model_folder, process_device
 from embedding.locca import find_decoder
+from embedding.words import word_texts
 from indexer import Library, index_folders
 from indexer.demo import copy_demo_photos
 from indexer.watch import FolderWatch
@@ -38,6 +39,8 @@ def serve(args: argparse.Namespace) -> None:
     spec = args.model or library.setting("model") or "bundled"
     encoder = load_encoder(spec, process_device(args.device))
     library.bind_model(encoder.name, encoder.fingerprint, encoder.dim)
+    if encoder.words is not None:  # read once here (seconds, then cached) rather than at the first unlearned word
+        word_texts(encoder, encoder.words)
     decoder = find_decoder(model_folder(spec))
     if len(library) == 0 and not library.roots():
         demo = copy_demo_photos(library.folder / "demo-photos")

@@ -9,11 +9,20 @@ calibrates it worse, while its image embeddings do hold the word (bench/RESULTS.
 So a model folder may hold `words.safetensors`: for each word mined from its training captions (in every
 caption language), a direction in the image embedding space with its own t and b, fitted by `python -m
 train words` on the training photos as a logistic regression. A label that is one of those words is read
-from there: P(word) = σ(t_w · cos + b_w). Every other label is embedded by the text tower and calibrated by
-the model's own t and b, as before. The file is bound to the embedding space it was fitted on (the
+from there: P(word) = σ(t_w · cos + b_w). The file is bound to the embedding space it was fitted on (the
 encoder's fingerprint), so words fitted for one model never score another's images.
+
+A one-word label that is not a learned word ("perro", "犬", "海滩": another language, or a synonym the
+captions seldom use) borrows the learned words the text tower reads as nearest to it: when the nearest is at
+least `BORROW_MIN_SIMILARITY` (cosine of the two text embeddings), the label's logit is the softmax-weighted
+mean of its `BORROW_NEIGHBOURS` nearest words' logits, again one direction with one t and b. Held-out
+learned words chose the rule (bench/RESULTS.md, "borrowed"): read through their nearest other words, they
+rank their photos better than the text tower reads them, and calibrated. Phrases and sentences stay with
+the text tower, which reads their words together. Every other label is embedded by the text tower and
+calibrated by the model's own t and b.
 """
 
+import hashlib
 import json
 import re
 import unicodedata
@@ -25,10 +34,16 @@ from typing import Protocol
 import numpy as np
 from safetensors import SafetensorError, safe_open
 
+from embedding.cache import atomic_write, cache_dir
 from embedding.packing import read_packed
 
 WORDS_FILE = "words.safetensors"
+BORROW_MIN_SIMILARITY = 0.85  # text-embedding cosine of a label and its nearest learned word
+BORROW_NEIGHBOURS = 3
+BORROW_TEMPERATURE = 0.02     # softmax over the neighbours' cosines: a word 0.02 less near counts e times less
 _EDGES = re.compile(r"^[\W_]+|[\W_]+$")
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff]")
+_WORD = re.compile(r"\w+")
 
 
 def word_key(text: str) -> str:
@@ -45,6 +60,7 @@ class Words:
     bias: np.ndarray     # [V] float32: each word's b
     fingerprint: str     # of the encoder whose image embeddings they were fitted on
     aliases: dict[str, str]  # other written forms seen in the captions: {"dogs": "dog", "psa": "pes"}
+    texts: np.ndarray | None = None  # [V, dim] the text tower's reading of each word (`word_texts`)
 
     def __post_init__(self) -> None:
         self.index = {word: i for i, word in enumerate(self.words)}
@@ -84,7 +100,8 @@ class Labels:
     vectors: np.ndarray  # [n, dim] float32, unit norm
     scale: np.ndarray    # [n]: t per label
     bias: np.ndarray     # [n]: b per label
-    learned: np.ndarray  # [n] bool: read from the model's learned words
+    learned: np.ndarray  # [n] bool: read from the model's learned words (its own, or borrowed)
+    read_as: list[str | None]  # the learned word each label was read as (a borrowed one: the nearest); None: text
 
     def probability(self, similarities: np.ndarray) -> np.ndarray:
         """P(label holds) = σ(t · cos + b), label by label along the last axis of `similarities`."""
@@ -110,18 +127,76 @@ class TextReader(Protocol):
 
 
 def read_labels(encoder: TextReader, labels: Sequence[str]) -> Labels:
-    """Labels in any language: a learned word where the model has one, else the text tower's embedding
-    with the model's own t and b."""
+    """Labels in any language: a learned word where the model has one, a short label near learned words
+    borrows theirs, anything else is the text tower's embedding with the model's own t and b."""
     labels = list(labels)
     words = encoder.words
     found = [words.find(label) if words else None for label in labels]
-    learned = np.array([i is not None for i in found], dtype=bool)
+    own = np.array([i is not None for i in found], dtype=bool)
     vectors = np.zeros((len(labels), encoder.dim), dtype=np.float32)
     scale = np.full(len(labels), encoder.temperature, dtype=np.float32)
     bias = np.full(len(labels), encoder.bias, dtype=np.float32)
-    if (~learned).any():
-        vectors[~learned] = encoder.embed_texts([label for label, hit in zip(labels, learned, strict=True) if not hit])
-    if learned.any():
+    read_as: list[str | None] = [words.words[i] if i is not None else None for i in found]
+    if (~own).any():
+        vectors[~own] = encoder.embed_texts([label for label, hit in zip(labels, own, strict=True) if not hit])
+    if own.any():
         rows = [i for i in found if i is not None]
-        vectors[learned], scale[learned], bias[learned] = words.vectors[rows], words.scale[rows], words.bias[rows]
-    return Labels(vectors, scale, bias, learned)
+        vectors[own], scale[own], bias[own] = words.vectors[rows], words.scale[rows], words.bias[rows]
+    short = [i for i, label in enumerate(labels) if not own[i] and is_short(label)]
+    borrowed = np.zeros(len(labels), dtype=bool)
+    if words and short:
+        nearest, similarity, reading = borrow(words, word_texts(encoder, words), vectors[short])
+        take = similarity >= BORROW_MIN_SIMILARITY
+        which = np.asarray(short)[take]
+        vectors[which], scale[which], bias[which] = (part[take] for part in reading)
+        borrowed[which] = True
+        for i, word in zip(which, nearest[take], strict=True):
+            read_as[i] = words.words[word]
+    return Labels(vectors, scale, bias, own | borrowed, read_as)
+
+
+def is_short(label: str) -> bool:
+    """One word, or up to three Chinese or Japanese characters: what learned words are (phrases such as
+    "brick wall" are read better by the text tower, which reads their words together)."""
+    spaced = len(_WORD.findall(_CJK.sub(" ", label)))
+    return 0 < spaced + len(_CJK.findall(label)) / 3 <= 1
+
+
+def borrow(words: Words, texts: np.ndarray, embedded: np.ndarray, neighbours: int = BORROW_NEIGHBOURS,
+           temperature: float = BORROW_TEMPERATURE) -> tuple:
+    """For text-embedded labels: the nearest learned word of each by `texts` (`word_texts`), its cosine, and
+    (vectors, scale, bias) reading each label as the softmax-weighted mean of its `neighbours` nearest
+    words' logits t·v·x + b (linear in x, so again one unit direction with one t and one b)."""
+    similarities = embedded @ texts.T
+    top = np.argsort(-similarities, axis=1)[:, :neighbours]
+    near = np.take_along_axis(similarities, top, axis=1)
+    weights = np.exp((near - near[:, :1]) / temperature)
+    weights /= weights.sum(1, keepdims=True)
+    logit = np.einsum("nk,nkd->nd", weights, words.vectors[top] * words.scale[top][..., None])
+    norm = np.maximum(np.linalg.norm(logit, axis=1), 1e-12)
+    bias = (weights * words.bias[top]).sum(1)
+    reading = ((logit / norm[:, None]).astype(np.float32), norm.astype(np.float32), bias.astype(np.float32))
+    return top[:, 0], near[:, 0], reading
+
+
+def word_texts(encoder: TextReader, words: Words) -> np.ndarray:
+    """The text tower's reading of each learned word: a few seconds to compute, so kept in the cache per
+    model and word list (float16), and on `words` while it lives."""
+    if words.texts is None:
+        key = hashlib.sha256(json.dumps(words.words).encode()).hexdigest()[:16]
+        path = cache_dir() / "word-texts" / f"{words.fingerprint}-{key}.npy"
+        try:
+            texts = np.load(path, allow_pickle=False).astype(np.float32)
+        except (OSError, ValueError):
+            texts = np.zeros((0, encoder.dim), np.float32)
+        if texts.shape != (len(words.words), encoder.dim):
+            texts = encoder.embed_texts(words.words)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, lambda tmp: _save(tmp, texts.astype(np.float16)))
+        words.texts = texts
+    return words.texts
+
+
+def _save(path: str, array: np.ndarray) -> None:
+    with open(path, "wb") as file:  # a file, not a name: np.save would add ".npy" to the temporary name
+        np.save(file, array, allow_pickle=False)

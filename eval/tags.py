@@ -8,7 +8,8 @@ Three image sets, each with words whose answer is known:
 - the demo library: each everyday subject (`data/demo_subjects.json`) should come first for its own name.
 
 Labels become vectors and probabilities through `embedding.words.read_labels`, the product's own path (a
-word the model learned, or the text tower with the model's σ(t·cos + b)). Per language: one-word search mAP
+word the model learned, the learned words nearest a one-word label it did not learn, or the text tower with
+the model's σ(t·cos + b)). Per language: one-word search mAP
 (each label a query over all images), tag precision / recall / F1 at the product's threshold, the median
 probability of the images that hold the concept, and the expected calibration error with its reliability
 table.

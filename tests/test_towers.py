@@ -176,9 +176,10 @@ def test_the_text_side_without_torch_reads_texts_and_words_as_the_encoder_does(t
     text_side = load_text_query(encoder.fingerprint)
     texts = ["a dog", "Zwei Hunde spielen im Schnee neben einem roten Haus", "一个男人在骑自行车", "beach " * 80, ""]
     np.testing.assert_allclose(text_side.embed_texts(texts), encoder.embed_texts(texts), atol=1e-6)
-    labels = ["dog", "Hund", "a rocket on its launch pad"]  # two learned words, one read by the text tower
+    labels = ["dog", "Hund", "a rocket on its launch pad", "perro"]  # learned, learned, text tower, borrowed
     ours, theirs = read_labels(text_side, labels), read_labels(encoder, labels)
-    assert ours.learned.tolist() == theirs.learned.tolist() == [True, True, False]
+    assert ours.learned.tolist() == theirs.learned.tolist() == [True, True, False, True]
+    assert ours.read_as == theirs.read_as
     np.testing.assert_allclose(ours.vectors, theirs.vectors, atol=1e-6)
     np.testing.assert_array_equal(ours.scale, theirs.scale)
     np.testing.assert_array_equal(ours.bias, theirs.bias)

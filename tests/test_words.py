@@ -8,10 +8,20 @@ import pytest
 from PIL import Image
 
 from app.search import search_text, tag_image
+from common.captions import image_file
 from embedding import EncoderUnavailable, load_encoder
-from embedding.words import WORDS_FILE, Words, load_words, read_labels, word_key
+from embedding.words import (
+    BORROW_TEMPERATURE,
+    WORDS_FILE,
+    Words,
+    is_short,
+    load_words,
+    read_labels,
+    word_key,
+    word_texts,
+)
 from indexer import Library, index_folders
-from indexer.tags import tag_library
+from indexer.tags import DEFAULT_THRESHOLD, tag_library
 from tests.conftest import REPO, run_module
 from train.checkpoints import save_words
 from train.words import Mined, average_precisions, caption_words, choose, fit, photo_words, pool_languages
@@ -118,6 +128,60 @@ def test_learned_and_unlearned_labels_each_keep_their_calibration(checkpoint):
         [1 / (1 + np.exp(-2.0)), 0.5])
 
 
+class Reader:
+    """A text side whose texts land where a test puts them (`TextReader`), counting what it embeds."""
+    def __init__(self, words: Words, texts: dict[str, list[float]]):
+        self.dim, self.temperature, self.bias, self.words = 3, 10.0, -5.0, words
+        self.texts, self.embedded = texts, []
+
+    def embed_texts(self, texts):
+        self.embedded += list(texts)
+        vectors = np.array([self.texts[text] for text in texts], dtype=np.float32)
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def test_a_short_unlearned_label_borrows_the_learned_words_nearest_it():
+    """perro (text cosine 0.95 to hund, 0.947 to snow) reads as the softmax-weighted mean of their logits; katze
+    (nearest at 0.5) and a sentence next to hund keep the text tower's reading."""
+    words = Words(["hund", "snow"], np.eye(3, dtype=np.float32)[:2], np.array([30.0, 20.0], np.float32),
+                  np.array([2.0, -3.0], np.float32), "f" * 20, {})
+    texts = {"hund": [1, 0, 0], "snow": [0.8, 0.6, 0], "perro": [0.95, np.sqrt(1 - 0.95**2), 0],
+             "katze": [0.5, -0.5, np.sqrt(0.5)], "a perro in the park": [1, 0.01, 0]}
+    labels = read_labels(Reader(words, texts), ["perro", "katze", "a perro in the park", "HUND"])
+    assert labels.learned.tolist() == [True, False, False, True]
+    assert labels.read_as == ["hund", None, None, "hund"]
+    w = np.exp(np.array([0.0, 0.8 * 0.95 + 0.6 * np.sqrt(1 - 0.95**2) - 0.95]) / BORROW_TEMPERATURE)
+    w /= w.sum()
+    logit = w[0] * 30.0 * np.eye(3)[0] + w[1] * 20.0 * np.eye(3)[1]
+    np.testing.assert_allclose(labels.vectors[0], logit / np.linalg.norm(logit), atol=1e-6)
+    assert labels.scale[0] == pytest.approx(np.linalg.norm(logit), rel=1e-5)
+    assert labels.bias[0] == pytest.approx(w[0] * 2.0 - w[1] * 3.0, rel=1e-5)
+    assert (labels.scale[1], labels.bias[1]) == (10.0, -5.0)  # the model's own t and b
+    np.testing.assert_allclose(labels.vectors[2], np.array(texts["a perro in the park"]) / np.linalg.norm(
+        texts["a perro in the park"]), atol=1e-6)
+
+
+def test_short_labels_and_the_cached_reading_of_learned_words(tmp_path, monkeypatch):
+    assert all(is_short(label) for label in ("perro", "Hund!", "一只猫", "犬"))
+    assert not any(is_short(label) for label in ("brick wall", "a dog on the beach", "海滩上的狗", "猫 cat", "", "!!"))
+    monkeypatch.setenv("SIGSEARCH_CACHE", str(tmp_path))
+    texts = {"hund": [1, 0, 0], "snow": [0, 1, 0]}
+
+    def fresh() -> Words:
+        return Words(["hund", "snow"], np.eye(3, dtype=np.float32)[:2], np.ones(2, np.float32),
+                     np.zeros(2, np.float32), "f" * 20, {})
+    first = Reader(fresh(), texts)
+    np.testing.assert_allclose(word_texts(first, first.words), np.eye(3)[:2])
+    again = Reader(fresh(), texts)
+    np.testing.assert_allclose(word_texts(again, again.words), np.eye(3)[:2])
+    assert first.embedded == ["hund", "snow"] and again.embedded == []  # the second process reads the cache
+    [cached] = (tmp_path / "word-texts").iterdir()
+    cached.write_bytes(b"damaged")
+    third = Reader(fresh(), texts)
+    np.testing.assert_allclose(word_texts(third, third.words), np.eye(3)[:2])
+    assert third.embedded == ["hund", "snow"]  # a damaged cache is computed again, not an error
+
+
 def test_tag_panel_library_tags_and_one_word_search_give_one_probability(tiny_run, photo_folder, tmp_path):
     """A learned word scores a photo the same in the tag panel, the library's tags and a one-word search."""
     encoder = load_encoder(str(tiny_run))
@@ -135,9 +199,9 @@ def test_tag_panel_library_tags_and_one_word_search_give_one_probability(tiny_ru
     assert panel == pytest.approx(expected(encoder.embed_images([path])[0]), abs=1e-5)
     [hit] = search_text(library, encoder, "Hund", k=1)
     assert hit.probability == pytest.approx(expected(stored), abs=1e-5)
-    text = read_labels(encoder, ["雪"])  # not a learned word: the text tower and the model's own t, b
+    other = read_labels(encoder, ["雪"])  # not a learned word: borrowed or the text tower's, tagged as read
     assert library.image_tags(str(path))["雪"] == pytest.approx(
-        float(encoder.probability(text.vectors[0] @ stored)), abs=1e-5)
+        float(other.probability(other.vectors @ stored)[0]), abs=1e-5)
 
 
 def test_cli_learns_words_into_a_model_folder(tiny_run, flickr, tmp_path):
@@ -165,3 +229,18 @@ def test_the_bundled_model_carries_words_in_every_caption_language_within_its_bu
         assert encoder.words.find(label) is not None, label
     folder = REPO / "models" / "bundled"
     assert sum(f.stat().st_size for f in folder.glob("*.safetensors")) <= 25_000_000  # the bundled model's budget
+
+
+def test_words_of_languages_never_trained_borrow_the_bundled_models_words(flickr):
+    """#21's dog on a beach: "perro" and "собака" (no caption is Spanish or Russian) were read by the text tower
+    at about 0 %; they borrow the learned words nearest them and tag the dog as "dog" does. A cat stays out,
+    and a sentence is still the text tower's."""
+    encoder = load_encoder("bundled")
+    photo = Image.open(image_file(flickr / "images", "3642220260_3aa8a52670"))  # "A black dog on a rocky beach"
+    labels = ["dog", "perro", "собака", "gato", "a black dog on a beach"]
+    scores = tag_image(encoder, photo, labels)
+    assert min(scores["dog"], scores["perro"], scores["собака"]) >= DEFAULT_THRESHOLD, scores
+    assert scores["gato"] < 0.05, scores
+    read = read_labels(encoder, labels)
+    assert read.read_as == ["dog", "pes", "chien", None, None]
+    assert read.learned.tolist() == [True, True, True, False, False]

@@ -7,7 +7,8 @@ from eval.commands import add_model_args, encoder_of, languages_of
 
 HELP = "everyday words: one-word search mAP, tag F1, calibration, per language"
 DESCRIPTION = ("Scores labels as the product does (the tag panel's and --tag's path: a word the model "
-               "learned, with its own σ(t·cos+b), else the text tower with the model's) on one image set: "
+               "learned, with its own σ(t·cos+b), or the learned words nearest a one-word label it did not "
+               "learn, else the text tower with the model's) on one image set: "
                "--captions with --images (the ~40 concepts of "
                "eval/data/concepts.json; an image holds a concept when 2 of its 5 English captions name "
                "it), --classes (a folder per CIFAR-10 class, names also in es/it/pl), or --demo (each demo "
