@@ -190,9 +190,10 @@ def word_texts(encoder: TextReader, words: Words) -> np.ndarray:
         except (OSError, ValueError):
             texts = np.zeros((0, encoder.dim), np.float32)
         if texts.shape != (len(words.words), encoder.dim):
-            texts = encoder.embed_texts(words.words)
+            stored = encoder.embed_texts(words.words).astype(np.float16)
             path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, lambda tmp: _save(tmp, texts.astype(np.float16)))
+            atomic_write(path, lambda tmp: _save(tmp, stored))
+            texts = stored.astype(np.float32)  # as a later process reads them: every reader borrows alike
         words.texts = texts
     return words.texts
 

@@ -181,8 +181,9 @@ def test_the_text_side_without_torch_reads_texts_and_words_as_the_encoder_does(t
     assert ours.learned.tolist() == theirs.learned.tolist() == [True, True, False, True]
     assert ours.read_as == theirs.read_as
     np.testing.assert_allclose(ours.vectors, theirs.vectors, atol=1e-6)
-    np.testing.assert_array_equal(ours.scale, theirs.scale)
-    np.testing.assert_array_equal(ours.bias, theirs.bias)
+    # a borrowed label's t and b follow its text vector, which the two sides compute alike to about 1e-6
+    np.testing.assert_allclose(ours.scale, theirs.scale, rtol=1e-5)
+    np.testing.assert_allclose(ours.bias, theirs.bias, rtol=1e-5)
     assert text_side.probability(0.1) == encoder.probability(0.1)
     record = cache_dir() / text_query.FOLDER / encoder.fingerprint
     shutil.copytree(record, tmp_path / text_query.FOLDER / encoder.fingerprint)
