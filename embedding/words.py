@@ -16,10 +16,10 @@ A one-word label that is not a learned word ("perro", "犬", "海滩": another l
 captions seldom use) borrows the learned words the text tower reads as nearest to it: when the nearest is at
 least `BORROW_MIN_SIMILARITY` (cosine of the two text embeddings), the label's logit is the softmax-weighted
 mean of its `BORROW_NEIGHBOURS` nearest words' logits, again one direction with one t and b. Held-out
-learned words chose the rule (bench/RESULTS.md, "borrowed"): read through their nearest other words, they
-rank their photos better than the text tower reads them, and calibrated. Phrases and sentences stay with
-the text tower, which reads their words together. Every other label is embedded by the text tower and
-calibrated by the model's own t and b.
+learned words chose the rule (bench/RESULTS.md, "borrows the learned words nearest it"): read through their
+nearest other words, they rank their photos better than the text tower reads them, and calibrated. Phrases
+and sentences stay with the text tower, which reads their words together. Every other label is embedded by
+the text tower and calibrated by the model's own t and b.
 """
 
 import hashlib
@@ -127,7 +127,7 @@ class TextReader(Protocol):
 
 
 def read_labels(encoder: TextReader, labels: Sequence[str]) -> Labels:
-    """Labels in any language: a learned word where the model has one, a short label near learned words
+    """Labels in any language: a learned word where the model has one, a one-word label near learned words
     borrows theirs, anything else is the text tower's embedding with the model's own t and b."""
     labels = list(labels)
     words = encoder.words
@@ -163,7 +163,7 @@ def is_short(label: str) -> bool:
 
 
 def borrow(words: Words, texts: np.ndarray, embedded: np.ndarray, neighbours: int = BORROW_NEIGHBOURS,
-           temperature: float = BORROW_TEMPERATURE) -> tuple:
+           temperature: float = BORROW_TEMPERATURE) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
     """For text-embedded labels: the nearest learned word of each by `texts` (`word_texts`), its cosine, and
     (vectors, scale, bias) reading each label as the softmax-weighted mean of its `neighbours` nearest
     words' logits t·v·x + b (linear in x, so again one unit direction with one t and one b)."""
