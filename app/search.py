@@ -162,6 +162,21 @@ def more_like_this(library: Library, path: str, k: int = 24, filters: Filters | 
     return [Result(hit.id, hit.path, hit.score, float("nan"), hit.hash) for hit in hits if hit.path != path][:k]
 
 
+def how_read(encoder: TextReader, labels: list[str]) -> str:
+    """One line saying how each label is read (embedding.words): a word the model learned, one borrowed from
+    the learned words nearest it, or the text tower's reading, which is less sure of lone words."""
+    labels = [label.strip() for label in labels if label.strip()]
+    read = read_labels(encoder, labels)
+    own = [label for label, word in zip(labels, read.read_as, strict=True)
+           if word is not None and encoder.words.find(label) is not None]
+    borrowed = [f"{label} → {word}" for label, word in zip(labels, read.read_as, strict=True)
+                if word is not None and label not in own]
+    text = [label for label, word in zip(labels, read.read_as, strict=True) if word is None]
+    parts = [(own, "learned words"), (borrowed, "read as the learned word nearest"), (text, "read by the text tower")]
+    line = " · ".join(f"{name}: {', '.join(group)}" for group, name in parts if group)
+    return line[:1].upper() + line[1:]
+
+
 def tag_image(encoder: "Encoder", image: Image.Image, labels: list[str]) -> dict[str, float]:
     """Independent match probability per label (multi-label: each is its own sigmoid, not a softmax)."""
     labels = [label.strip() for label in labels if label.strip()]

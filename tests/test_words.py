@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.search import search_text, tag_image
+from app.search import how_read, search_text, tag_image
 from common.captions import image_file
 from embedding import EncoderUnavailable, load_encoder
 from embedding.words import (
@@ -251,3 +251,5 @@ def test_words_of_languages_never_trained_borrow_the_bundled_models_words(flickr
     read = read_labels(encoder, labels)
     assert read.read_as == ["dog", "pes", "chien", None, None]
     assert read.learned.tolist() == [True, True, True, False, False]
+    assert how_read(encoder, [" dogs", "perro", "", "gato "]) == (  # the tag panel's line under the tags
+        "Learned words: dogs · read as the learned word nearest: perro → pes · read by the text tower: gato")

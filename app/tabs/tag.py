@@ -4,7 +4,7 @@ LocCa decoder. Both are API endpoints too (/tag, /caption)."""
 import gradio as gr
 
 from app.page import Page, image_upload
-from app.search import tag_image
+from app.search import how_read, tag_image
 from embedding.locca import caption_images
 
 TITLE = "Tags"
@@ -13,6 +13,9 @@ TITLE = "Tags"
 def build(page: Page, ui: gr.Blocks) -> None:
     def tag(image: str | None, labels: str) -> dict[str, float]:
         return page.checked(lambda: tag_image(page.encoder, page.upload(image), labels.split(",")))
+
+    def reading(labels: str) -> str:
+        return page.checked(lambda: how_read(page.encoder, labels.split(",")))
 
     def caption(image: str | None, language: str) -> str:
         return page.checked(lambda: caption_images(page.encoder, page.decoder, [page.upload(image)], language)[0])
@@ -24,7 +27,9 @@ def build(page: Page, ui: gr.Blocks) -> None:
                                 value="dog, cat, beach, snow, people, Fahrrad, 汽车")
             button = gr.Button("Tag", variant="primary", elem_id="tag-button")
             tags = gr.Label(label="Independent probability per label", num_top_classes=20, elem_id="tags")
-    button.click(tag, [upload, labels], tags, api_name="tag")
+            read = gr.Markdown(elem_id="tags-read")
+    button.click(tag, [upload, labels], tags, api_name="tag").success(reading, [labels], read,
+                                                                      api_visibility="private")
     if page.decoder is not None:
         languages = page.decoder.config.languages
         with gr.Row():
