@@ -167,11 +167,10 @@ def how_read(encoder: TextReader, labels: list[str]) -> str:
     the learned words nearest it, or the text tower's reading, which is less sure of lone words."""
     labels = [label.strip() for label in labels if label.strip()]
     read = read_labels(encoder, labels)
-    own = [label for label, word in zip(labels, read.read_as, strict=True)
-           if word is not None and encoder.words.find(label) is not None]
-    borrowed = [f"{label} → {word}" for label, word in zip(labels, read.read_as, strict=True)
-                if word is not None and label not in own]
-    text = [label for label, word in zip(labels, read.read_as, strict=True) if word is None]
+    rows = list(zip(labels, read.read_as, read.borrowed, strict=True))
+    own = [label for label, word, borrowed in rows if word is not None and not borrowed]
+    borrowed = [f"{label} → {word}" for label, word, lent in rows if lent]
+    text = [label for label, word, _ in rows if word is None]
     parts = [(own, "learned words"), (borrowed, "read as the learned word nearest"), (text, "read by the text tower")]
     line = " · ".join(f"{name}: {', '.join(group)}" for group, name in parts if group)
     return line[:1].upper() + line[1:]

@@ -101,6 +101,7 @@ class Labels:
     scale: np.ndarray    # [n]: t per label
     bias: np.ndarray     # [n]: b per label
     learned: np.ndarray  # [n] bool: read from the model's learned words (its own, or borrowed)
+    borrowed: np.ndarray  # [n] bool: of those, read through the learned words nearest it (not a word of its own)
     read_as: list[str | None]  # the learned word each label was read as (a borrowed one: the nearest); None: text
 
     def probability(self, similarities: np.ndarray) -> np.ndarray:
@@ -152,7 +153,7 @@ def read_labels(encoder: TextReader, labels: Sequence[str]) -> Labels:
         borrowed[which] = True
         for i, word in zip(which, nearest[take], strict=True):
             read_as[i] = words.words[word]
-    return Labels(vectors, scale, bias, own | borrowed, read_as)
+    return Labels(vectors, scale, bias, own | borrowed, borrowed, read_as)
 
 
 def is_short(label: str) -> bool:

@@ -149,6 +149,7 @@ def test_a_short_unlearned_label_borrows_the_learned_words_nearest_it():
              "katze": [0.5, -0.5, np.sqrt(0.5)], "a perro in the park": [1, 0.01, 0]}
     labels = read_labels(Reader(words, texts), ["perro", "katze", "a perro in the park", "HUND"])
     assert labels.learned.tolist() == [True, False, False, True]
+    assert labels.borrowed.tolist() == [True, False, False, False]
     assert labels.read_as == ["hund", None, None, "hund"]
     # by hand, from the learned words' text vectors as kept (float16): 0.95 to hund, 0.947 to snow
     kept = {word: np.float16(np.array(texts[word]) / np.linalg.norm(texts[word])).astype(np.float32)
