@@ -35,12 +35,13 @@ def test_a_word_holds_where_two_captions_say_it_or_the_only_one_does():
     assert "sníh" in photo_words(["Dva hnědí psi si hrají ve sněhu"], "cs")
 
 
-def test_caption_words_are_dictionary_forms_and_chinese_runs():
+def test_caption_words_are_dictionary_forms_and_chinese_dictionary_words():
     forms: dict = {}
     assert {"dog", "child", "run"} <= caption_words("Dogs and children running .", "en", forms)
     assert forms["dog"] == {"dogs": 1}
     assert {"hund", "schnee"} <= caption_words("Zwei Hunde im Schnee.", "de")
-    assert {"狗", "两只", "雪地", "两只狗"} <= caption_words("两只狗在雪地里。", "zh")
+    chinese = caption_words("两只狗在雪地里跑。", "zh")
+    assert {"狗", "两只", "雪地", "地里"} <= chinese and not {"狗在", "在雪", "里跑", "只狗在"} & chinese
     assert word_key("  Hund! ") == "hund" and word_key("ＤＯＧ") == "dog"
 
 
@@ -235,6 +236,7 @@ def test_the_bundled_model_carries_words_in_every_caption_language_within_its_bu
     assert encoder.words is not None
     for label in ("dog", "dogs", "Hund", "chien", "pes", "psi", "狗", "snow", "Schnee"):
         assert encoder.words.find(label) is not None, label
+    assert not {"车在", "多人在", "行车的", "上的"} & set(encoder.words.words)  # Chinese: words, not runs across them
     folder = REPO / "models" / "bundled"
     assert sum(f.stat().st_size for f in folder.glob("*.safetensors")) <= 25_000_000  # the bundled model's budget
 

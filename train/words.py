@@ -4,7 +4,9 @@ Words are mined from the training captions of every language, as dictionary form
 -> dog, Hund, pes: Czech inflects too much for written forms to meet); the forms seen become aliases. A
 word holds for a photo when at least two of its captions in that language contain it (one where the photo
 has only one or two captions in that language: the Multi30k fr and cs lines); Chinese has no spaces, so
-its words are the 1-3 character runs of each caption. A word is a candidate when it holds for at least
+its words are the 1-3 character runs of each caption that are words of jieba's dictionary (狗 in 小狗, but
+not fragments across words such as 车在 or 多人在, which the learned words would otherwise be full of and
+one-word labels would borrow). A word is a candidate when it holds for at least
 `--min-photos` training photos and at most `MAX_SHARE` of them. A word also holds where its counterpart in
 another language does (`pool_languages`).
 
@@ -20,11 +22,13 @@ The result is `embedding.words.Words`: the regression's weights as a unit direct
 """
 
 import functools
+import logging
 import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
+import jieba
 import numpy as np
 import simplemma
 import torch
@@ -54,10 +58,12 @@ class Mined:
 
 def caption_words(caption: str, language: str, forms: dict[str, dict[str, int]] | None = None) -> set[str]:
     """The words of one caption, each as its dictionary form spelt as `word_key` spells it ("dogs",
-    "psa" -> "dog", "pes"; Chinese: every 1-3 character run). `forms` collects {word: {form seen: count}}."""
+    "psa" -> "dog", "pes"; Chinese: every 1-3 character run that is a dictionary word). `forms` collects
+    {word: {form seen: count}}."""
     text = unicodedata.normalize("NFKC", caption).casefold()
     if language == "zh":
-        return {run[i:i + n] for run in _CJK.findall(text) for n in (1, 2, 3) for i in range(len(run) - n + 1)}
+        runs = {run[i:i + n] for run in _CJK.findall(text) for n in (1, 2, 3) for i in range(len(run) - n + 1)}
+        return {run for run in runs if _chinese_word(run)}
     words = set()
     for form in _WORD.findall(text):
         word = _lemma(form, language)
@@ -72,6 +78,15 @@ def caption_words(caption: str, language: str, forms: dict[str, dict[str, int]] 
 def _lemma(form: str, language: str) -> str:
     # simplemma: dictionary lemmas for some 50 languages; a language it lacks keeps the form as written.
     return word_key(simplemma.lemmatize(form, lang=language) if language in _LEMMA_LANGUAGES else form)
+
+
+@functools.cache
+def _chinese_word(run: str) -> bool:
+    # jieba's dictionary (350,000 words with their frequencies); its prefixes are stored at frequency 0.
+    if not jieba.dt.initialized:
+        jieba.setLogLevel(logging.WARNING)  # it announces building its prefix dictionary on stderr
+        jieba.initialize()
+    return bool(jieba.get_FREQ(run))
 
 
 def photo_words(captions: list[str], language: str, forms: dict | None = None) -> set[str]:
