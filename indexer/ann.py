@@ -11,6 +11,9 @@ A build writes generation G: `ann-G.trained` (the empty trained index: coarse ce
 (with the store generation and the first id the lists do not hold) after the files are whole, and deletes
 other generations' files on open, so a kill at any instant leaves either the old index or the new one.
 
+With GPUs (FAISS sees them at run time), k-means, the assignment of added vectors and unfiltered searches
+run there; the lists on disk stay the record, and the CPU path is the same code without the copies.
+
 Growth: photos added since a build are searched exactly until the indexing run ends with `extend`, which
 merges the old lists and the new vectors into generation G+1 without training. It trains again only when
 the plan changes (the list count doubles each time the library grows fourfold) or when the new vectors
@@ -38,6 +41,7 @@ REFINE = 20               # codes re-ranked exactly per result asked for
 SAMPLE_PER_LIST = 64      # training vectors per list (k-means asks for 39 at least)
 BLOCK = 1_000_000         # vectors added in RAM before their lists are written out
 DRIFT = 1.25
+GPU_MAX_K = 2048          # the most results FAISS's GPU k-selection returns
 
 
 def ann_spec(count: int, dim: int, kind: str = "auto", threshold: int = AUTO_THRESHOLD) -> str | None:
@@ -71,22 +75,31 @@ class AnnState:
 
 
 class Ann:
-    """An IVF-PQ index on disk whose answers are re-ranked with the store's vectors."""
+    """An IVF-PQ index on disk whose answers are re-ranked with the store's vectors; with GPUs, a copy of its
+    lists in their memory answers the queries that skip nothing."""
 
     def __init__(self, folder: Path, state: AnnState):
         self.folder, self.state = Path(folder), state
         with _stdout_to_stderr():  # the lists file is found next to the index, wherever the library moved
             self.index = faiss.read_index(str(self.path(".faiss")), faiss.IO_FLAG_ONDISK_SAME_DIR)
         self.nprobe = int(state.spec.rpartition("nprobe=")[2])
+        self.on_gpus = _on_gpus(self.index, float16_tables=True) if faiss.get_num_gpus() else None
+        if self.on_gpus is not None:
+            faiss.GpuParameterSpace().set_index_parameter(self.on_gpus, "nprobe", self.nprobe)
 
     def path(self, suffix: str, generation: int | None = None) -> Path:
         return _file(self.folder, self.state.generation if generation is None else generation, suffix)
 
     def search(self, query: np.ndarray, k: int, store: VectorStore,
                selector: faiss.IDSelector | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, ids) of the k best of the REFINE x k nearest codes, scored with their exact vectors."""
-        params = faiss.SearchParametersIVF(nprobe=self.nprobe, sel=selector)
-        _, found = self.index.search(query.reshape(1, -1), k * REFINE, params=params)
+        """(scores, ids) of the k best of the REFINE x k nearest codes, scored with their exact vectors. The
+        GPUs' copy answers when nothing is skipped (GPU indexes take no selector: filters and deleted photos
+        stay with the lists on disk) and REFINE x k is within their k-selection."""
+        if self.on_gpus is not None and selector is None and k * REFINE <= GPU_MAX_K:
+            _, found = self.on_gpus.search(query.reshape(1, -1), k * REFINE)
+        else:
+            params = faiss.SearchParametersIVF(nprobe=self.nprobe, sel=selector)
+            _, found = self.index.search(query.reshape(1, -1), k * REFINE, params=params)
         ids = found[0][found[0] >= 0]
         scores = store.get(ids) @ query.reshape(-1)
         best = np.argsort(-scores, kind="stable")[:k]
@@ -199,9 +212,13 @@ def _train(index: faiss.Index, sample: np.ndarray) -> None:
     ivf.clustering_index = None
 
 
-def _on_gpus(index: faiss.Index) -> faiss.Index:
+def _on_gpus(index: faiss.Index, float16_tables: bool = False) -> faiss.Index:
+    """A copy of `index` sharded over all GPUs. `float16_tables` for IVF-PQ: its lookup tables in float16, since
+    64 sub-quantizers' float32 tables outgrow a GPU block's shared memory (for a flat index the same option
+    would store its vectors in float16)."""
     options = faiss.GpuMultipleClonerOptions()
     options.shard = True
+    options.useFloat16 = float16_tables
     return faiss.index_cpu_to_all_gpus(index, options)
 
 

@@ -100,6 +100,42 @@ def test_the_gpu_path_trains_and_assigns_as_the_cpu_path_does(monkeypatch):
     np.testing.assert_array_equal(gpu_lists, cpu_lists)
 
 
+def test_with_gpus_queries_that_skip_nothing_search_a_copy_of_the_lists(tmp_path, monkeypatch):
+    """With GPUs, the lists are copied into their memory at open and unfiltered queries search the copy, probing
+    as the lists on disk are probed. A copy in RAM stands in for the GPUs: the answers must be the CPU path's,
+    without touching the lists on disk; filters and deleted photos (GPU indexes take no selector) stay there."""
+    vectors, queries = clustered(3000), clustered(20, seed=1)
+    folder = tmp_path / "library"
+    library = Library(folder)
+    library.bind_model("m", "f", 32)
+    library.add(photos(range(3000)), vectors)
+    library.set_ann("auto", threshold=1000)
+    library.refresh_ann()
+    expected = [library.nearest(q, 10)[1] for q in queries]
+    library.close()
+
+    def in_ram(index: faiss.Index, float16_tables: bool = False) -> faiss.Index:
+        copy = faiss.read_index(str(next(folder.glob("ann-*.trained"))))  # trained, no vectors, 1 probe
+        source, target = faiss.extract_index_ivf(index).invlists, faiss.extract_index_ivf(copy)
+        for lst in range(target.nlist):
+            if source.list_size(lst):
+                target.invlists.add_entries(lst, source.list_size(lst), source.get_ids(lst), source.get_codes(lst))
+        copy.ntotal = target.ntotal = index.ntotal
+        return copy
+
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 1)
+    monkeypatch.setattr(ann, "_on_gpus", in_ram)
+    library = Library(folder)
+    on_disk = library.ann.index.search
+    monkeypatch.setattr(library.ann.index, "search", lambda *a, **kw: pytest.fail("the lists on disk were searched"))
+    for query, ids in zip(queries, expected, strict=True):
+        np.testing.assert_array_equal(library.nearest(query, 10)[1], ids)
+    monkeypatch.setattr(library.ann.index, "search", on_disk)
+    library.remove([f"/photos/{i}.jpg" for i in expected[0][:5] - 1])
+    assert not set(expected[0][:5]) & set(library.nearest(queries[0], 10)[1].tolist())
+    library.close()
+
+
 @pytest.mark.slow  # trains IVF-PQ several times over generated vectors
 def test_a_large_library_searches_ivfpq_on_disk_and_keeps_it_current(tmp_path, monkeypatch):
     vectors, queries = clustered(4000), clustered(50, seed=1)
