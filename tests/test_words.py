@@ -40,8 +40,9 @@ def test_caption_words_are_dictionary_forms_and_chinese_dictionary_words():
     assert {"dog", "child", "run"} <= caption_words("Dogs and children running .", "en", forms)
     assert forms["dog"] == {"dogs": 1}
     assert {"hund", "schnee"} <= caption_words("Zwei Hunde im Schnee.", "de")
-    chinese = caption_words("两只狗在雪地里跑。", "zh")
-    assert {"狗", "两只", "雪地", "地里"} <= chinese and not {"狗在", "在雪", "里跑", "只狗在"} & chinese
+    chinese = caption_words("两只小狗在雪地里跑。", "zh")  # two puppies run in the snow
+    assert {"狗", "小狗", "两只", "雪地", "跑"} <= chinese  # words, and words inside words (狗 in 小狗)
+    assert not {"狗在", "在雪", "只狗", "地里"} & chinese  # not runs across words (地里 in 雪地|里)
     assert word_key("  Hund! ") == "hund" and word_key("ＤＯＧ") == "dog"
 
 

@@ -4,11 +4,11 @@ Words are mined from the training captions of every language, as dictionary form
 -> dog, Hund, pes: Czech inflects too much for written forms to meet); the forms seen become aliases. A
 word holds for a photo when at least two of its captions in that language contain it (one where the photo
 has only one or two captions in that language: the Multi30k fr and cs lines); Chinese has no spaces, so
-its words are the 1-3 character runs of each caption that are words of jieba's dictionary (狗 in 小狗, but
-not fragments across words such as 车在 or 多人在, which the learned words would otherwise be full of and
-one-word labels would borrow). A word is a candidate when it holds for at least
-`--min-photos` training photos and at most `MAX_SHARE` of them. A word also holds where its counterpart in
-another language does (`pool_languages`).
+a caption is cut into words by jieba, and its words are the 1-3 character runs inside each of those that are
+themselves words of jieba's dictionary (狗 in 小狗; not runs across words such as 车在 or 地里 in 雪地|里, which
+the learned words would otherwise be full of, and one-word labels would borrow). A word is a candidate when
+it holds for at least `--min-photos` training photos and at most `MAX_SHARE` of them. A word also holds where
+its counterpart in another language does (`pool_languages`).
 
 Each candidate gets one logistic regression on the frozen image embeddings of the training photos (photos
 without captions in the word's language are left out of its fit, not counted as negatives), all fitted
@@ -58,12 +58,13 @@ class Mined:
 
 def caption_words(caption: str, language: str, forms: dict[str, dict[str, int]] | None = None) -> set[str]:
     """The words of one caption, each as its dictionary form spelt as `word_key` spells it ("dogs",
-    "psa" -> "dog", "pes"; Chinese: every 1-3 character run that is a dictionary word). `forms` collects
+    "psa" -> "dog", "pes"; Chinese: the dictionary words inside each word jieba cuts out). `forms` collects
     {word: {form seen: count}}."""
     text = unicodedata.normalize("NFKC", caption).casefold()
     if language == "zh":
-        runs = {run[i:i + n] for run in _CJK.findall(text) for n in (1, 2, 3) for i in range(len(run) - n + 1)}
-        return {run for run in runs if _chinese_word(run)}
+        cut = [word for word in _jieba().cut(text, HMM=False) if _CJK.fullmatch(word)]
+        runs = {word[i:i + n] for word in cut for n in (1, 2, 3) for i in range(len(word) - n + 1)}
+        return {run for run in runs if _jieba().get_FREQ(run)}  # its prefixes are stored at frequency 0
     words = set()
     for form in _WORD.findall(text):
         word = _lemma(form, language)
@@ -81,12 +82,11 @@ def _lemma(form: str, language: str) -> str:
 
 
 @functools.cache
-def _chinese_word(run: str) -> bool:
-    # jieba's dictionary (350,000 words with their frequencies); its prefixes are stored at frequency 0.
-    if not jieba.dt.initialized:
-        jieba.setLogLevel(logging.WARNING)  # it announces building its prefix dictionary on stderr
-        jieba.initialize()
-    return bool(jieba.get_FREQ(run))
+def _jieba():
+    # jieba: a dictionary of 350,000 Chinese words with their frequencies, and a segmenter over it.
+    jieba.setLogLevel(logging.WARNING)  # it announces building its prefix dictionary on stderr
+    jieba.initialize()
+    return jieba
 
 
 def photo_words(captions: list[str], language: str, forms: dict | None = None) -> set[str]:
