@@ -23,6 +23,7 @@ Chinese words the captions seldom use are then read through a dictionary (`dicti
 captions say 一群人, 台阶 and 草地 where a user types 人群 (crowd), 楼梯 (stairs) and 田野 (field), too few photos
 hold those to learn them, and the text tower reads lone Chinese words too poorly to find the learned word
 they mean (人群's nearest is 很多, "many"). CC-CEDICT, a Chinese-English dictionary, names it.
+
 The result is `embedding.words.Words`: the regression's weights as a unit direction with its own t and b.
 """
 
