@@ -72,9 +72,10 @@ def caption_words(caption: str, language: str, forms: dict[str, dict[str, int]] 
     {word: {form seen: count}}."""
     text = unicodedata.normalize("NFKC", caption).casefold()
     if language == "zh":
-        cut = [word for word in _jieba().cut(text, HMM=False) if _CJK.fullmatch(word)]
+        segmenter = _jieba()
+        cut = [word for word in segmenter.cut(text, HMM=False) if _CJK.fullmatch(word)]
         runs = {word[i:i + n] for word in cut for n in (1, 2, 3) for i in range(len(word) - n + 1)}
-        return {run for run in runs if _jieba().get_FREQ(run)}  # its prefixes are stored at frequency 0
+        return {run for run in runs if segmenter.get_FREQ(run)}  # its prefixes are stored at frequency 0
     words = set()
     for form in _WORD.findall(text):
         word = _lemma(form, language)
