@@ -5,14 +5,17 @@ Three image sets, each with words whose answer is known:
   least `MIN_MENTIONS` of its English captions name it (one caption alone is often a detail or a mistake);
 - a folder per class (CIFAR-10): each image holds its class; class names per language from
   `data/cifar10_classnames.json`, which also names them in languages no model here was trained on;
-- the demo library: each everyday subject (`data/demo_subjects.json`) should come first for its own name.
+- a labelled source as `python -m train data` writes it (`source_labels`): each photo holds its labels, named
+  in the five caption languages; scored by a model trained without that source, it measures what transfers;
+- the demo library: each one-word or short query of `data/demo_subjects.json` (en, de, zh) should put its
+  subject first.
 
 Labels become vectors and probabilities through `embedding.words.read_labels`, the product's own path (a
 word the model learned, the learned words nearest a one-word label it did not learn, or the text tower with
 the model's σ(t·cos + b)). Per language: one-word search mAP
 (each label a query over all images), tag precision / recall / F1 at the product's threshold, the median
-probability of the images that hold the concept, and the expected calibration error with its reliability
-table.
+probability of the images that hold the concept, the share of images given a label they do not hold, and
+the expected calibration error with its reliability table.
 """
 
 import json
@@ -69,8 +72,10 @@ def score_words(encoder: Encoder, image_emb: np.ndarray, truth: np.ndarray, labe
     read = read_labels(encoder, labels)
     probabilities = read.probability(image_emb @ read.vectors.T)
     aps = [average_precision(probabilities[:, j], truth[:, j]) for j in range(len(labels)) if truth[:, j].any()]
-    return {"map": 100 * float(np.mean(aps)), **tag_f1(probabilities >= threshold, truth),
+    predicted = probabilities >= threshold
+    return {"map": 100 * float(np.mean(aps)), **tag_f1(predicted, truth),
             "median_probability_true": float(np.median(probabilities[truth])),
+            "false_photos": 100 * float((predicted & ~truth).any(axis=1).mean()),
             "top1": _top1(probabilities, truth), **calibration(probabilities, truth)}
 
 
@@ -109,22 +114,41 @@ def class_folders(images_dir: Path) -> tuple[list[Path], np.ndarray, dict[str, l
     return paths, np.array(truth), {lang: [names[c] for c in classes] for lang, names in table.items()}
 
 
+def source_labels(folder: Path) -> tuple[list[Path], np.ndarray, dict[str, list[str]]]:
+    """(image paths, truth, {language: label names}) of a labelled source as `python -m train data` writes it
+    (its train and val photos: a model trained without the source has seen neither). A label is named by its
+    first, most specific name; labels named alike in every language are one (Caltech's faces and faces_easy)."""
+    table = json.loads((Path(folder) / "labels.json").read_text(encoding="utf-8"))
+    names = {label: {lang: ns[0] for lang, ns in by_lang.items()} for label, by_lang in table.items()}
+    key = {label: json.dumps(n, sort_keys=True, ensure_ascii=False) for label, n in names.items()}
+    columns = list(dict.fromkeys(key.values()))
+    paths, rows = [], []
+    for split in ("train", "val"):
+        for line in (Path(folder) / f"captions_{split}.jsonl").read_text(encoding="utf-8").splitlines():
+            record = json.loads(line)
+            paths.append(image_file(Path(folder) / "images", record["image/key"]))
+            held = {key[label] for label in record["labels"]}
+            rows.append([column in held for column in columns])
+    languages = json.loads(columns[0])
+    return paths, np.array(rows, dtype=bool), {lang: [json.loads(c)[lang] for c in columns] for lang in languages}
+
+
 def demo_subjects(encoder: Encoder, demo_dir: Path, cache: bool = True) -> dict:
-    """Per language: each demo subject's rank (1 = first) among the demo photos for its own name (the best of
-    its photos, where it has several)."""
-    subjects = json.loads((DATA / "demo_subjects.json").read_text(encoding="utf-8"))["subjects"]
+    """Per language: each demo query's rank (1 = first) of its subject among the demo photos (the best of the
+    subject's photos, where it has several), and how many queries put their subject first."""
+    queries = json.loads((DATA / "demo_subjects.json").read_text(encoding="utf-8"))["queries"]
     paths, _ = find_images(Path(demo_dir))
     names = [p.name for p in paths]
     image_emb = cached_embeddings(encoder, "images", image_keys(paths), lambda: encoder.embed_images(paths), cache)
     result = {}
-    for lang in ("en", "de"):
-        labels = [subject[lang] for subject in subjects]
-        read = read_labels(encoder, labels)
+    for lang in dict.fromkeys(q["language"] for q in queries):
+        chosen = [q for q in queries if q["language"] == lang]
+        read = read_labels(encoder, [q["query"] for q in chosen])
         scores = read.probability(image_emb @ read.vectors.T)
         ranks = {}
-        for j, subject in enumerate(subjects):
-            best = max(scores[names.index(file), j] for file in subject["files"])
-            ranks[labels[j]] = 1 + int((scores[:, j] > best).sum())
+        for j, query in enumerate(chosen):
+            best = max(scores[names.index(file), j] for file in query["files"])
+            ranks[query["query"]] = 1 + int((scores[:, j] > best).sum())
         result[lang] = {"ranks": ranks, "first": sum(rank == 1 for rank in ranks.values()), "subjects": len(ranks)}
     return result
 
@@ -146,10 +170,12 @@ def tags_markdown(result: dict) -> str:
     """The per-language table of `evaluate_tags`."""
     lines = [f"{result['images']} images, {result['labels']} labels, {result['positives']} true pairs, "
              f"threshold {result['threshold']}", "",
-             "| language | one-word mAP | tag P | tag R | tag F1 | F1 per label | median p (true) | ECE | top-1 |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| language | one-word mAP | tag P | tag R | tag F1 | F1 per label | median p (true) | "
+             "photos with a false label >= threshold (%) | ECE | top-1 |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for lang, r in result["languages"].items():
         top1 = "–" if r["top1"] is None else f"{r['top1']:.2f}"
         lines.append(f"| {lang} | {r['map']:.2f} | {r['precision']:.2f} | {r['recall']:.2f} | {r['f1']:.2f} | "
-                     f"{r['f1_per_label']:.2f} | {r['median_probability_true']:.3f} | {r['ece']:.2f} | {top1} |")
+                     f"{r['f1_per_label']:.2f} | {r['median_probability_true']:.3f} | {r['false_photos']:.2f} | "
+                     f"{r['ece']:.2f} | {top1} |")
     return "\n".join(lines) + "\n"

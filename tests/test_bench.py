@@ -10,16 +10,19 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO, run_module
+from train.labelled import Item, write_source
 from train.scenes import generate
 
 TINY = {  # script -> its arguments at a tiny size ({data}: a 40-photo Flickr8k layout, {scenes}: 24 scenes,
-    #        {library}: a library folder)
+    #        {library}: a library folder, {sources}: two labelled sources of 20 photos as `train data` writes them)
     "borrowed_words": ["--data", "{data}"],
     "app_latency": ["--images", "{data}/images", "--size", "300", "--clients", "2", "--seconds", "10",
                     "--repeats", "5"],
     "decode_memory": ["--count", "1", "--megapixels", "1"],
     "embed": ["--images", "{data}/images", "--count", "8", "--batch-size", "4"],
     "image_trunk": ["--batch-size", "2", "--batches", "1"],
+    "leave_one_out": ["--data", "{data}", "--source", "{sources}/a", "--source", "{sources}/b", "--min-photos", "3",
+                      "--steps", "5", "--min-lift", "0", "--json", "{scratch}/leave_one_out.json"],
     "losses": ["--batches", "64", "--dim", "32", "--chunk", "16"],
     "ring": ["--worlds", "2", "--per-rank", "32", "--dim", "16"],
     "scale": ["--vectors", "3000", "--queries", "20", "--images", "{data}/images", "--photos", "40", "--ann", "ivfpq",
@@ -43,7 +46,13 @@ def tiny_data(flickr, tmp_path_factory) -> dict[str, Path]:
     (data / "images").symlink_to(flickr / "images")
     scenes = generate(tmp_path_factory.mktemp("scenes"), {"train": 16, "val": 4, "test": 4}, seed=0)
     library = tmp_path_factory.mktemp("library")  # an empty library: the app fills it with the demo photos
-    return {"data": data, "scenes": scenes, "library": library, "scratch": tmp_path_factory.mktemp("scratch")}
+    sources = tmp_path_factory.mktemp("sources")
+    photos = sorted((flickr / "images").glob("*.jpg"))[-40:]
+    for name, part in (("a", photos[:20]), ("b", photos[20:])):
+        write_source([Item(p, ["cats" if i % 2 else "dogs"]) for i, p in enumerate(part)], sources / name, name,
+                     set(), val_share=0.3)
+    return {"data": data, "scenes": scenes, "library": library, "sources": sources,
+            "scratch": tmp_path_factory.mktemp("scratch")}
 
 
 HELPERS = {"scale_autofaiss"}  # run by bench.scale in autofaiss's own environment; its query side is tested below
@@ -77,3 +86,8 @@ def test_bench_script_runs_at_a_tiny_size(script, tiny_data):
     args = [arg.format(**tiny_data) for arg in TINY[script]]
     done = run_module(f"bench.{script}", *args, timeout=600)
     assert done.stdout.strip(), done.stderr[-2000:]  # (run_module has checked the exit status)
+    if script == "leave_one_out":  # each source is scored by words fitted on everything but it
+        result = json.loads((tiny_data["scratch"] / "leave_one_out.json").read_text())
+        assert {name: sorted(r["fitted_on"]) for name, r in result.items()} == {"a": ["b", "flickr-tiny0"],
+                                                                                 "b": ["a", "flickr-tiny0"]}
+        assert {name: r["without_it"]["images"] for name, r in result.items()} == {"a": 20, "b": 20}

@@ -4,10 +4,12 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from common.retrieval import average_precision
-from eval.tags import calibration, caption_concepts, tag_f1
+from eval.tags import DATA, calibration, caption_concepts, demo_subjects, score_words, source_labels, tag_f1
 from tests.conftest import run_module
+from train.labelled import Item, write_source
 
 
 def test_average_precision_by_hand():
@@ -72,3 +74,60 @@ def test_cli_tags_on_flickr8k_and_cifar_classes(flickr, checkpoint, small_captio
                       "en,pl", "--json", str(out))
     result = json.loads(out.read_text())
     assert result["images"] == 30 and 0 <= result["languages"]["pl"]["top1"] <= 100
+
+
+class _Stub:
+    """A model whose text and image vectors are set by hand: a text is the unit vector `texts[text]`; an image
+    `images[file name]`. No learned words, t = 10, b = -5."""
+    dim, temperature, bias, words, name, fingerprint = 8, 10.0, -5.0, None, "stub", "stub"
+
+    def __init__(self, texts: dict, images: dict):
+        self.texts, self.images = texts, images
+
+    def embed_texts(self, texts):
+        return np.array([self.texts[t] for t in texts], dtype=np.float32)
+
+    def embed_images(self, paths):
+        return np.array([self.images[p.name] for p in paths], dtype=np.float32)
+
+    def probability(self, similarities):
+        return 1 / (1 + np.exp(-(10 * np.asarray(similarities) - 5)))
+
+
+def test_false_labels_are_counted_per_photo():
+    eye = np.eye(8, dtype=np.float32)
+    # photo 0 holds a (and reads as a), photo 1 holds b but reads as a and b alike, photo 2 holds b alone
+    stub = _Stub({"a": eye[0], "b": eye[1]}, {})
+    images = np.array([eye[0], (eye[0] + eye[1]) / np.sqrt(2), eye[1]])
+    truth = np.array([[1, 0], [0, 1], [0, 1]], dtype=bool)
+    figures = score_words(stub, images, truth, ["a", "b"])
+    assert figures["false_photos"] == pytest.approx(100 / 3)  # photo 1 is also given "a" (p = 0.89)
+    assert figures["top1"] is not None and figures["map"] == pytest.approx(100.0)
+
+
+def test_the_demo_check_counts_the_queries_that_put_their_subject_first(tmp_path):
+    queries = json.loads((DATA / "demo_subjects.json").read_text(encoding="utf-8"))["queries"]
+    assert len(queries) == 23 and {q["language"] for q in queries} == {"en", "de", "zh"}
+    files = sorted({file for q in queries for file in q["files"]} | {"gravel.png"})
+    rng = np.random.default_rng(0)
+    images = {file: v / np.linalg.norm(v) for file, v in zip(files, rng.normal(size=(len(files), 8)), strict=True)}
+    texts = {q["query"]: images[q["files"][-1]] for q in queries}  # each query reads as its (last) photo ...
+    texts["Mond"] = images["gravel.png"]  # ... but "Mond", which reads as the gravel
+    for file in files:
+        (tmp_path / file).write_bytes(b"")  # only the names are read: the stub embeds by name
+    result = demo_subjects(_Stub(texts, images), tmp_path, cache=False)
+    assert {lang: r["first"] for lang, r in result.items()} == {"en": 11, "de": 5, "zh": 6}
+    assert result["de"]["ranks"]["Mond"] > 1 and sum(r["subjects"] for r in result.values()) == 23
+
+
+def test_a_source_is_scored_by_its_labels_and_labels_named_alike_are_one(tmp_path):
+    for i, name in enumerate(("a.png", "b.png", "c.png")):
+        Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(tmp_path / name)
+    items = [Item(tmp_path / "a.png", ["faces"]), Item(tmp_path / "b.png", ["faces_easy"]),
+             Item(tmp_path / "c.png", ["ketch"])]
+    write_source(items, tmp_path / "source", "tiny", set(), val_share=0.0)
+    paths, truth, labels = source_labels(tmp_path / "source")
+    assert len(paths) == 3 and truth.shape == (3, 2) and truth.sum(axis=1).tolist() == [1, 1, 1]
+    assert sorted(labels["en"]) == ["face", "sailboat"] and sorted(labels["zh"]) == ["帆船", "脸"]
+    face = labels["en"].index("face")
+    assert sorted(truth[:, face].tolist()) == [False, True, True]

@@ -8,10 +8,12 @@ from pathlib import Path
 
 from common.cli import add_device_argument, add_model_argument, entry_point, split_languages
 from embedding.bases import BASES
-from train.config import TrainConfig
+from train.config import TrainConfig, add_word_fit_arguments
 from train.losses import KINDS
 from train.presets import SIZES
 from train.recipes import RECIPES, load_recipe
+
+FLICKR8K = Path("../shared/data/flickr8k")
 
 EXAMPLES = """examples:
   SigLiT on a CPU (both pretrained trunks locked, heads on cached features; minutes):
@@ -42,6 +44,11 @@ EXAMPLES = """examples:
     python -m train --recipe scenes --out runs/scenes-all --locca 1 --silc 1 --tips 1 --naflex
   teach a trained model single words (tags, one-word queries) from its captions, on a CPU in minutes:
     python -m train words --model runs/bundled
+  labelled photos of another source (a folder per class, or titled photos) as captions in five languages:
+    python -m train data --tree ~/caltech101/101_ObjectCategories --name caltech101 --out data/caltech101
+  generated photos of printed pages (no public photo set here has documents), then as a source:
+    python -m train pages --out data/pages-tree
+    python -m train data --tree data/pages-tree --name pages --out data/pages
   a multilingual SentencePiece tokenizer on caption files:
     python -m train tokenizer --captions ../shared/data/flickr8k/captions_train.jsonl --vocab 8000 --out tok
 """
@@ -279,6 +286,66 @@ def scenes_main(argv: list[str]) -> int:
     return 0
 
 
+def data_main(argv: list[str]) -> int:
+    """python -m train data: labelled photos from another source as captions in five languages (train/labelled.py)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m train data",
+        description="Turn a labelled folder tree (one folder per class) or a folder of titled photos (file names "
+                    "that are titles) into the caption layout the trainer and `train words` read: "
+                    "OUT/captions_train.jsonl, OUT/captions_val.jsonl (Crossmodal-3600 layout; captions in en, de, "
+                    "fr, zh, cs from train/data/labels.json), OUT/images/<key>.jpg and OUT/source.json. Photos whose "
+                    "bytes are also in an evaluation set are dropped.")
+    kind = parser.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--tree", type=Path, help="a folder with one sub-folder per class")
+    kind.add_argument("--titles", type=Path, help="a folder of photos named by their titles")
+    parser.add_argument("--name", required=True, help="the source's name (recorded in OUT/source.json)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--exclude", type=Path, action="append", default=[],
+                        help="more evaluation photos to drop: a folder, or a captions .jsonl with images/ beside it "
+                             "(repeatable; CIFAR-10 test, Flickr8k val and test in ../shared/data and scikit-image's "
+                             "data files are always checked)")
+    parser.add_argument("--val-share", type=float, default=0.1, help="share of photos for validation (default 0.1)")
+    args = parser.parse_args(argv)
+    from train.labelled import default_exclusions, evaluation_hashes, label_table, title_items, tree_items, write_source
+
+    root = args.tree or args.titles
+    if not root.is_dir():
+        raise ValueError(f"{root} is not a folder")
+    if args.tree:
+        items, unknown = tree_items(root, label_table())
+        if unknown:
+            print(f"passed over {len(unknown)} folders that are no label of train/data/labels.json: "
+                  + ", ".join(unknown))
+    else:
+        items = title_items(root)
+    exclusions = default_exclusions() + args.exclude
+    counts = write_source(items, args.out, args.name, evaluation_hashes(exclusions), args.val_share)
+    print(f"{args.name}: {counts['train']} training and {counts['val']} validation photos of {len(counts['labels'])} "
+          f"labels -> {args.out}; dropped {counts['evaluation_copies']} also in an evaluation set "
+          f"({', '.join(map(str, exclusions))}), {counts['duplicates']} duplicates, {counts['unreadable']} unreadable")
+    return 0
+
+
+def pages_main(argv: list[str]) -> int:
+    """python -m train pages: generated photos of printed pages, a labelled tree for `train data` (train/pages.py)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m train pages",
+        description="Render photos of printed pages (sentences of a caption file in matplotlib's DejaVu fonts, turned, "
+                    "on a table, blurred, grainy) into OUT/printed_page/, a labelled tree for `python -m train data "
+                    "--tree OUT`: no public photo set here holds documents.")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--count", type=int, default=400, help="pages (default %(default)s)")
+    parser.add_argument("--captions", type=Path, default=FLICKR8K / "captions_train.jsonl",
+                        help="the sentences to set, English captions (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    from train.pages import caption_sentences, generate_pages
+
+    paths = generate_pages(caption_sentences(args.captions), args.out, args.count, args.seed)
+    print(f"{len(paths)} pages in {args.out / 'printed_page'}")
+    return 0
+
+
 def words_main(argv: list[str]) -> int:
     """python -m train words: teach a trained model single words from its captions (train/words.py says how)."""
     parser = argparse.ArgumentParser(
@@ -289,16 +356,12 @@ def words_main(argv: list[str]) -> int:
                     "(embedding/words.py). Writes words.safetensors into the model folder (or --out).")
     add_model_argument(parser, "the model to teach (a model folder, or bundled)")
     add_device_argument(parser, "the model (embedding the photos once)")
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/flickr8k"),
-                        help="captions_train.jsonl, captions_val.jsonl and images/ (default: %(default)s)")
+    parser.add_argument("--data", type=Path, action="append",
+                        help="a folder of captions_train.jsonl, captions_val.jsonl and images/ (repeatable: Flickr8k "
+                             "and the sources `python -m train data` writes are fitted together; default: "
+                             f"{FLICKR8K})")
     parser.add_argument("--out", type=Path, help="folder for words.safetensors (default: the model's own)")
-    parser.add_argument("--min-photos", type=int, default=15, help="a candidate holds for this many training photos")
-    parser.add_argument("--min-lift", type=float, default=1.5, help="kept when val AP >= this x its base rate")
-    parser.add_argument("--min-overlap", type=float, default=0.2,
-                        help="a word shares the photos of its counterpart in another language when their photos "
-                             "overlap this much (Jaccard; above 1: never)")
-    parser.add_argument("--steps", type=int, default=400, help="full-batch Adam steps (default: %(default)s)")
-    parser.add_argument("--weight-decay", type=float, default=3e-4, help="L2 on the standardised weights")
+    add_word_fit_arguments(parser)
     args = parser.parse_args(argv)
     from embedding import load_encoder
     from embedding.loading import model_folder, process_device
@@ -306,9 +369,9 @@ def words_main(argv: list[str]) -> int:
     from train.words import learn_words
 
     encoder = load_encoder(args.model, process_device(args.device), words=False)
-    words, summary = learn_words(encoder, args.data, args.min_photos, args.min_lift, args.steps,
+    words, summary = learn_words(encoder, args.data or [FLICKR8K], args.min_photos, args.min_lift, args.steps,
                                  args.weight_decay, args.min_overlap)
-    path = save_words(args.out or model_folder(args.model), words)
+    path = save_words(args.out or model_folder(args.model), words, summary["sources"])
     print(f"{summary['kept']} of {summary['candidates']} words kept (val mAP {summary['val_map_kept']:.1f}; "
           f"dropped {summary['val_map_dropped']:.1f}), {summary['dictionary']} Chinese words read through the "
           f"dictionary -> {path} ({path.stat().st_size / 1e6:.2f} MB)")
@@ -317,7 +380,8 @@ def words_main(argv: list[str]) -> int:
 
 # python -m train SUBCOMMAND ...: the jobs beside training itself (each with its own --help).
 SUBCOMMANDS = {"tokenizer": tokenizer_main, "shards": shards_main, "pack": pack_main, "scenes": scenes_main,
-               "words": words_main}
+               "words": words_main, "data": data_main,
+               "pages": pages_main}
 
 
 def _weights(text: str | dict | None) -> dict[str, float]:

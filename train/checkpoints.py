@@ -123,14 +123,15 @@ def save_decoder(folder: str | Path, decoder: LocCaDecoder) -> None:
         json.dumps(asdict(decoder.config), indent=2), encoding="utf-8"))
 
 
-def save_words(folder: str | Path, words: Words) -> Path:
+def save_words(folder: str | Path, words: Words, sources: list[str] = ()) -> Path:
     """Write learned `words` into a model folder (embedding.words reads them): directions as int8 rows, t and
-    b as float32, bound to the model's fingerprint."""
+    b as float32, bound to the model's fingerprint; `sources` (the photo sets they were fitted on) recorded."""
     path = Path(folder) / WORDS_FILE
     tensors = pack({"vectors": torch.from_numpy(words.vectors)}, "int8")
     tensors |= {"scale": torch.from_numpy(words.scale).float(), "bias": torch.from_numpy(words.bias).float()}
     metadata = {"words": json.dumps(words.words, ensure_ascii=False),
-                "aliases": json.dumps(words.aliases, ensure_ascii=False), "fingerprint": words.fingerprint}
+                "aliases": json.dumps(words.aliases, ensure_ascii=False), "fingerprint": words.fingerprint,
+                "sources": json.dumps(list(sources))}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
     return path
 

@@ -1,6 +1,7 @@
 """A training run's options: one dataclass, written beside the checkpoint (train_config.json), read back on
 resume. The CLI (train/__main__.py) and the recipes (train/recipes) fill it."""
 
+import argparse
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,3 +141,22 @@ class TrainConfig:
             if base is not None and (base not in BASES or BASES[base].kind != kind):
                 known = [name for name, b in BASES.items() if b.kind == kind]
                 raise ValueError(f"unknown {kind} base {base!r}; choose one of {', '.join(known)}")
+
+
+# `python -m train words`: how words are fitted (train/words.py; chosen on Flickr8k val, bench/RESULTS.md).
+WORD_FIT = {"min_photos": 15, "min_lift": 1.5, "steps": 400, "weight_decay": 3e-4, "min_overlap": 0.2}
+
+
+def add_word_fit_arguments(parser: argparse.ArgumentParser) -> None:
+    """The word fit's options (defaults: `WORD_FIT`), for `train words` and the benchmarks that fit words."""
+    parser.add_argument("--min-photos", type=int, default=WORD_FIT["min_photos"],
+                        help="a candidate holds for this many training photos (default: %(default)s)")
+    parser.add_argument("--min-lift", type=float, default=WORD_FIT["min_lift"],
+                        help="kept when val AP >= this x its base rate (default: %(default)s)")
+    parser.add_argument("--min-overlap", type=float, default=WORD_FIT["min_overlap"],
+                        help="a word shares the photos of its counterpart in another language when their photos "
+                             "overlap this much (Jaccard; above 1: never; default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=WORD_FIT["steps"],
+                        help="full-batch Adam steps (default: %(default)s)")
+    parser.add_argument("--weight-decay", type=float, default=WORD_FIT["weight_decay"],
+                        help="L2 on the standardised weights (default: %(default)s)")

@@ -28,6 +28,7 @@ The result is `embedding.words.Words`: the regression's weights as a unit direct
 """
 
 import functools
+import json
 import logging
 import re
 import unicodedata
@@ -220,15 +221,22 @@ def _gloss_word(gloss: str) -> str | None:
     return _lemma(text, "en") if text.isalpha() and text.isascii() else None
 
 
-def learn_words(encoder: Encoder, data: Path, min_photos: int, min_lift: float, steps: int,
+def learn_words(encoder: Encoder, data: list[Path], min_photos: int, min_lift: float, steps: int,
                 weight_decay: float, min_overlap: float) -> tuple[Words, dict]:
-    """Mine, fit and choose the words of the captions in `data` (captions_{train,val}.jsonl + images/)."""
+    """Mine, fit and choose the words of the captions in the `data` folders (each with
+    captions_{train,val}.jsonl + images/: Flickr8k, and sources `python -m train data` wrote), all together."""
     splits = {}
     for split in ("train", "val"):
-        records = read_captions(data / f"captions_{split}.jsonl")
-        paths = [image_file(data / "images", r.key) for r in records]
-        x = cached_embeddings(encoder, "images", image_keys(paths), lambda p=paths: encoder.embed_images(p))
-        splits[split] = (records, x)
+        records, embedded = [], []
+        for folder in data:  # cached folder by folder: a fit on other folders reuses them (bench.leave_one_out)
+            part = read_captions(folder / f"captions_{split}.jsonl")
+            if not part:
+                continue
+            paths = [image_file(folder / "images", r.key) for r in part]
+            records += part
+            embedded.append(cached_embeddings(encoder, "images", image_keys(paths),
+                                              lambda p=paths: encoder.embed_images(p)))
+        splits[split] = (records, np.concatenate(embedded))
     train = mine(splits["train"][0], min_photos)
     val = mine(splits["val"][0], min_photos, list(zip(train.words, train.languages, strict=True)))
     weights, biases = fit(splits["train"][1], pool_languages(train, min_overlap), steps, weight_decay)
@@ -244,7 +252,16 @@ def learn_words(encoder: Encoder, data: Path, min_photos: int, min_lift: float, 
     words = Words([train.words[j] for j in kept], weights[kept] / norms[:, None], norms.astype(np.float32),
                   biases[kept], encoder.fingerprint, aliases | translated)
     summary = {"candidates": len(train.words), "kept": len(kept), "aliases": len(aliases),
+               "sources": [source_name(folder) for folder in data],
                "dictionary": len(translated),
                "val_map_kept": 100 * float(np.nanmean(val_ap[kept])),
                "val_map_dropped": 100 * float(np.nanmean(np.delete(val_ap, kept)))}
     return words, summary
+
+
+def source_name(folder: Path) -> str:
+    """A data folder's name: the one `python -m train data` recorded, else the folder's own."""
+    try:
+        return json.loads((folder / "source.json").read_text(encoding="utf-8"))["source"]
+    except (OSError, ValueError, KeyError):
+        return folder.name

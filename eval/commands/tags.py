@@ -11,16 +11,19 @@ DESCRIPTION = ("Scores labels as the product does (the tag panel's and --tag's p
                "learn, else the text tower with the model's) on one image set: "
                "--captions with --images (the ~40 concepts of "
                "eval/data/concepts.json; an image holds a concept when 2 of its 5 English captions name "
-               "it), --classes (a folder per CIFAR-10 class, names also in es/it/pl), or --demo (each demo "
-               "photo's subject first for its own name, en and de). Per language: one-word search mAP, tag "
-               "precision/recall/F1 at the default threshold, the median probability of true pairs, expected "
-               "calibration error (and top-1 for classes).")
+               "it), --classes (a folder per CIFAR-10 class, names also in es/it/pl/ja/ru), --source (a labelled "
+               "source as `python -m train data` writes it: score it with a model trained without it), or --demo "
+               "(23 searches in en/de/zh, each should put the demo photo of its subject first). Per language: "
+               "one-word search mAP, tag precision/recall/F1 at the default threshold, the median probability of "
+               "true pairs, the share of photos given a label they do not hold, expected calibration error (and "
+               "top-1 for class sets).")
 
 
 def add_args(parser) -> None:
     sets = parser.add_mutually_exclusive_group(required=True)
     sets.add_argument("--captions", type=Path, help="captions.jsonl (with --images)")
     sets.add_argument("--classes", type=Path, help="folder with one sub-folder per CIFAR-10 class")
+    sets.add_argument("--source", type=Path, help="a folder `python -m train data` wrote (labels.json, captions)")
     sets.add_argument("--demo", type=Path, help="a folder of the demo photos (`python -m app` copies them)")
     parser.add_argument("--images", type=Path, help="folder of <image/key>.jpg (with --captions)")
     add_model_args(parser)
@@ -31,20 +34,20 @@ def add_args(parser) -> None:
 
 
 def run(args) -> int:
-    from eval.tags import caption_concepts, class_folders, demo_subjects, evaluate_tags, tags_markdown
+    from eval.tags import caption_concepts, class_folders, demo_subjects, evaluate_tags, source_labels, tags_markdown
 
     encoder = encoder_of(args)
     if args.demo:
         result = demo_subjects(encoder, args.demo, cache=not args.no_cache)
         for lang, found in result.items():
-            print(f"{lang}: {found['first']} of {found['subjects']} subjects first for their own name; ranks "
+            print(f"{lang}: {found['first']} of {found['subjects']} queries put their subject first; ranks "
                   + ", ".join(f"{label} {rank}" for label, rank in found["ranks"].items()))
         text = None
     else:
         if args.captions and not args.images:
             raise ValueError("--captions needs --images")
         paths, truth, labels = (caption_concepts(args.captions, args.images) if args.captions
-                                else class_folders(args.classes))
+                                else source_labels(args.source) if args.source else class_folders(args.classes))
         result = evaluate_tags(encoder, paths, truth, labels, languages_of(args), cache=not args.no_cache)
         text = tags_markdown(result)
         print(text, end="")
