@@ -1,5 +1,6 @@
-"""The photo view under a gallery: the selected photo large; what the library knows of it (date taken,
-camera, place, size, folder, tags with their probabilities); previous and next through the gallery."""
+"""The photo view under a gallery: the selected photo large (the app's own copy of it, `app.thumbnails`);
+what the library knows of it (date taken, camera, place, size, folder, tags with their probabilities);
+previous and next through the gallery."""
 
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -8,6 +9,7 @@ from pathlib import Path
 import gradio as gr
 
 from app.page import Page
+from app.thumbnails import view_copy
 
 
 @dataclass
@@ -29,7 +31,9 @@ def build(page: Page, gallery: gr.Gallery, originals: gr.State, prefix: str = ""
     galleries' may through `PhotoView.opener`; `prefix` sets its elements' ids apart from another view's)."""
     def show(paths: list[str], index: int):  # -> selected path, the photo, its details, its index
         path = paths[index]
-        return path, path, describe(page, path), index
+        known = page.library.details(path)
+        photo = view_copy(page.library.folder, known["id"], path, known["hash"]) if known else None
+        return path, photo, describe(page, path, known), index
 
     def step(paths: list[str], index: int, delta: int):
         if not paths or index < 0:
@@ -52,9 +56,11 @@ def build(page: Page, gallery: gr.Gallery, originals: gr.State, prefix: str = ""
     return view
 
 
-def describe(page: Page, path: str) -> str:
-    """A photo's details as Markdown: name, folder, size; date taken, camera, place; tags."""
-    known = page.library.details(path) or {}
+def describe(page: Page, path: str, known: dict | None) -> str:
+    """A photo's details as Markdown (`known`: the library's `details` of it): name, folder, size; date taken,
+    camera, place; tags."""
+    if known is None:
+        return f"**{Path(path).name}** is no longer in the library"
     file = Path(path)
     lines = [f"**{file.name}** · folder `{file.parent}`"
              + (f" · {known['width']}×{known['height']}" if known.get("width") else "")

@@ -11,7 +11,7 @@ from starlette.middleware import Middleware
 
 from app.guard import LOOPBACK_NAMES, RequestGuard, body_limit
 from app.shell import RUNNING_FILE
-from app.thumbnails import thumbnail_dir
+from app.thumbnails import thumbnail_dir, view_dir
 from app.ui import build_ui
 from app.uploads import UploadLimits
 from embedding import load_encoder
@@ -49,11 +49,13 @@ def serve(args: argparse.Namespace) -> None:
     if library.lost:
         print(f"warning: {len(library.lost)} photos lost their vectors (a missing or damaged index file): the next "
               "indexing run embeds them again")
-    # Served files: the thumbnails (previews of the library's photos, made by the app) and what Gradio itself
-    # copied into its cache (uploads, and the photos the page shows in full). Never the indexed folders
-    # themselves, which may hold anything beside the photos.
-    thumbnail_dir(library.folder).mkdir(exist_ok=True)
-    gr.set_static_paths([str(thumbnail_dir(library.folder))])
+    # Served files: the copies of the library's photos the app makes (gallery previews, the photo view's large
+    # copies) and what Gradio itself copies into its cache (uploads). Never the indexed folders themselves,
+    # which may hold anything beside the photos, and may lie where Gradio serves nothing.
+    copies = [thumbnail_dir(library.folder), view_dir(library.folder)]
+    for folder in copies:
+        folder.mkdir(exist_ok=True)
+    gr.set_static_paths([str(folder) for folder in copies])
     print(f"{len(library)} photos in {library.folder}, model {encoder.name}")
     allow_pixels(args.max_pixels)
     limits = UploadLimits(max_bytes=int(args.max_upload_mb * 2**20), max_pixels=args.max_pixels)

@@ -340,11 +340,11 @@ class Library:
         return [(Hit(i, path, float("nan"), digest), when) for i, path, digest, when in rows]
 
     def details(self, path: str) -> dict | None:
-        """What the library knows of one photo: its header's size, date taken, camera and GPS position, the
-        file's size and time; None if it is not in the library."""
-        row = self.db.execute(f"SELECT width, height, taken_at, camera, gps_lat, gps_lon, size, {_WHEN} "
+        """What the library knows of one photo: its id and content hash, its header's size, date taken, camera
+        and GPS position, the file's size and time; None if it is not in the library."""
+        row = self.db.execute(f"SELECT id, hash, width, height, taken_at, camera, gps_lat, gps_lon, size, {_WHEN} "
                               "FROM images WHERE path = ?", [path]).fetchone()
-        keys = ("width", "height", "taken_at", "camera", "gps_lat", "gps_lon", "bytes", "when")
+        keys = ("id", "hash", "width", "height", "taken_at", "camera", "gps_lat", "gps_lon", "bytes", "when")
         return dict(zip(keys, row, strict=True)) if row else None
 
     def image_tags(self, path: str) -> dict[str, float]:

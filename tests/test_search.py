@@ -1,5 +1,8 @@
 """Queries: the combined-query syntax, negative terms, image queries, "more like this", tagging."""
 
+import hashlib
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -161,8 +164,8 @@ def test_filters_restrict_the_vector_search_itself(tmp_path, checkpoint):
     assert set(library.image_tags(with_gps[0])) == {"Hund"}
 
 
-def test_thumbnails_are_small_cached_and_fall_back_to_the_original(tmp_path):
-    from app.thumbnails import SIDE, thumbnail
+def test_thumbnails_are_small_cached_and_never_the_original(tmp_path):
+    from app.thumbnails import SIDE, UNREADABLE, thumbnail
 
     big = tmp_path / "big.jpg"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (3000, 4000, 3), dtype=np.uint8)).save(big)
@@ -172,7 +175,31 @@ def test_thumbnails_are_small_cached_and_fall_back_to_the_original(tmp_path):
         assert max(preview.size) == SIDE and preview.size[0] > preview.size[1]  # aspect kept
     big.unlink()
     assert thumbnail(tmp_path / "library", 7, str(big)) == made  # cached: the original is not read again
-    assert thumbnail(tmp_path / "library", 8, str(big)) == str(big)  # unreadable: the original path
+    placeholder = str(tmp_path / "library" / "thumbnails" / UNREADABLE)
+    assert thumbnail(tmp_path / "library", 8, str(big)) == placeholder  # unreadable: a placeholder, not its path
+
+
+def test_copies_for_the_page_are_made_only_of_the_bytes_that_were_indexed(tmp_path):
+    """A photo rewritten with other bytes, or replaced by a link to another file, since it was indexed shows as
+    the placeholder: the page never serves what is now at an indexed path (/etc/passwd, another photo)."""
+    from app.thumbnails import UNREADABLE, thumbnail, view_copy
+
+    photo, other = tmp_path / "photo.jpg", tmp_path / "other.jpg"
+    Image.new("RGB", (2000, 1000), "blue").save(photo)
+    Image.new("RGB", (64, 48), "red").save(other)
+    indexed = hashlib.blake2b(photo.read_bytes(), digest_size=16).hexdigest()  # as the indexer hashes it
+    library = tmp_path / "library"
+    large = view_copy(library, 1, str(photo), indexed)
+    with Image.open(large) as copy:
+        assert copy.size == (1600, 800) and Path(large).parent.name == "views"
+    for replacement in ("text", other, Path("/etc/passwd")):
+        photo.unlink()
+        if isinstance(replacement, str):
+            photo.write_text("not a photo any more")
+        else:
+            photo.symlink_to(replacement)
+        assert Path(thumbnail(library, 1, str(photo), indexed)).name == UNREADABLE  # no preview made yet
+        assert view_copy(library, 1, str(photo), indexed) == large  # made from the indexed bytes, then kept
 
 
 def test_a_photo_edited_and_indexed_again_gets_its_own_thumbnail(tmp_path, checkpoint):
