@@ -5,7 +5,8 @@ Without a login, anything that can make this machine's browser send a request ca
 a hostile DNS server points at 127.0.0.1 ("DNS rebinding", after which the page reads the answers too). So:
 - on loopback, the Host header must name this machine (a rebound name does not);
 - a request that can change something (any method but GET, HEAD, OPTIONS) must come from the page's own
-  origin: a browser sends `Origin` with every such request, and scripts (gradio_client, curl) send none;
+  origin, uploads included: a browser sends `Origin` with every such request, and scripts (gradio_client,
+  curl) send none;
 - a body may be no larger than an upload may be (base64 in JSON, as a `data:` URL, included), and it is
   refused from its length before Gradio decodes a byte of it. Gradio checks its own upload route.
 """
@@ -41,12 +42,15 @@ class RequestGuard:
         if self.hosts is not None and _hostname(headers.get("host", "")) not in self.hosts:
             await _refuse(scope, receive, send, 403, "refused: the Host header does not name this machine")
             return
-        if scope["method"] in SAFE_METHODS or scope["path"].endswith(UPLOAD_ROUTE):
+        if scope["method"] in SAFE_METHODS:
             await self.app(scope, receive, send)
             return
         origin = headers.get("origin")
-        if origin is not None and urlsplit(origin).netloc != headers.get("host"):
+        if origin is not None and urlsplit(origin).netloc != headers.get("host"):  # uploads too: no site may fill
             await _refuse(scope, receive, send, 403, "refused: a request from another site (Origin is not this page)")
+            return                                                                 # the temp folder from afar
+        if scope["path"].endswith(UPLOAD_ROUTE):
+            await self.app(scope, receive, send)
             return
         if int(headers.get("content-length") or 0) > self.max_body:
             await _refuse(scope, receive, send, 413, f"refused: larger than the upload limit ({self.max_body:,} bytes)")

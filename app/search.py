@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 _WEIGHTED = re.compile(r"^([+-]?\d+(?:\.\d+)?)\s*:\s*(.+)$")
 MAX_WEIGHT = 100.0
+MAX_TERMS, MAX_QUERY_CHARS = 20, 2000  # each term is a text-tower pass: thousands of them once held every user up
 MAX_RESULTS = 1000  # per query: what a person pages through; FAISS's answer for k = 10**8 takes gigabytes
 
 
@@ -44,9 +45,16 @@ class Term:
 
 
 def parse_query(query: str) -> list[Term]:
-    """`beach, -people, 2:sunset` -> terms: commas separate, a leading `-` negates, `w:` weights."""
+    """`beach, -people, 2:sunset` -> terms: commas separate, a leading `-` negates, `w:` weights; at most
+    `MAX_TERMS` terms and `MAX_QUERY_CHARS` characters."""
+    if len(query) > MAX_QUERY_CHARS:
+        raise ValueError(f"a query has at most {MAX_QUERY_CHARS:,} characters, this one {len(query):,}")
+    parts = [p.strip() for p in query.split(",")]
+    if sum(map(bool, parts)) > MAX_TERMS:
+        raise ValueError(f"a query has at most {MAX_TERMS} terms (commas separate them), this one "
+                         f"{sum(map(bool, parts)):,}")
     terms = []
-    for part in (p.strip() for p in query.split(",")):
+    for part in parts:
         if not part:
             continue
         weight, text = 1.0, part

@@ -175,7 +175,8 @@ def test_login_is_enforced(tiny_run, photo_folder, tmp_path):
 
 def test_the_request_guard_decides_before_the_app_is_called():
     """The middleware alone: bodies sent without a length are counted as they come, and refused past the limit."""
-    def answer(method: str, headers: dict, chunks: list[bytes]) -> tuple[int, bool]:
+    def answer(method: str, headers: dict, chunks: list[bytes], path: str = "/gradio_api/call/search"
+               ) -> tuple[int, bool]:
         reached = []
 
         async def app(scope, receive, send):
@@ -194,7 +195,7 @@ def test_the_request_guard_decides_before_the_app_is_called():
         async def send(message):
             sent.append(message)
 
-        scope = {"type": "http", "method": method, "path": "/gradio_api/call/search", "query_string": b"",
+        scope = {"type": "http", "method": method, "path": path, "query_string": b"",
                  "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()]}
         asyncio.run(RequestGuard(app, LOOPBACK_NAMES, max_body=100)(scope, receive, send))
         return sent[0]["status"], bool(reached)
@@ -204,6 +205,12 @@ def test_the_request_guard_decides_before_the_app_is_called():
     assert answer("POST", local, [b"x" * 60, b"x" * 41]) == (413, False)  # chunked, no Content-Length
     assert answer("POST", {**local, "Content-Length": "101"}, [b""]) == (413, False)
     assert answer("POST", {**local, "Origin": "http://127.0.0.1:7860"}, [b"{}"]) == (200, True)
+    # an upload from another site was let through once (ten 20 MB POSTs filled the temp folder); the page's own
+    # and a script's still reach Gradio, which limits an upload's size itself
+    upload = "/gradio_api/upload"
+    assert answer("POST", {**local, "Origin": "http://evil.example"}, [b"x" * 200], upload) == (403, False)
+    assert answer("POST", {**local, "Origin": "http://127.0.0.1:7860"}, [b"x" * 200], upload) == (200, True)
+    assert answer("POST", local, [b"x" * 200], upload) == (200, True)
     assert answer("POST", {**local, "Origin": "http://localhost:7860"}, [b"{}"]) == (403, False)  # another origin
     assert answer("GET", {"Host": "[::1]:7860"}, [b""]) == (200, True)
     assert answer("GET", {"Host": "attacker.example:7860"}, [b""]) == (403, False)

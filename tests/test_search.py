@@ -9,6 +9,7 @@ from PIL import Image
 
 from app.search import (
     MAX_RESULTS,
+    MAX_TERMS,
     Term,
     make_filters,
     more_like_this,
@@ -37,6 +38,13 @@ def test_parse_query():
     for absurd in ("9" * 400 + ":cat", "dog, 100000:cat", "dog, -101:cat"):  # once: [] without a word
         with pytest.raises(ValueError, match="a weight is a number from -100 to 100"):
             parse_query(absurd)
+    assert len(parse_query(", ".join(["dog"] * MAX_TERMS))) == MAX_TERMS
+    with pytest.raises(ValueError, match=f"at most {MAX_TERMS} terms .*, this one {MAX_TERMS + 1}"):
+        parse_query(",".join(["a"] * (MAX_TERMS + 1)))
+    with pytest.raises(ValueError, match="at most"):
+        parse_query(",".join(["a"] * 10_000))  # once 97.7 s, holding up every other query meanwhile
+    with pytest.raises(ValueError, match="at most 2,000 characters"):
+        parse_query("a dog " * 400)
 
 
 def test_result_counts_out_of_range_are_refused_in_words(searchable, photo_folder):
