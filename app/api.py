@@ -1,5 +1,5 @@
-"""The JSON endpoints for scripts (gradio_client): /search, /more_like_this and /search_image. (/tag, /caption
-and /index_folder are their tabs' buttons.)"""
+"""The JSON endpoints for scripts (gradio_client): /search, /more_like_this, /search_image and /library (the
+folder served). (/tag, /caption and /index_folder are their tabs' buttons.)"""
 
 import gradio as gr
 
@@ -29,7 +29,12 @@ def build(page: Page) -> None:
         return as_json(page.checked(lambda: search_image(library, encoder, page.upload(image), int(k),
                                                          make_filters(folder, taken_from, taken_to, gps, tag))))
 
+    def served_library() -> str:
+        """The folder of the library this app serves (the shell search checks it before trusting an answer)."""
+        return str(library.folder.resolve())
+
     gr.api(search, api_name="search")
+    gr.api(served_library, api_name="library")
     gr.api(similar, api_name="more_like_this")
     upload = gr.File(type="filepath", visible=False)  # no decoding before open_upload's checks
     k = gr.Number(24, visible=False)

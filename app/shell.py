@@ -1,14 +1,17 @@
 """python -m app search: search a library from the shell, as rclip does: the best photos' paths with their
 probabilities, or with --json the objects the API's /search returns.
 
-While an app serves the library, the library is locked to it (one writer: DuckDB), so the search is asked of
-that app over HTTP (the library folder says where it runs, app/serve.py); otherwise the library is opened
-here, and the query embedded without torch when the model's text side is recorded (embedding.text_query)."""
+The library is opened here, and the query embedded without torch when the model's text side is recorded
+(embedding.text_query). While an app serves the library, the library is locked to it (one writer: DuckDB),
+so the search is asked of that app over HTTP instead: the library folder says where it runs (app/serve.py),
+and the app is asked which library it serves before its answer is trusted (a killed app leaves that file
+behind, and another library's app may answer at its address later)."""
 
 import argparse
 import json
 import math
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from common.cli import add_device_argument, add_library_argument, add_model_argument
@@ -18,14 +21,17 @@ if TYPE_CHECKING:
     from indexer import Library
 
 RUNNING_FILE = "app.json"  # in the library folder while an app serves it (app/serve.py writes it)
+MAX_RUNNING_BYTES = 1 << 16  # an app.json is a URL and a flag: anything larger is not one
 
 
 def search_main(argv: list[str]) -> int:
+    from indexer.library import LibraryBusy
+
     args = _parser().parse_args(argv)
-    running = args.library / RUNNING_FILE
-    rows = _ask_app(running, args) if running.is_file() else None
-    if rows is None:  # no app serves the library (any more: one killed leaves its file behind)
+    try:
         rows = _search_here(args)
+    except LibraryBusy as busy:  # another process has the library: an app, whose page and API serve it
+        rows = _ask_app(args.library / RUNNING_FILE, args, busy)
     if args.json:
         print(json.dumps(rows, ensure_ascii=False))
     elif not rows:
@@ -68,23 +74,28 @@ def _text_side(library: "Library", args: argparse.Namespace) -> "TextReader":
     return load_encoder(args.model or library.setting("model") or "bundled", process_device(args.device))
 
 
-def _ask_app(running, args: argparse.Namespace) -> list[dict] | None:
-    """The running app's answer to the query, or None when no app answers there."""
+def _ask_app(running, args: argparse.Namespace, busy: OSError) -> list[dict]:
+    """The answer of the app that holds the library; `busy` (why it could not be opened here) when no app that
+    serves this library answers."""
     from gradio_client import Client
 
     try:
-        app = json.loads(running.read_text(encoding="utf-8"))
-        app["url"]
-    except (OSError, ValueError, KeyError, TypeError):  # half written by an app killed as it wrote: no app
-        return None
+        with open(running, "rb") as file:
+            app = json.loads(file.read(MAX_RUNNING_BYTES + 1)[:MAX_RUNNING_BYTES])
+        url = str(app["url"])
+    except (OSError, ValueError, KeyError, TypeError):  # none, too large, or half written by an app killed as it wrote
+        raise busy from None
     if app.get("login"):
-        raise ValueError(f"the app at {app['url']} serving {args.library} asks for a login: search in its page")
+        raise ValueError(f"the app at {url} serving {args.library} asks for a login: search in its page")
     if args.model:
-        raise ValueError(f"the app at {app['url']} serves {args.library} with its own model: leave out --model")
+        raise ValueError(f"the app at {url} serves {args.library} with its own model: leave out --model")
     try:
-        client = Client(app["url"], verbose=False)
-    except Exception:  # connection errors come in many types: none of them is an answer
-        return None
+        client = Client(url, verbose=False)
+        served = client.predict(api_name="/library")
+    except Exception:  # connection errors come in many types (and an older app has no /library): no answer
+        raise busy from None
+    if Path(served).resolve() != args.library.resolve():
+        raise ValueError(f"{busy}; the app at {url} that its {RUNNING_FILE} names serves another library ({served})")
     try:
         return client.predict(args.query, args.k, api_name="/search")
     except Exception as error:  # the app's refusal (gr.Error), in its words

@@ -152,7 +152,33 @@ def test_search_from_the_shell_asks_the_app_that_holds_the_library(tmp_path, enc
             time.sleep(0.1)
         assert (tmp_path / "library" / "app.json").is_file()  # the app has the library: the shell asks it
         done = run_module("app", "search", "snow", "--library", str(tmp_path / "library"), "-k", "2", "--json")
-    assert [row["image"] for row in json.loads(done.stdout)] == expected
+        assert [row["image"] for row in json.loads(done.stdout)] == expected
+        _stale_hand_offs_are_not_trusted(tmp_path, encoder, (tmp_path / "library" / "app.json").read_text())
+
+
+def _stale_hand_offs_are_not_trusted(tmp_path, encoder, running_app: str) -> None:
+    """Another library whose app.json an app killed long ago left behind, now naming a live app of another
+    library: the shell once printed that app's photos, and refused on a stale login until the file was deleted."""
+    other = tmp_path / "other-library"
+    library = Library(other)
+    index_folders(library, encoder, [make_photos(tmp_path / "other-photos", 3)], progress=False)
+    library.close()
+    ours = {str(path) for path in (tmp_path / "other-photos").iterdir()}
+    search = ["app", "search", "snow", "--library", str(other), "-k", "3", "--json"]
+    for left_behind in (running_app, '{"url": "http://127.0.0.1:9", "login": true}'):
+        (other / "app.json").write_text(left_behind)
+        assert {row["image"] for row in json.loads(run_module(*search).stdout)} <= ours  # searched here
+    (other / "app.json").write_text(running_app)
+    held = Library(other)  # open in another process (this one): the shell must ask an app, and checks which
+    try:
+        refused = run_module(*search, check=False)
+        assert refused.returncode == 2 and "serves another library" in refused.stderr, refused.stderr[-2000:]
+        with open(other / "app.json", "wb") as huge:
+            huge.truncate(512 << 20)  # 512 MB of nothing: not read whole
+        refused = run_module(*search, check=False)
+        assert refused.returncode == 2 and "is open in another process" in refused.stderr, refused.stderr[-2000:]
+    finally:
+        held.close()
 
 
 def test_a_photo_copied_into_a_watched_folder_becomes_findable_without_a_restart(tmp_path, encoder):
