@@ -5,11 +5,15 @@ from pathlib import Path
 
 from embedding.images import IMAGE_SUFFIXES
 
+DB_FILE = "library.duckdb"  # a folder holding one is a library (its thumbnails and copies), never photos
+
 
 def find_images(root: Path, follow_links: bool = False) -> tuple[list[Path], list[tuple[str, str]]]:
     """(image files below `root` or `root` itself, sorted; [(path, reason)] for what was passed over).
 
-    Hidden files and folders are skipped. Passed over, with a reason: file names that are not valid UTF-8
+    Hidden files and folders are skipped, and so are libraries (a folder with a `DB_FILE`: a library kept
+    inside an indexed folder would otherwise index its own previews, and grow with every page load). Passed
+    over, with a reason: file names that are not valid UTF-8
     (a library stores names as text), broken links and link loops, folders that cannot be listed, and links
     that lead out of `root` unless `follow_links`: a library must not quietly reach, and the app serve, files
     outside what was indexed. With `follow_links` linked folders are walked, each folder once (a link to a
@@ -29,6 +33,9 @@ def find_images(root: Path, follow_links: bool = False) -> tuple[list[Path], lis
             subfolders[:] = []
             continue
         walked.add(identity)
+        if DB_FILE in files:
+            subfolders[:] = []
+            continue
         subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
         for name in sorted(files):
             path = Path(folder) / name

@@ -29,9 +29,9 @@ import numpy as np
 
 from indexer import ann
 from indexer.ann import AUTO_THRESHOLD, Ann, AnnState, ann_spec
+from indexer.crawl import DB_FILE  # (the crawl passes over the folders that hold one)
 from indexer.vectors import VectorStore, find
 
-DB_FILE = "library.duckdb"
 OLD_INDEX_FILE = "index.faiss"  # the vectors of a library written before indexer.vectors: moved there on open
 EXACT_PASS = 100_000  # a filter that passes at most this many photos of a large library is searched exactly
 

@@ -67,7 +67,8 @@ class FolderWatch(FileSystemEventHandler):
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         paths = [event.src_path, getattr(event, "dest_path", "")]
-        touched = [Path(p) for p in paths if p and (event.is_directory or Path(p).suffix.lower() in IMAGE_SUFFIXES)]
+        touched = [Path(p) for p in paths if p and (event.is_directory or Path(p).suffix.lower() in IMAGE_SUFFIXES)
+                   and not Path(p).is_relative_to(self.library.folder.absolute())]  # the app's previews, copies
         roots = {root for root in self.watches for path in touched if path.is_relative_to(root)}
         if roots and event.event_type != "opened" and event.event_type != "closed_no_write":
             with self.changed:

@@ -108,6 +108,26 @@ def test_links_out_of_the_folder_are_not_followed_unless_asked(tmp_path, checkpo
     assert (summary.indexed, summary.reused, len(followed)) == (2, 1, 3)  # both links reach the same bytes
 
 
+def test_a_library_kept_inside_an_indexed_folder_never_indexes_itself(tmp_path, checkpoint):
+    """`--library PHOTOS/lib` with PHOTOS indexed (or watched) once grew with every page load: the app's
+    previews and copies in lib/ were indexed as photos, which made more previews."""
+    from app.thumbnails import thumbnail, view_copy
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for seed in range(3):
+        photo(seed=seed).save(photos / f"p{seed}.jpg")
+    encoder = load_encoder(str(checkpoint[0]))
+    library = Library(photos / "lib")
+    index_folders(library, encoder, [photos], progress=False)
+    for path in photos.glob("*.jpg"):
+        details = library.details(str(path))
+        thumbnail(library.folder, details["id"], str(path), details["hash"])
+        view_copy(library.folder, details["id"], str(path), details["hash"])
+    summary = index_folders(library, encoder, [photos], progress=False)
+    assert len(library) == 3 and summary.indexed == 0 and not summary.failed
+
+
 def test_cli_lists_failures_in_its_summary(odd_folder, checkpoint, tmp_path):
     done = run_module("indexer", str(odd_folder), "--library", str(tmp_path / "library"),
                       "--model", str(checkpoint[0]))
