@@ -9,8 +9,13 @@ a hostile DNS server points at 127.0.0.1 ("DNS rebinding", after which the page 
   curl) send none;
 - a body may be no larger than an upload may be (base64 in JSON, as a `data:` URL, included), and it is
   refused from its length before Gradio decodes a byte of it. Gradio checks its own upload route.
+With --auth, wrong logins take turns and each waits `LOGIN_DELAY_S` (`login_check`): guessing a password
+then runs at one guess a second, not hundreds.
 """
 
+import asyncio
+import hmac
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers
@@ -20,6 +25,21 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 UPLOAD_ROUTE = "/gradio_api/upload"  # limited by Gradio itself (launch's max_file_size), streamed to disk
+LOGIN_DELAY_S = 1.0
+
+
+def login_check(user: str, password: str) -> Callable[[str, str], Awaitable[bool]]:
+    """Gradio's `auth` for one user: the right name and password at once; a wrong one after `LOGIN_DELAY_S`,
+    one wrong login at a time (awaited, so the server keeps serving meanwhile)."""
+    turns = asyncio.Lock()
+
+    async def check(name: str, given: str) -> bool:
+        if hmac.compare_digest(name.encode(), user.encode()) & hmac.compare_digest(given.encode(), password.encode()):
+            return True
+        async with turns:
+            await asyncio.sleep(LOGIN_DELAY_S)
+        return False
+    return check
 
 
 def body_limit(max_upload_bytes: int) -> int:

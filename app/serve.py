@@ -9,7 +9,7 @@ from pathlib import Path
 import gradio as gr
 from starlette.middleware import Middleware
 
-from app.guard import LOOPBACK_NAMES, RequestGuard, body_limit
+from app.guard import LOOPBACK_NAMES, RequestGuard, body_limit, login_check
 from app.shell import RUNNING_FILE
 from app.thumbnails import thumbnail_dir, view_dir
 from app.ui import build_ui
@@ -65,7 +65,8 @@ def serve(args: argparse.Namespace) -> None:
         FolderWatch(library, encoder).start()
         print(f"watching {', '.join(str(root) for root in library.roots())} for changes")
     ui = build_ui(library, encoder, decoder, limits, tuple(args.allow_index))
-    ui.launch(server_name=args.host, server_port=args.port, auth=tuple(args.auth.split(":", 1)) if args.auth else None,
+    login = login_check(*args.auth.split(":", 1)) if args.auth else None
+    ui.launch(server_name=args.host, server_port=args.port, auth=login,
               max_file_size=limits.max_bytes, app_kwargs={"middleware": [guard]}, prevent_thread_lock=True)
     _announce(library, ui.local_url, bool(args.auth))
     ui.block_thread()

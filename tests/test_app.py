@@ -18,6 +18,7 @@ import torch
 from gradio_client import Client, handle_file
 from PIL import Image
 
+from app import guard
 from app.guard import LOOPBACK_NAMES, RequestGuard
 from embedding import load_encoder
 from indexer import Library, index_folders
@@ -171,6 +172,28 @@ def test_login_is_enforced(tiny_run, photo_folder, tmp_path):
         assert status(f"{url}gradio_api/info") == 401 and status(f"{url}gradio_api/file={photo}") == 401
         results = Client(url, auth=("anna", "s3cret"), verbose=False).predict("Hund", 3, api_name="/search")
         assert len(results) == 3
+        login_page = urllib.request.urlopen(url, timeout=30).read().decode()
+        assert str(photo_folder) not in login_page  # once: the Library tab's folder list, before any login
+
+
+def test_wrong_logins_wait_their_turn_and_a_right_one_does_not(monkeypatch):
+    """300 wrong logins once took 7.9 s: each now waits LOGIN_DELAY_S, one after another."""
+    real_sleep, waits, active = asyncio.sleep, [], []
+
+    async def sleep(seconds):  # stands in for the wait: records it, and how many waits were under way
+        active.append(1)
+        waits.append((seconds, len(active)))
+        await real_sleep(0)  # lets the other attempts run meanwhile
+        active.pop()
+
+    monkeypatch.setattr(guard.asyncio, "sleep", sleep)
+    check = guard.login_check("anna", "s3cret")
+
+    async def attempts():
+        return await asyncio.gather(*(check(*pair) for pair in (("anna", "guess1"), ("anna", "s3cret"),
+                                                                 ("bob", "s3cret"), ("anna", "s3cre"))))
+    assert asyncio.run(attempts()) == [False, True, False, False]
+    assert waits == [(guard.LOGIN_DELAY_S, 1)] * 3  # three waits, never two at once; none for the right login
 
 
 def test_the_request_guard_decides_before_the_app_is_called():

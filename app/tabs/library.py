@@ -41,8 +41,8 @@ def build(page: Page, ui: gr.Blocks) -> None:
                             placeholder="/home/me/Pictures", scale=4, elem_id="index-folder")
         button = gr.Button("Index", variant="primary", elem_id="index-button")
     with gr.Row():
-        chosen = gr.Dropdown(folders(page), value=None, label="The library's folders", scale=4,
-                             elem_id="library-folders")
+        chosen = gr.Dropdown([], value=None, label="The library's folders", scale=4,  # filled on load: the
+                             elem_id="library-folders")  # page's config, sent before any login, names no folder
         remove = gr.Button("Remove from the library", variant="stop", elem_id="remove-button")
     log = gr.Textbox(label="Last change", lines=3, interactive=False, elem_id="index-log")
     failed = gr.Dataframe(lambda: failures(page), headers=["file", "why it could not be read"], interactive=False)
@@ -50,6 +50,7 @@ def build(page: Page, ui: gr.Blocks) -> None:
     button.click(index_folder, folder, outputs, api_name="index_folder", concurrency_limit=1, show_progress_on=log)
     remove.click(remove_folder, chosen, outputs, api_name="remove_folder", concurrency_limit=1)
     chosen.focus(lambda: gr.Dropdown(choices=folders(page)), None, chosen, api_visibility="private")  # fresh
+    ui.load(lambda: gr.Dropdown(choices=folders(page)), None, chosen, api_visibility="private")
 
 
 def status(page: Page) -> str:
