@@ -85,6 +85,11 @@ def test_app_serves_library_photos_and_nothing_else(tiny_run, photo_folder, tmp_
             client.predict("-Hund", 8, api_name="/search")
         with pytest.raises(Exception, match="number of results is 1 to 1,000"):  # once 16.7 s and 3.1 GB
             client.predict("Hund", 10**9, api_name="/search")
+        for values, refusal in ((("Hund", None), "k is a whole number, not None"), ((None, 8), "query is text"),
+                                ((["Hund"], 8), "query is text, not \\['Hund'\\]"),
+                                (("Hund", 8, "nan"), "min_probability is a number from 0 to 1, not 'nan'")):
+            with pytest.raises(Exception, match=refusal):  # once `"error": null`, or nothing found in silence
+                client.predict(*values, api_name="/search")
         by_image = client.predict(handle_file(results[0]["image"]), 4, api_name="/search_image")
         assert by_image[0]["image"] == results[0]["image"] and by_image[0]["score"] > 0.999
         similar = client.predict(results[0]["image"], 4, api_name="/more_like_this")
