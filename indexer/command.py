@@ -28,11 +28,14 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         with closing(Library(args.library)) as library:
-            spec = args.model or library.setting("model") or "bundled"
-            print(f"loading the model {spec}", flush=True)
-            encoder = load_encoder(spec, process_device(args.device))
-            if dist.is_initialized():
-                dist.broadcast_object_list([spec], src=0)  # the other processes load the same model
+            if args.paths or dist.is_initialized():
+                spec = args.model or library.setting("model") or "bundled"
+                print(f"loading the model {spec}", flush=True)
+                encoder = load_encoder(spec, process_device(args.device))
+                if dist.is_initialized():
+                    dist.broadcast_object_list([spec], src=0)  # the other processes load the same model
+            elif recorded := library.setting("fingerprint"):  # removing alone needs the vectors, not the model
+                library.bind_model(library.setting("model"), recorded, int(library.setting("dim")))
             for folder in args.remove:
                 print(f"removed {library.remove_root(folder)} photos below {folder} from the library")
             if not args.paths:

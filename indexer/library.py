@@ -195,7 +195,7 @@ class Library:
         paths = [row[0] for row in self.db.execute("SELECT path FROM images WHERE starts_with(path, ?) UNION ALL "
                                                    "SELECT path FROM failures WHERE starts_with(path, ?)",
                                                    [prefix, prefix]).fetchall()]
-        others = [r for r in roots if r != root and not r.is_relative_to(root)]
+        others = [r for r in roots if r != root]  # listed apart, a folder inside this one keeps its photos
         paths = [p for p in paths if not any(Path(p).is_relative_to(other) for other in others)]
         photos = self.db.execute("SELECT count(*) FROM images WHERE list_contains(?, path)", [paths]).fetchone()[0]
         self.remove(paths)
