@@ -67,6 +67,10 @@ class LibraryBusy(OSError):
     """Another process (an app or an indexer) has the library open for writing."""
 
 
+class LibraryDamaged(OSError):
+    """The library's database file cannot be read (damaged on disk)."""
+
+
 class ModelMismatch(ValueError):
     """The library was built with a different embedding model than the one offered."""
 
@@ -100,6 +104,12 @@ def _write_error(path: Path, error: Exception) -> "LibraryWriteError":
     reason = (str(error).strip().splitlines() or [type(error).__name__])[-1]
     return LibraryWriteError(f"could not write {path} ({reason}); free some disk space and run again: "
                              "everything committed before is kept")
+
+
+def _damaged(path: Path, error: Exception) -> LibraryDamaged:
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+    return LibraryDamaged(f"{path} is damaged ({reason}): move it aside and index the library's folders again "
+                          "(the photos themselves are untouched)")
 
 
 def _thread_safe(cls):
@@ -142,7 +152,13 @@ class Library:
             who = f"{Path(holder.group(1)).name}, PID {holder.group(2)}" if holder else "unknown"
             raise LibraryBusy(f"the library in {self.folder} is open in another process ({who}): "
                               "stop that app or indexer first, or use another --library") from None
-        self.db.execute(SCHEMA)
+        except duckdb.Error as error:  # a damaged file: a checksum that fails, a header that is not DuckDB's
+            raise _damaged(self.folder / DB_FILE, error) from None
+        try:
+            self.db.execute(SCHEMA)
+        except duckdb.Error as error:
+            self.db.close()
+            raise _damaged(self.folder / DB_FILE, error) from None
         self.store: VectorStore | None = None  # None until a model (its dimension) is bound
         self.exact: faiss.Index | None = None  # a small library's vectors in RAM, for exact search
         self.ann: Ann | None = None            # a large library's approximate index

@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from embedding import load_encoder
 from indexer import Library, index_folders
@@ -170,3 +171,21 @@ def test_ctrl_c_stops_after_the_current_commit(flickr, tiny_run, tmp_path):
     library.close()
     assert "failed 0" in run_module("indexer", *args).stdout
     assert len(Library(library_dir)) == 400
+
+
+def test_a_damaged_database_file_is_one_error_line_not_a_traceback(tmp_path, checkpoint):
+    """A library.duckdb with bytes overwritten once ended the indexer (and the app, and the shell search) in a
+    Python traceback with exit status 1."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (40, 30), "red").save(photos / "a.jpg")
+    library = tmp_path / "library"
+    run_module("indexer", str(photos), "--library", str(library), "--model", str(checkpoint[0]))
+    database = library / "library.duckdb"
+    data = bytearray(database.read_bytes())
+    data[::97] = bytes(len(data[::97]))  # every 97th byte zeroed: checksums fail
+    database.write_bytes(bytes(data))
+    for module, args in (("indexer", [str(photos)]), ("app", ["search", "red"])):
+        done = run_module(module, *args, "--library", str(library), check=False)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+        assert done.stderr.startswith("error: ") and "is damaged" in done.stderr and "move it aside" in done.stderr
