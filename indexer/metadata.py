@@ -20,7 +20,7 @@ def read_metadata(file: Path | BinaryIO, max_pixels: int = DEFAULT_MAX_PIXELS) -
     if exif.get(Base.Orientation) in (5, 6, 7, 8):  # stored rotated by 90 degrees
         width, height = height, width
     details = exif.get_ifd(IFD.Exif)
-    camera = " ".join(str(exif.get(tag, "")).strip("\x00 ") for tag in (Base.Make, Base.Model)).strip()
+    camera = camera_name(*(str(exif.get(tag, "")).strip("\x00 ") for tag in (Base.Make, Base.Model)))
     latitude, longitude = _gps(exif.get_ifd(IFD.GPSInfo))
     return {"width": width, "height": height,
             "taken_at": _date(details.get(Base.DateTimeOriginal) or exif.get(Base.DateTime)),
@@ -46,3 +46,10 @@ def _gps(gps: dict) -> tuple[float | None, float | None]:
         return coordinates[0], coordinates[1]
     except (KeyError, TypeError, ValueError, ZeroDivisionError):
         return None, None
+
+
+def camera_name(make: str, model: str) -> str:
+    """Make and model as one name, the make once: ("Canon", "Canon EOS 80D") -> "Canon EOS 80D"."""
+    if make and model.casefold().startswith(make.casefold()):
+        return model
+    return f"{make} {model}".strip()

@@ -128,6 +128,15 @@ def test_a_library_kept_inside_an_indexed_folder_never_indexes_itself(tmp_path, 
     assert len(library) == 3 and summary.indexed == 0 and not summary.failed
 
 
+def test_a_camera_is_named_with_its_make_once():
+    from indexer.metadata import camera_name
+
+    assert camera_name("Canon", "Canon EOS 80D") == "Canon EOS 80D"  # once "Canon Canon EOS 80D"
+    assert camera_name("Canon", "EOS 5D") == "Canon EOS 5D" and camera_name("", "X100") == "X100"
+    assert camera_name("NIKON CORPORATION", "NIKON D750") == "NIKON CORPORATION NIKON D750"  # not one prefix
+    assert camera_name("", "") == ""
+
+
 def test_cli_lists_failures_in_its_summary(odd_folder, checkpoint, tmp_path):
     done = run_module("indexer", str(odd_folder), "--library", str(tmp_path / "library"),
                       "--model", str(checkpoint[0]))
