@@ -4,7 +4,7 @@ Flickr8k's captions name people and dogs; the subjects people search for (a cat,
 from sources that label photos instead of captioning them. Two kinds are read:
 - a labelled tree: one folder per class (Caltech-101's `airplanes/`, a cats-and-dogs set's `cats/`); the
   folder's name, lowercased, is the label;
-- titled photos: file names that are titles (`nasa_2023-02-25_Crescent_Moon_Occultation.jpg`); a title's
+- titled photos: file names that are titles (`nasa_YYYY-MM-DD_Crescent_Moon_Occultation.jpg`); a title's
   concepts are the labels of `data/titles.json` whose words it has, and the title itself is one more
   English caption.
 
@@ -94,7 +94,7 @@ def title_items(root: Path) -> list[Item]:
 
 
 def photo_title(stem: str) -> str:
-    """A file name as a title: what follows a date in it (`nasa_3_2025-03-20_Solar_Eclipse` -> `Solar
+    """A file name as a title: what follows a date in it (`nasa_3_YYYY-MM-DD_Solar_Eclipse` -> `Solar
     Eclipse`), underscores as spaces."""
     dated = _DATE.search(stem)
     text = stem[dated.end():] if dated else stem
