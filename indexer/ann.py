@@ -8,8 +8,12 @@ the recall that PQ alone loses.
 
 A build writes generation G: `ann-G.trained` (the empty trained index: coarse centroids, PQ tables),
 `ann-G.faiss` (the same with its lists' offsets) and `ann-G.ivfdata` (the lists). The library commits G
-(with the store generation and the first id the lists do not hold) after the files are whole, and deletes
-other generations' files on open, so a kill at any instant leaves either the old index or the new one.
+(with the store generation, the first id the lists do not hold, and each file's size and BLAKE2b digest)
+after the files are whole, and deletes other generations' files on open, so a kill at any instant leaves
+either the old index or the new one. Opening checks the files against the committed sizes and digests: a
+lists file cut short would end the process with a bus error at the first search (it is memory-mapped), and
+changed bytes would answer wrongly without a word. A damaged index is derived data: the library searches
+exactly and builds it again from the vector record (`AnnDamaged`).
 
 With GPUs (FAISS sees them at run time), k-means, the assignment of added vectors and unfiltered searches
 run there; the lists on disk stay the record, and the CPU path is the same code without the copies.
@@ -21,6 +25,7 @@ drift: their mean distance to the nearest centroid is more than `DRIFT` times th
 """
 
 import ctypes
+import hashlib
 import json
 import math
 import os
@@ -42,6 +47,7 @@ SAMPLE_PER_LIST = 64      # training vectors per list (k-means asks for 39 at le
 BLOCK = 1_000_000         # vectors added in RAM before their lists are written out
 DRIFT = 1.25
 GPU_MAX_K = 2048          # the most results FAISS's GPU k-selection returns
+SUFFIXES = (".trained", ".faiss", ".ivfdata")  # one generation's files
 
 
 def ann_spec(count: int, dim: int, kind: str = "auto", threshold: int = AUTO_THRESHOLD) -> str | None:
@@ -65,6 +71,7 @@ class AnnState:
     store: int        # the vector store's generation the lists point into
     upto: int         # the first id the lists do not hold: later photos are searched exactly
     distance: float   # the training sample's mean distance to its nearest centroid
+    files: dict[str, list] | None = None  # suffix -> [size, BLAKE2b hex] of each file (None: before checks)
 
     def dumps(self) -> str:
         return json.dumps(asdict(self))
@@ -74,12 +81,32 @@ class AnnState:
         return cls(**json.loads(text)) if text else None
 
 
+class AnnDamaged(RuntimeError):
+    """An index file is missing, or its size or digest is not the committed one."""
+
+
+def check_files(folder: Path, state: AnnState) -> None:
+    """Raise AnnDamaged unless generation `state.generation`'s files are there, as committed."""
+    for suffix in SUFFIXES:
+        path = _file(folder, state.generation, suffix)
+        if not path.is_file():
+            raise AnnDamaged(f"{path.name} is missing")
+        if state.files is None:  # committed before the checks existed: being there is all we know
+            continue
+        size, digest = state.files[suffix]
+        if path.stat().st_size != size:
+            raise AnnDamaged(f"{path.name} is {path.stat().st_size:,} bytes, {size:,} were written")
+        if _digest(path) != digest:
+            raise AnnDamaged(f"{path.name} has changed since it was written")
+
+
 class Ann:
     """An IVF-PQ index on disk whose answers are re-ranked with the store's vectors; with GPUs, a copy of its
     lists in their memory answers the queries that skip nothing."""
 
     def __init__(self, folder: Path, state: AnnState):
         self.folder, self.state = Path(folder), state
+        check_files(self.folder, state)
         with _stdout_to_stderr():  # the lists file is found next to the index, wherever the library moved
             self.index = faiss.read_index(str(self.path(".faiss")), faiss.IO_FLAG_ONDISK_SAME_DIR)
         self.nprobe = int(state.spec.rpartition("nprobe=")[2])
@@ -124,7 +151,7 @@ def build(folder: Path, spec: str, store: VectorStore, keep: np.ndarray, generat
     state = AnnState(spec, generation, store.generation, int(store.ids()[-1]) + 1, _distance(index, sample))
     faiss.write_index(index, str(_file(folder, generation, ".trained")))
     _fill(folder, state, [], store, keep, 0)
-    return state
+    return _with_digests(folder, state)
 
 
 def extend(ann: Ann, store: VectorStore, keep: np.ndarray) -> AnnState | None:
@@ -141,7 +168,18 @@ def extend(ann: Ann, store: VectorStore, keep: np.ndarray) -> AnnState | None:
                      ann.state.distance)
     shutil.copyfile(ann.path(".trained"), ann.path(".trained", state.generation))
     _fill(ann.folder, state, [faiss.extract_index_ivf(ann.index).invlists], store, new[start:], start)
+    return _with_digests(ann.folder, state)
+
+
+def _with_digests(folder: Path, state: AnnState) -> AnnState:
+    state.files = {suffix: [_file(folder, state.generation, suffix).stat().st_size,
+                            _digest(_file(folder, state.generation, suffix))] for suffix in SUFFIXES}
     return state
+
+
+def _digest(path: Path) -> str:
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "blake2b").hexdigest()
 
 
 def _fill(folder: Path, state: AnnState, lists: list, store: VectorStore, keep: np.ndarray, start: int) -> None:

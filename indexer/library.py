@@ -17,6 +17,7 @@ the rows past its end are kept, marked lost, and the next indexing run embeds th
 import functools
 import os
 import re
+import sys
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ import numpy as np
 from indexer import ann
 from indexer.ann import AUTO_THRESHOLD, Ann, AnnState, ann_spec
 from indexer.crawl import DB_FILE  # (the crawl passes over the folders that hold one)
-from indexer.vectors import VectorStore, find
+from indexer.vectors import VectorStore, find, row_checks
 
 OLD_INDEX_FILE = "index.faiss"  # the vectors of a library written before indexer.vectors: moved there on open
 EXACT_PASS = 100_000  # a filter that passes at most this many photos of a large library is searched exactly
@@ -47,6 +48,7 @@ ALTER TABLE images ADD COLUMN IF NOT EXISTS camera VARCHAR;        -- EXIF Make 
 ALTER TABLE images ADD COLUMN IF NOT EXISTS gps_lat DOUBLE;        -- EXIF GPS, decimal degrees
 ALTER TABLE images ADD COLUMN IF NOT EXISTS gps_lon DOUBLE;
 ALTER TABLE images ADD COLUMN IF NOT EXISTS hash VARCHAR;          -- of the file's bytes: finds renames and copies
+ALTER TABLE images ADD COLUMN IF NOT EXISTS vector_check BIGINT;   -- of its row in the store: finds damage there
 CREATE TABLE IF NOT EXISTS failures (
     path VARCHAR PRIMARY KEY, size BIGINT, mtime DOUBLE, reason VARCHAR,
     failed_at TIMESTAMP DEFAULT current_timestamp);
@@ -239,6 +241,37 @@ class Library:
                                     "AND NOT list_contains(?, id) GROUP BY hash",
                                     [hashes, sorted(self.lost)]).fetchall())
 
+    def verify_vectors(self) -> int:
+        """Read the whole store and compare each row with the check committed with its photo; a row that
+        differs (changed bytes, swapped ids) is searched no more and its photo is lost, embedded again by
+        the caller (`take_lost`). Rows committed before the checks existed get theirs now. Returns how
+        many rows differed."""
+        if self.store is None or not self.store.rows:
+            return 0
+        committed = self.db.execute("SELECT id, coalesce(vector_check, 0) AS want, vector_check IS NULL AS "
+                                    "unknown FROM images ORDER BY id").fetchnumpy()
+        db_ids, want, unknown = (np.asarray(committed[key]) for key in ("id", "want", "unknown"))
+        damaged, unchecked = [], ([], [])
+        for ids, checks in self.store.checks():
+            at = find(db_ids.astype(np.int64), ids)
+            here = at >= 0
+            new = here & unknown[np.maximum(at, 0)]
+            unchecked[0].extend(ids[new].tolist())
+            unchecked[1].extend(checks[new].tolist())
+            wrong = here & ~new & (want[np.maximum(at, 0)] != checks)
+            damaged.extend(ids[wrong].tolist())
+        if unchecked[0]:
+            self.db.execute("UPDATE images SET vector_check = c.value FROM (SELECT unnest(?) AS id, unnest(?) AS value)"
+                            " AS c WHERE images.id = c.id", list(unchecked))
+        if damaged:
+            if self.exact is not None:
+                self.exact.remove_ids(np.array(damaged, dtype=np.int64))
+            self.lost.update(damaged)
+            self.dead = np.union1d(self.dead, damaged)
+            self._skip_dead = None
+            self._compact()  # out of the record: left in, a swapped id would break its id order
+        return len(damaged)
+
     def take_lost(self) -> list[str]:
         """Forget the rows whose vectors were lost and return their paths, for the caller to embed again."""
         paths = [row[0] for row in self.db.execute("SELECT path FROM images WHERE list_contains(?, id)",
@@ -275,11 +308,12 @@ class Library:
             raise _write_error(self.store.paths()[0], error) from None
         # One statement per table, the rows passed as one list per column and unnested side by side:
         # DuckDB's executemany runs row by row, a visible share of the indexer's time (bench/RESULTS.md).
-        columns = [ids.tolist(), *([r.get(column) for r in records] for column in _IMAGE_COLUMNS)]
+        columns = [ids.tolist(), row_checks(ids, vectors).tolist(),
+                   *([r.get(column) for r in records] for column in _IMAGE_COLUMNS)]
         try:
             with self._transaction():
-                self.db.execute("DELETE FROM failures WHERE list_contains(?, path)", [columns[1]])
-                self.db.execute(f"INSERT INTO images (id, {', '.join(_IMAGE_COLUMNS)}) "
+                self.db.execute("DELETE FROM failures WHERE list_contains(?, path)", [columns[2]])
+                self.db.execute(f"INSERT INTO images (id, vector_check, {', '.join(_IMAGE_COLUMNS)}) "
                                 f"SELECT {', '.join(['unnest(?)'] * len(columns))}", columns)
                 self._set(next_id=first + len(records), vectors_rows=rows)
         except BaseException:
@@ -477,7 +511,9 @@ class Library:
             state = None  # a compaction moved the rows after the build: exact search until the next refresh
         try:
             self.ann = Ann(self.folder, state) if state is not None else None
-        except RuntimeError:  # its files are gone or damaged: derived data, built again by refresh_ann
+        except RuntimeError as error:  # its files are gone or damaged: derived data, built again by refresh_ann
+            print(f"warning: {self.folder}: the approximate index is damaged ({error}); searching every photo "
+                  "exactly until the next indexing run builds it again from the vectors", file=sys.stderr)
             state = self.ann = None
         ann.drop_other_generations(self.folder, state)
         if self.ann is None and self._spec() is None:

@@ -35,12 +35,15 @@ class Summary:
     seconds: float = 0.0
     ann: str | None = None  # the approximate index searches use (indexer.ann), None: exact search
     stopped: bool = False  # asked to stop: what was committed is kept, the rest waits for the next run
+    damaged: int = 0       # stored vectors whose bytes had changed on disk: their photos are embedded again
 
     def __str__(self) -> str:
         rate = self.indexed / self.seconds if self.seconds else 0.0
         lines = [f"indexed {self.indexed}, unchanged {self.unchanged}, reused {self.reused} (renamed or copied), "
                  f"removed {self.removed}, "
                  f"failed {len(self.failed)} in {self.seconds:.1f} s ({rate:.1f} images/s)"]
+        if self.damaged:
+            lines.append(f"{self.damaged} stored vectors were damaged on disk: their photos were embedded again")
         if self.stopped:
             lines.append("stopped early: run again to index the rest")
         lines.append(f"search: approximate ({self.ann})" if self.ann else "search: exact")
@@ -72,7 +75,7 @@ def _index(library: Library, encoder: Encoder, folders: list[Path], batch_size: 
             raise FileNotFoundError(f"no such folder: {root}")
         library.add_root(root)
 
-    summary = Summary()
+    summary = Summary(damaged=library.verify_vectors())
     files, skipped = _crawl(library, summary, roots, follow_links)
     known = library.known_files()
     under_roots = [p for p in known if any(Path(p).is_relative_to(root) for root in roots)]

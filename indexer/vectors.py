@@ -9,6 +9,10 @@ deletes every other generation's files (a killed compaction's, or the one a comp
 files on disk never disagree with DuckDB. A file cut short or lost keeps its complete rows; the rows past
 them are the library's lost vectors.
 
+Each row has a check (`row_checks`: a hash of its id and its bytes) that the library keeps with the photo's
+row in DuckDB, so a row whose bytes changed on disk, or two rows whose ids were swapped, are found by
+reading the store again (`Library.verify_vectors`, at the start of every indexing run).
+
 Deleting a photo only forgets its row in DuckDB; its vector stays here, unreachable (ids are never reused),
 until `compact` writes the live rows to the next generation. float16 halves the disk and page cache of
 float32; a unit vector's cosines move by less than 1e-3.
@@ -33,6 +37,24 @@ def find(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
         return np.full(len(ids), -1, dtype=np.int64)
     at = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
     return np.where(sorted_ids[at] == ids, at, -1)
+
+
+def row_checks(ids: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """int64 per row: a hash of its id and its float16 values as the store writes them. Linear in the values
+    with odd multipliers (a changed value always changes it) and then mixed; vectorised, so checking a store
+    costs little more than reading it. The constants are part of the file format: never change them."""
+    values = np.ascontiguousarray(rows, dtype=DTYPE).view("<u2")
+    multipliers = np.random.default_rng(20261207).integers(0, 2**63, values.shape[1], dtype=np.uint64) * 2 + 1
+    out = np.empty(len(values), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for first in range(0, len(values), 4096):  # 4,096 rows of uint64 at a time: 16 MB at 512 dimensions
+            part = values[first:first + 4096].astype(np.uint64)
+            out[first:first + 4096] = (part * multipliers).sum(axis=1, dtype=np.uint64)
+        out += np.asarray(ids, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        out ^= out >> np.uint64(31)
+        out *= np.uint64(0xBF58476D1CE4E5B9)
+        out ^= out >> np.uint64(29)
+    return out.view(np.int64)
 
 
 class VectorStore:
@@ -113,6 +135,15 @@ class VectorStore:
                 vectors = np.fromfile(vector_path, DTYPE, count * self.dim, offset=first * self.dim * DTYPE.itemsize)
                 ids = np.fromfile(id_path, ID_DTYPE, count, offset=first * ID_DTYPE.itemsize)
                 yield ids[chosen], vectors.reshape(count, self.dim)[chosen].astype(np.float32)
+
+    def checks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids, `row_checks`) of every row as it is on disk now, CHUNK rows at a time."""
+        vector_path, id_path = self.paths()
+        for first in range(0, self.rows, CHUNK):
+            count = min(CHUNK, self.rows - first)
+            vectors = np.fromfile(vector_path, DTYPE, count * self.dim, offset=first * self.dim * DTYPE.itemsize)
+            ids = np.fromfile(id_path, ID_DTYPE, count, offset=first * ID_DTYPE.itemsize)
+            yield ids, row_checks(ids, vectors.reshape(count, self.dim))
 
     def compact(self, keep: np.ndarray) -> tuple[int, int]:
         """Write the rows whose `keep` is set as the next generation; returns (generation, rows) for the

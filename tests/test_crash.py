@@ -126,6 +126,39 @@ def test_a_lost_or_damaged_vector_file_keeps_the_rows_and_the_next_run_embeds_th
         library.close()
 
 
+def test_changed_bytes_or_swapped_ids_in_the_vector_file_are_found_and_embedded_again(tmp_path, checkpoint, flickr):
+    """#36: random bytes in two rows, or two ids swapped, changed search results and the rerun said
+    "unchanged" for every photo."""
+    photos = copy_photos(flickr, tmp_path / "photos", 6)
+    encoder = load_encoder(str(checkpoint[0]))
+    library = Library(tmp_path / "library")
+    index_folders(library, encoder, [photos], progress=False)
+    expected = {path: library.vector(path) for path, in library.db.execute("SELECT path FROM images").fetchall()}
+    library.close()
+    for damage in ("bytes", "ids"):
+        vector_file = next((tmp_path / "library").glob("vectors-*.f16"))
+        if damage == "bytes":  # rows 1 and 4
+            data = bytearray(vector_file.read_bytes())
+            width = len(data) // 6
+            for row in (1, 4):
+                data[row * width:row * width + 64] = np.random.default_rng(row).bytes(64)
+            vector_file.write_bytes(bytes(data))
+        else:
+            id_file = vector_file.with_suffix(".ids")
+            ids = np.fromfile(id_file, "<i8")
+            ids[[0, 5]] = ids[[5, 0]]
+            ids.tofile(id_file)
+        library = Library(tmp_path / "library")
+        summary = index_folders(library, encoder, [photos], progress=False)
+        assert (summary.damaged, summary.indexed, summary.unchanged) == (2, 2, 4), damage
+        assert "2 stored vectors were damaged on disk" in str(summary)
+        assert (len(library), library.vector_count()) == (6, 6)
+        for path, vector in expected.items():
+            np.testing.assert_allclose(library.vector(path), vector, atol=STORED_ATOL)
+            assert library.search(vector, 1)[0].path == path
+        library.close()
+
+
 def test_a_full_disk_is_one_clear_line_loses_nothing_and_leaves_no_temporary_file(tmp_path, checkpoint, flickr):
     if os.geteuid() != 0:
         pytest.skip("a small disk is mounted (tmpfs) for this test, which needs root; CI runs as root")
