@@ -14,6 +14,7 @@ thumbnail, can come back for another photo. A vector file that is lost or cut sh
 the rows past its end are kept, marked lost, and the next indexing run embeds their files again.
 """
 
+import contextlib
 import functools
 import os
 import re
@@ -114,6 +115,12 @@ def _damaged(path: Path, error: Exception) -> LibraryDamaged:
                           "(the photos themselves are untouched)")
 
 
+def _between_runs(method):
+    """Mark a public method that must not run during an indexing run (`Library.indexing`)."""
+    method.between_runs = True
+    return method
+
+
 def _thread_safe(cls):
     """Every public method holds the library's lock, so the app can search while its panel indexes: one
     DuckDB connection and one FAISS index are not safe to use from two threads at once. A database write
@@ -121,7 +128,8 @@ def _thread_safe(cls):
     def locked(method):
         @functools.wraps(method)
         def run(self, *args, **kwargs):
-            with self.lock:
+            # `_between_runs` methods wait for an indexing run first, outside the lock the run needs to commit
+            with self.indexing if getattr(method, "between_runs", False) else contextlib.nullcontext(), self.lock:
                 try:
                     return method(self, *args, **kwargs)
                 except (duckdb.IOException, duckdb.TransactionException) as error:
@@ -199,11 +207,13 @@ class Library:
     def add_root(self, root: Path) -> None:
         self.db.execute("INSERT OR IGNORE INTO roots VALUES (?)", [str(root)])
 
+    @_between_runs
     def remove_root(self, folder: str | Path) -> int:
         """Take one of the library's folders out: its photos (rows, vectors, tags) and failure records, then the
         folder itself (last: a kill in between leaves it listed, and the next run indexes it again). Files on
         disk, and photos that another of the library's folders holds, are not touched. Returns the number of
-        photos removed."""
+        photos removed. Waits for an indexing run under way to end: it would go on adding the folder's photos
+        after the folder left, where nothing lists them."""
         root = Path(folder).expanduser().resolve()
         roots = self.roots()
         if root not in roots:

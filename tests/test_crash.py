@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -157,6 +158,36 @@ def test_changed_bytes_or_swapped_ids_in_the_vector_file_are_found_and_embedded_
             np.testing.assert_allclose(library.vector(path), vector, atol=STORED_ATOL)
             assert library.search(vector, 1)[0].path == path
         library.close()
+
+
+def test_removing_a_folder_while_it_is_indexed_leaves_no_photo_of_it(tmp_path, checkpoint, flickr):
+    """#36: the page's Remove during the page's Index left 290 photos searchable under a folder no longer listed."""
+    photos = copy_photos(flickr, tmp_path / "photos", 12)
+    encoder = load_encoder(str(checkpoint[0]))
+    first_batch, removing = threading.Event(), threading.Event()
+
+    class Slow:  # the run's encoder, holding on after its first batch until the removal has begun
+        def __getattr__(self, name):
+            return getattr(encoder, name)
+
+        def embed_pixels(self, pixels):
+            first_batch.set()
+            removing.wait(10)
+            time.sleep(0.5)  # the removal is under way (or, before the fix, done) meanwhile
+            return encoder.embed_pixels(pixels)
+
+    library = Library(tmp_path / "library")
+    run = threading.Thread(target=index_folders, args=(library, Slow(), [photos]),
+                           kwargs={"progress": False, "batch_size": 2, "commit_every": 2})
+    run.start()
+    assert first_batch.wait(30)
+    remover = threading.Thread(target=library.remove_root, args=(photos,))
+    remover.start()
+    removing.set()
+    run.join(60)
+    remover.join(60)
+    assert (len(library), library.roots()) == (0, [])
+    library.close()
 
 
 def test_a_full_disk_is_one_clear_line_loses_nothing_and_leaves_no_temporary_file(tmp_path, checkpoint, flickr):
