@@ -114,6 +114,21 @@ def open_rgb(path: str | Path | BinaryIO, min_side: int | None = None,
         return _decode(image, None)
 
 
+def starts_like_an_image(head: bytes) -> bool:
+    """Whether a file's first bytes (16 are enough) open one of the formats we read, by Pillow's own checks of
+    each format's signature (so a 580 MB video named .jpg is refused without being read)."""
+    _register_formats()
+    Image.init()
+    return any(_accepts(accept, head) for _, accept in Image.OPEN.values() if accept is not None)
+
+
+def _accepts(accept, head: bytes) -> bool:
+    try:
+        return bool(accept(head))
+    except Exception:  # some formats' checks assume 16 bytes or more (an empty file)
+        return False
+
+
 @functools.cache
 def _register_formats() -> None:
     register_heif_opener()  # HEIC/HEIF (iPhone photos) then open like any other format in Pillow

@@ -11,13 +11,27 @@ import os
 import stat
 from pathlib import Path
 
+from PIL import UnidentifiedImageError
+
+from embedding.images import starts_like_an_image
+
 HASH_CHUNK = 1 << 20
+HEAD_BYTES = 64  # read first, to check the file starts as an image does
 _KINDS = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
           stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a folder"}
 
 
 class NotAPhotoFile(OSError):
     """The name is a photo's, but it is not a regular file (a FIFO, a device, a socket), or it is too big."""
+
+
+class NotAnImage(UnidentifiedImageError):
+    """A regular file whose first bytes are no image format's: Pillow's own error (said in the same words), with
+    the file's `stat`, so that the failure is recorded as of this size and time and not retried unchanged."""
+
+    def __init__(self, message: str, info: os.stat_result):
+        super().__init__(message)
+        self.stat = info
 
 
 def max_file_bytes(max_pixels: int) -> int:
@@ -27,13 +41,16 @@ def max_file_bytes(max_pixels: int) -> int:
 
 
 def read_file(path: str | Path, max_bytes: int) -> tuple[bytes, os.stat_result]:
-    """(contents, stat taken before reading) of a regular file of at most `max_bytes`; anything else raises
-    `NotAPhotoFile` (or the OSError of opening it) without blocking."""
+    """(contents, stat taken before reading) of a regular file of at most `max_bytes` that starts as an image;
+    anything else raises `NotAPhotoFile` (or the OSError of opening it) without blocking or reading it whole."""
     with _open_regular(path) as file:
         info = os.fstat(file.fileno())
         if info.st_size > max_bytes:
             raise NotAPhotoFile(f"{info.st_size:,} bytes is larger than the {max_bytes:,} an image may have here")
-        data = file.read(max_bytes + 1)
+        data = file.read(HEAD_BYTES)
+        if not starts_like_an_image(data):  # before reading the rest: any file may be named .jpg
+            raise NotAnImage(f"{path}: its first bytes are no image format's", info)
+        data += file.read(max_bytes + 1 - len(data))
     if len(data) > max_bytes:  # grew while being read
         raise NotAPhotoFile(f"more than {max_bytes:,} bytes, larger than an image may have here")
     return data, info

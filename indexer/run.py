@@ -20,7 +20,7 @@ from common.cli import DEFAULT_MAX_PIXELS
 from embedding import Encoder
 from embedding.images import why_unreadable
 from indexer.crawl import find_images
-from indexer.files import NotAPhotoFile, content_hash, file_hash, max_file_bytes, read_file
+from indexer.files import NotAnImage, NotAPhotoFile, content_hash, file_hash, max_file_bytes, read_file
 from indexer.library import Library
 from indexer.metadata import read_metadata
 
@@ -318,6 +318,8 @@ def _decode(encoder: Encoder, item: _Todo, max_pixels: int) -> dict:
         record["pixels"] = encoder.pixels(io.BytesIO(data))
     except Exception as error:  # any unreadable file is recorded, never fatal
         record["error"] = _reason(error)
+        if isinstance(error, NotAnImage):  # refused before the whole file was read
+            record.update(size=error.stat.st_size, mtime=error.stat.st_mtime)
     return record
 
 

@@ -2,6 +2,8 @@
 
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ import indexer.run
 from embedding import load_encoder
 from indexer import Library, index_folders
 from indexer.files import content_hash
-from tests.conftest import STORED_ATOL, run_module
+from tests.conftest import REPO, STORED_ATOL, run_module
 
 
 def photo(width=64, height=48, seed=0) -> Image.Image:
@@ -88,6 +90,21 @@ def test_every_odd_file_is_indexed_or_recorded(odd_folder, checkpoint, tmp_path)
     again = index_folders(library, encoder, [odd_folder], progress=False)
     assert (again.indexed, again.unchanged) == (0, 16) and len(library.failures()) == 7
     assert [os.path.basename(path) for path, _ in again.failed] == ["broken-link.jpg"]
+
+
+def test_a_large_file_that_is_no_image_is_refused_from_its_first_bytes(tmp_path):
+    """#36: four 580 MB files named .jpg were read whole (the indexer's peak 4.49 GB)."""
+    big = tmp_path / "video.jpg"
+    with open(big, "wb") as file:  # sparse: 580 MB that take no disk
+        file.truncate(580 << 20)
+    probe = ("import resource, sys; from indexer.files import read_file\n"
+             "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+             "try:\n    read_file(sys.argv[1], 700 << 20)\nexcept OSError as error:\n    print(type(error).__name__)\n"
+             "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)")
+    done = subprocess.run([sys.executable, "-c", probe, str(big)], cwd=REPO, capture_output=True, text=True,
+                          check=True)
+    refused, grew_mb = done.stdout.split()
+    assert refused == "NotAnImage" and int(grew_mb) < 100, done.stdout
 
 
 def test_links_out_of_the_folder_are_not_followed_unless_asked(tmp_path, checkpoint):
