@@ -41,8 +41,11 @@ def build(page: Page, ui: gr.Blocks) -> None:
                             placeholder="/home/me/Pictures", scale=4, elem_id="index-folder")
         button = gr.Button("Index", variant="primary", elem_id="index-button")
     with gr.Row():
-        chosen = gr.Dropdown([], value=None, label="The library's folders", scale=4,  # filled on load: the
-                             elem_id="library-folders")  # page's config, sent before any login, names no folder
+        # Filled on load (the page's config, sent before any login, names no folder); any value is let through
+        # to remove_root, which refuses a folder that is not the library's: the choices a session was built
+        # with miss the folders added since.
+        chosen = gr.Dropdown([], value=None, label="The library's folders", scale=4, allow_custom_value=True,
+                             elem_id="library-folders")
         remove = gr.Button("Remove from the library", variant="stop", elem_id="remove-button")
     log = gr.Textbox(label="Last change", lines=3, interactive=False, elem_id="index-log")
     failed = gr.Dataframe(lambda: failures(page), headers=["file", "why it could not be read"], interactive=False)
