@@ -100,15 +100,21 @@ def test_a_kill_before_the_first_commit_leaves_a_library_that_opens_and_complete
     assert len(library) == library.vector_count() == 200
 
 
-def test_a_lost_or_damaged_vector_file_keeps_the_rows_and_the_next_run_embeds_them_again(tmp_path, checkpoint,
-                                                                                         flickr):
-    """Once: a missing vector file deleted every row on open, and a damaged one could not be opened at all."""
+def six_indexed(tmp_path, checkpoint, flickr) -> tuple:
+    """(folder, encoder, {path: stored vector}) of six photos indexed into tmp_path/library, closed again."""
     photos = copy_photos(flickr, tmp_path / "photos", 6)
     encoder = load_encoder(str(checkpoint[0]))
     library = Library(tmp_path / "library")
     index_folders(library, encoder, [photos], progress=False)
     expected = {path: library.vector(path) for path, in library.db.execute("SELECT path FROM images").fetchall()}
     library.close()
+    return photos, encoder, expected
+
+
+def test_a_lost_or_damaged_vector_file_keeps_the_rows_and_the_next_run_embeds_them_again(tmp_path, checkpoint,
+                                                                                         flickr):
+    """Once: a missing vector file deleted every row on open, and a damaged one could not be opened at all."""
+    photos, encoder, expected = six_indexed(tmp_path, checkpoint, flickr)
     for damage, lost in (("delete", 6), ("cut", 4)):
         vector_file = next((tmp_path / "library").glob("vectors-*.f16"))
         if damage == "delete":
@@ -130,12 +136,7 @@ def test_a_lost_or_damaged_vector_file_keeps_the_rows_and_the_next_run_embeds_th
 def test_changed_bytes_or_swapped_ids_in_the_vector_file_are_found_and_embedded_again(tmp_path, checkpoint, flickr):
     """#36: random bytes in two rows, or two ids swapped, changed search results and the rerun said
     "unchanged" for every photo."""
-    photos = copy_photos(flickr, tmp_path / "photos", 6)
-    encoder = load_encoder(str(checkpoint[0]))
-    library = Library(tmp_path / "library")
-    index_folders(library, encoder, [photos], progress=False)
-    expected = {path: library.vector(path) for path, in library.db.execute("SELECT path FROM images").fetchall()}
-    library.close()
+    photos, encoder, expected = six_indexed(tmp_path, checkpoint, flickr)
     for damage in ("bytes", "ids"):
         vector_file = next((tmp_path / "library").glob("vectors-*.f16"))
         if damage == "bytes":  # rows 1 and 4

@@ -268,6 +268,9 @@ def test_the_bundled_model_carries_words_in_every_caption_language_within_its_bu
     assert not {"车在", "多人在", "行车的", "上的"} & set(encoder.words.words)  # Chinese: words, not runs across them
     for label, word in {"人群": "crowd", "楼梯": "stair", "卡车": "truck", "樓梯": "stair"}.items():
         assert encoder.words.words[encoder.words.find(label)] == word, label  # read through the dictionary
+    taught = {"space shuttle": "space shuttle", "トラネコ": "tabby cat", "Frosch": "frog", "青蛙": "frog"}
+    for label, word in taught.items():  # by the image tower's classifier, in Babel-ImageNet's and the groups' names
+        assert encoder.words.words[encoder.words.find(label)] == word, label
     folder = REPO / "models" / "bundled"
     assert sum(f.stat().st_size for f in folder.glob("*.safetensors")) <= 30_000_000  # the bundled model's budget
 

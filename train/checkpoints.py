@@ -127,6 +127,7 @@ def save_words(folder: str | Path, words: Words, sources: list[str] = ()) -> Pat
     """Write learned `words` into a model folder (embedding.words reads them): directions as int8 rows, t and
     b as float32, bound to the model's fingerprint; `sources` (the photo sets they were fitted on) recorded."""
     path = Path(folder) / WORDS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = pack({"vectors": torch.from_numpy(words.vectors)}, "int8")
     tensors |= {"scale": torch.from_numpy(words.scale).float(), "bias": torch.from_numpy(words.bias).float()}
     metadata = {"words": json.dumps(words.words, ensure_ascii=False),

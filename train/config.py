@@ -160,3 +160,6 @@ def add_word_fit_arguments(parser: argparse.ArgumentParser) -> None:
                         help="full-batch Adam steps (default: %(default)s)")
     parser.add_argument("--weight-decay", type=float, default=WORD_FIT["weight_decay"],
                         help="L2 on the standardised weights (default: %(default)s)")
+    parser.add_argument("--no-teacher", dest="teacher", action="store_false",
+                        help="only the words of the captions: leave out the image tower's ImageNet classes and "
+                             "their groups, fitted to its classifier (train/teacher.py)")

