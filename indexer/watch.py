@@ -5,7 +5,9 @@ that changed are indexed again in one background thread: the indexer's usual inc
 changed, moved and deleted photos are all picked up, a burst of changes costs one run, and searches go on
 meanwhile (the library is thread-safe; one indexing run at a time, see Library.indexing). The watch follows
 the library's folders: one added from the page while the app runs is watched within `FOLLOW_S`, and one
-removed is dropped."""
+removed is dropped. A folder deleted from the disk keeps its photos in the library (an unplugged disk is
+not an emptied one); when a folder of that name is there again it is watched and indexed anew, which takes
+out the photos it no longer holds."""
 
 import threading
 import time
@@ -22,6 +24,16 @@ from indexer.tags import tag_library
 
 QUIET_S = 1.0  # a change is indexed once its folder has been quiet this long (a copy in progress settles)
 FOLLOW_S = 2.0  # how often the watch looks for folders added to or removed from the library
+UNSEEN = ("never looked at",)  # a folder's identity before the first look
+
+
+def _identity(folder: Path) -> tuple[int, int] | None:
+    """(device, inode) of a folder, None when there is none by that name."""
+    try:
+        info = folder.stat()
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino) if folder.is_dir() else None
 
 
 class FolderWatch(FileSystemEventHandler):
@@ -31,6 +43,7 @@ class FolderWatch(FileSystemEventHandler):
         super().__init__()
         self.library, self.encoder, self.quiet_s, self.follow_s = library, encoder, quiet_s, follow_s
         self.watches: dict[Path, object] = {}  # folder -> its watchdog watch
+        self.identity: dict[Path, tuple] = {}  # folder -> `_identity` at the last look
         self.dirty: set[Path] = set()
         self.stopping = False
         self.last_change = 0.0
@@ -44,17 +57,42 @@ class FolderWatch(FileSystemEventHandler):
         self.worker.start()
 
     def follow(self) -> None:
-        """Watch exactly the library's folders as they are now."""
+        """Watch exactly the library's folders as they are now on the disk. A folder deleted and made again is
+        another folder to the system's notifications: it is watched again, and indexed anew."""
         roots = {Path(root) for root in self.library.roots()}
-        watches = {root: watch for root, watch in self.watches.items() if root in roots}
-        for root in set(self.watches) - roots:
-            self.observer.unschedule(self.watches[root])
-        for root in roots - set(watches):
+        watches = dict(self.watches)
+        for root in set(watches) - roots:
+            self._unschedule(watches.pop(root))
+            self.identity.pop(root, None)
+        for root in roots:
+            now, before = _identity(root), self.identity.get(root, UNSEEN)
+            if root in watches and now == before:
+                continue
+            if root in watches:  # deleted, or another folder by its name
+                self._unschedule(watches.pop(root))
+            self.identity[root] = now
+            if now is None:
+                if before not in (None, UNSEEN):
+                    print(f"watch: {root} is gone from the disk; its photos stay in the library until it is back "
+                          "(or removed from the library)", flush=True)
+                continue  # looked for again at the next look
             try:
                 watches[root] = self.observer.schedule(self, str(root), recursive=True)
-            except OSError as error:  # a folder gone from the disk (or unreadable): tried again at the next look
+            except OSError as error:  # unreadable: tried again at the next look
                 print(f"watch: cannot watch {root}: {error}", flush=True)
+                self.identity[root] = None
+                continue
+            if before is not UNSEEN:  # back again: index it as it is now
+                with self.changed:
+                    self.dirty.add(root)
+                    self.last_change = time.monotonic()
         self.watches = watches  # replaced whole: the observer's thread reads it
+
+    def _unschedule(self, watch) -> None:
+        try:
+            self.observer.unschedule(watch)
+        except (KeyError, OSError):  # its notifications ended with its folder
+            pass
 
     def stop(self) -> None:
         """Stop watching, and let an indexing run in progress end first."""
@@ -97,6 +135,9 @@ class FolderWatch(FileSystemEventHandler):
             return roots
 
     def _index(self, roots: list[Path]) -> None:
+        roots = [root for root in roots if root.is_dir()]  # a deleted one: `follow` says so, and waits for it
+        if not roots:
+            return
         try:
             summary = index_folders(self.library, self.encoder, roots, progress=False)
             if summary.indexed and self.library.vocabulary():

@@ -3,6 +3,7 @@ reasons in words, search from the shell."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -239,4 +240,29 @@ def test_a_watch_follows_the_librarys_folders_and_never_brings_a_removed_one_bac
     assert set(library.roots()) == {kept.resolve(), added.resolve()} and len(library) == 5
     assert library.vector(str(kept / "new.jpg")) is not None and library.vector(str(added / "new.jpg")) is not None
     assert library.vector(str(dropped / "late.jpg")) is None
+    library.close()
+
+
+def test_a_watched_folder_deleted_and_made_again_is_watched_and_indexed_again(tmp_path, encoder, capfd):
+    """#36: the watch went deaf once its folder was deleted and made again, and kept the deleted photos' rows."""
+    photos = make_photos(tmp_path / "photos", 2)
+    library = Library(tmp_path / "library")
+    index_folders(library, encoder, [photos], progress=False)
+    watch = FolderWatch(library, encoder, quiet_s=0.2, follow_s=0.2)
+    watch.start()
+    try:
+        shutil.rmtree(photos)
+        time.sleep(1.5)  # (time for the watch to look)
+        assert len(library) == 2  # kept: a folder gone from the disk may be an unplugged one
+        make_photos(tmp_path / "incoming", 1, seed=4)
+        photos.mkdir()
+        os.replace(tmp_path / "incoming" / "photo0.jpg", photos / "again.jpg")
+        for _ in range(100):
+            if library.vector(str(photos / "again.jpg")) is not None and len(library) == 1:
+                break
+            time.sleep(0.1)
+    finally:
+        watch.stop()
+    assert library.vector(str(photos / "again.jpg")) is not None and len(library) == 1
+    assert "is gone from the disk" in capfd.readouterr().out
     library.close()
