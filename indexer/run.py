@@ -1,8 +1,10 @@
 """Embed the images under some folders into a library: only new or changed files, bad files recorded."""
 
+import errno
 import functools
 import io
 import math
+import os
 import threading
 import time
 from collections import deque
@@ -81,16 +83,22 @@ def _index(library: Library, encoder: Encoder, folders: list[Path], batch_size: 
     under_roots = [p for p in known if any(Path(p).is_relative_to(root) for root in roots)]
     gone = [p for p in under_roots if p not in files and p not in skipped]
     stats = {}  # name -> (size, mtime) of the files that are new or differ from what is stored
+    unreadable = {}  # name -> why: deleted meanwhile, no permission (a chmod leaves size and time as they were)
     for name, path in files.items():
         try:
             stat = path.stat()
-        except OSError as error:  # deleted meanwhile, no permission
-            _fail(library, summary, name, error)
+            if not os.access(path, os.R_OK):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), name)
+        except OSError as error:
+            unreadable[name] = error
             continue
         if known.get(name) == (stat.st_size, stat.st_mtime):
             summary.unchanged += 1
         else:
             stats[name] = (stat.st_size, stat.st_mtime)
+    library.remove([name for name in unreadable if name in known])  # not searchable while it cannot be shown
+    for name, error in unreadable.items():  # recorded without size or time: tried again on every run
+        _fail(library, summary, name, error)
     todo, copies = _sort_by_content(library, summary, stats, set(known), progress, stop)
 
     embed = functools.partial(_embed_into, library, encoder, summary, batch_size=batch_size,

@@ -107,6 +107,28 @@ def test_a_large_file_that_is_no_image_is_refused_from_its_first_bytes(tmp_path)
     assert refused == "NotAnImage" and int(grew_mb) < 100, done.stdout
 
 
+def test_a_photo_that_can_no_longer_be_read_leaves_the_search_until_it_can(tmp_path, checkpoint, monkeypatch):
+    """#36: a `chmod 000` photo stayed searchable (its size and time unchanged) and was never shown. The test
+    runs as root in CI, whom chmod does not stop: the indexer's permission check is told no instead."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, colour in enumerate(("red", "green", "blue")):
+        Image.new("RGB", (40, 30), colour).save(photos / f"{i}.png")
+    encoder = load_encoder(str(checkpoint[0]))
+    library = Library(tmp_path / "library")
+    index_folders(library, encoder, [photos], progress=False)
+    locked = str(photos / "1.png")
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: str(path) != locked and access(path, mode, **kw))
+    summary = index_folders(library, encoder, [photos], progress=False)
+    assert summary.failed == [(locked, "no permission to read it")] and len(library) == 2
+    assert library.vector(locked) is None and dict(library.failures()) == {locked: "no permission to read it"}
+    monkeypatch.setattr(os, "access", access)  # readable again: indexed again
+    summary = index_folders(library, encoder, [photos], progress=False)
+    assert (summary.indexed, len(library), library.failures()) == (1, 3, [])
+    library.close()
+
+
 def test_links_out_of_the_folder_are_not_followed_unless_asked(tmp_path, checkpoint):
     outside, inside = tmp_path / "outside", tmp_path / "photos"
     outside.mkdir()
