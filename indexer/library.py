@@ -260,10 +260,11 @@ class Library:
             return 0
         committed = self.db.execute("SELECT id, coalesce(vector_check, 0) AS want, vector_check IS NULL AS "
                                     "unknown FROM images ORDER BY id").fetchnumpy()
-        db_ids, want, unknown = (np.asarray(committed[key]) for key in ("id", "want", "unknown"))
+        db_ids = np.asarray(committed["id"], dtype=np.int64)
+        want, unknown = np.asarray(committed["want"]), np.asarray(committed["unknown"])
         damaged, unchecked = [], ([], [])
         for ids, checks in self.store.checks():
-            at = find(db_ids.astype(np.int64), ids)
+            at = find(db_ids, ids)
             here = at >= 0
             new = here & unknown[np.maximum(at, 0)]
             unchecked[0].extend(ids[new].tolist())

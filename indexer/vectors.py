@@ -18,6 +18,7 @@ until `compact` writes the live rows to the next generation. float16 halves the 
 float32; a unit vector's cosines move by less than 1e-3.
 """
 
+import functools
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,7 +45,7 @@ def row_checks(ids: np.ndarray, rows: np.ndarray) -> np.ndarray:
     with odd multipliers (a changed value always changes it) and then mixed; vectorised, so checking a store
     costs little more than reading it. The constants are part of the file format: never change them."""
     values = np.ascontiguousarray(rows, dtype=DTYPE).view("<u2")
-    multipliers = np.random.default_rng(20261207).integers(0, 2**63, values.shape[1], dtype=np.uint64) * 2 + 1
+    multipliers = _multipliers(values.shape[1])
     out = np.empty(len(values), dtype=np.uint64)
     with np.errstate(over="ignore"):
         for first in range(0, len(values), 4096):  # 4,096 rows of uint64 at a time: 16 MB at 512 dimensions
@@ -55,6 +56,11 @@ def row_checks(ids: np.ndarray, rows: np.ndarray) -> np.ndarray:
         out *= np.uint64(0xBF58476D1CE4E5B9)
         out ^= out >> np.uint64(29)
     return out.view(np.int64)
+
+
+@functools.cache
+def _multipliers(dim: int) -> np.ndarray:
+    return np.random.default_rng(20261207).integers(0, 2**63, dim, dtype=np.uint64) * 2 + 1
 
 
 class VectorStore:

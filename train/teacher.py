@@ -18,7 +18,7 @@ base rate, as caption words are chosen).
 A class is named in up to 93 languages (Babel-ImageNet's names, `data/imagenet_names.json`) and a group in the
 five caption languages (its table); the names become the word's aliases. A word mined from captions keeps
 its reading where it has the same name (`merge_words`): held-out photos chose that order (bench/RESULTS.md,
-"the image tower's classifier as a teacher").
+"the image tower's ImageNet classifier teaches words").
 
 Only a model whose image trunk is its base's, unchanged (a locked trunk), can be taught: the classifier reads
 the base's features.
@@ -58,10 +58,8 @@ def classifier(encoder: Encoder) -> tuple[np.ndarray, np.ndarray] | None:
 
 def class_probabilities(features: np.ndarray, weights: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """[N, 1000] softmax of the classifier over trunk features [N, F]."""
-    logits = features @ weights[0].T + weights[1]
-    logits -= logits.max(axis=1, keepdims=True)
-    probabilities = np.exp(logits)
-    return (probabilities / probabilities.sum(axis=1, keepdims=True)).astype(np.float32)
+    logits = torch.from_numpy(features @ weights[0].T + weights[1])
+    return torch.softmax(logits, dim=1).numpy().astype(np.float32)
 
 
 def readings(encoder: Encoder, paths: list[Path],
@@ -89,7 +87,7 @@ def vocabulary() -> tuple[list[str], list[list[int]], list[list[str]]]:
     for group in groups:
         names.append(group["en"][0])
         members.append([k for first, last in group["classes"] for k in range(first, last + 1)])
-        others.append([name for lang, spelled in group.items() if lang not in ("classes",) for name in spelled])
+        others.append([name for lang, spelled in group.items() if lang != "classes" for name in spelled])
     return names, members, others
 
 
