@@ -50,8 +50,6 @@ def _parser() -> argparse.ArgumentParser:
                         help="zero-shot tag vocabulary: one tag per line in any language, optionally 'tag = threshold'")
     parser.add_argument("--tag", action="append", default=[], metavar="TAG[=THRESHOLD]",
                         help="add one zero-shot tag (repeatable); the vocabulary is kept in the library")
-    parser.add_argument("--follow-links", action="store_true",
-                        help="also index files that symbolic links lead to outside the given folders")
     parser.add_argument("--max-pixels", type=pixel_count, default=DEFAULT_MAX_PIXELS,
                         help="refuse (and record) images whose header announces more pixels (default %(default)s)")
     parser.add_argument("--ann", choices=KINDS,

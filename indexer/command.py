@@ -44,8 +44,7 @@ def run(args: argparse.Namespace) -> int:
             if args.ann or args.ann_threshold is not None:
                 library.set_ann(args.ann or library.setting("ann") or "auto", args.ann_threshold)
             summary = index_folders(library, encoder, args.paths, batch_size=args.batch_size,
-                                    commit_every=args.commit_every, max_pixels=args.max_pixels,
-                                    follow_links=args.follow_links, stop=stop)
+                                    commit_every=args.commit_every, max_pixels=args.max_pixels, stop=stop)
             print(summary)
             if summary.stopped:
                 return 130  # as a shell reports a command that Ctrl-C ended

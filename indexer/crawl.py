@@ -8,28 +8,30 @@ from embedding.images import IMAGE_SUFFIXES
 DB_FILE = "library.duckdb"  # a folder holding one is a library (its thumbnails and copies), never photos
 
 
-def find_images(root: Path, follow_links: bool = False) -> tuple[list[Path], list[tuple[str, str]]]:
+def find_images(root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
     """(image files below `root` or `root` itself, sorted; [(path, reason)] for what was passed over).
+
+    Symbolic links are followed wherever they lead, to photos and to folders (a folder of photos gathered
+    from elsewhere, another disk linked into ~/Pictures), each folder walked once however the links loop.
+    That cannot widen what the app serves: it serves its own copies of indexed photos, never a path, and
+    only files that open as images are indexed. A photo is listed under its path below `root` (the link's),
+    so the library's folders stay the folders it was given.
 
     Hidden files and folders are skipped, and so are libraries (a folder with a `DB_FILE`: a library kept
     inside an indexed folder would otherwise index its own previews, and grow with every page load). Passed
-    over, with a reason: file names that are not valid UTF-8
-    (a library stores names as text), broken links and link loops, folders that cannot be listed, and links
-    that lead out of `root` unless `follow_links`: a library must not quietly reach, and the app serve, files
-    outside what was indexed. With `follow_links` linked folders are walked, each folder once (a link to a
-    parent would otherwise be walked until the path grows too long).
+    over, with a reason: file names that are not valid UTF-8 (a library stores names as text), broken links
+    and link loops, and folders that cannot be listed.
     """
     if root.is_file():
         return ([root] if root.suffix.lower() in IMAGE_SUFFIXES else []), []
-    real_root = root.resolve()
     found, skipped, walked = [], [], set()
 
     def unlistable(error: OSError) -> None:
         skipped.append((printable(error.filename), f"cannot list this folder: {error.strerror}"))
 
-    for folder, subfolders, files in os.walk(root, followlinks=follow_links, onerror=unlistable):
+    for folder, subfolders, files in os.walk(root, followlinks=True, onerror=unlistable):
         identity = _identity(folder)
-        if identity in walked:  # reached again through a link
+        if identity in walked:  # reached again through a link (a link to a parent: forever)
             subfolders[:] = []
             continue
         walked.add(identity)
@@ -41,7 +43,7 @@ def find_images(root: Path, follow_links: bool = False) -> tuple[list[Path], lis
             path = Path(folder) / name
             if name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
-            reason = _why_not(path, real_root, follow_links)
+            reason = _why_not(path)
             if reason:
                 skipped.append((printable(path), reason))
             else:
@@ -54,20 +56,18 @@ def printable(path: str | Path) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
-def _why_not(path: Path, real_root: Path, follow_links: bool) -> str | None:
+def _why_not(path: Path) -> str | None:
     """Why a file with an image's name is passed over, or None to index it."""
     if printable(path) != str(path):
         return "the file name is not valid UTF-8: rename the file to index it"
     if not path.is_symlink():
         return None
     try:
-        target = path.resolve(strict=True)
+        path.resolve(strict=True)
     except FileNotFoundError:
         return "broken link: its target does not exist"
     except (OSError, RuntimeError) as error:  # RuntimeError: a loop of links (Python 3.11)
         return f"link that cannot be followed: {error}"
-    if not follow_links and not target.is_relative_to(real_root):
-        return "link that leads outside the indexed folders (followed only with --follow-links)"
     return None
 
 

@@ -55,7 +55,7 @@ class Summary:
 
 def index_folders(library: Library, encoder: Encoder, folders: list[Path], batch_size: int = 32,
                   progress: bool = True, commit_every: int = 1024, max_pixels: int = DEFAULT_MAX_PIXELS,
-                  follow_links: bool = False, stop: threading.Event | None = None) -> Summary:
+                  stop: threading.Event | None = None) -> Summary:
     """Add every image under `folders` to `library`; re-embed changed files, drop deleted ones.
 
     Work is committed every `commit_every` images: a killed run loses at most that much, and the
@@ -63,12 +63,12 @@ def index_folders(library: Library, encoder: Encoder, folders: list[Path], batch
     ends the run after the commit under way. Files whose vectors were lost (a missing or damaged index
     file) are embedded again, wherever they are."""
     with library.indexing:
-        return _index(library, encoder, folders, batch_size, progress, commit_every, max_pixels, follow_links,
+        return _index(library, encoder, folders, batch_size, progress, commit_every, max_pixels,
                       stop or threading.Event())
 
 
 def _index(library: Library, encoder: Encoder, folders: list[Path], batch_size: int, progress: bool,
-           commit_every: int, max_pixels: int, follow_links: bool, stop: threading.Event) -> Summary:
+           commit_every: int, max_pixels: int, stop: threading.Event) -> Summary:
     start = time.time()
     library.bind_model(encoder.name, encoder.fingerprint, encoder.dim)
     roots = [Path(folder).resolve() for folder in folders]
@@ -78,7 +78,7 @@ def _index(library: Library, encoder: Encoder, folders: list[Path], batch_size: 
         library.add_root(root)
 
     summary = Summary(damaged=library.verify_vectors())
-    files, skipped = _crawl(library, summary, roots, follow_links)
+    files, skipped = _crawl(library, summary, roots)
     known = library.known_files()
     under_roots = [p for p in known if any(Path(p).is_relative_to(root) for root in roots)]
     gone = [p for p in under_roots if p not in files and p not in skipped]
@@ -114,12 +114,12 @@ def _index(library: Library, encoder: Encoder, folders: list[Path], batch_size: 
     return summary
 
 
-def _crawl(library: Library, summary: Summary, roots: list[Path], follow_links: bool) -> tuple[dict, dict]:
+def _crawl(library: Library, summary: Summary, roots: list[Path]) -> tuple[dict, dict]:
     """({name: path} of every image under `roots` and of every file whose vector was lost, wherever it is;
     {name: reason} of the files passed over, recorded as failures and kept apart from deleted files)."""
     files, skipped = {}, {}
     for root in roots:
-        found, passed_over = find_images(root, follow_links)
+        found, passed_over = find_images(root)
         files.update((str(path), path) for path in found)
         skipped.update(passed_over)
     files.update((name, Path(name)) for name in library.take_lost())

@@ -36,9 +36,13 @@ def browser():
 @pytest.fixture(scope="module")
 def app_url(tiny_run, photo_folder, tmp_path_factory):
     """The app on photos where a user keeps them: below the home folder, not /tmp or the working folder (Gradio
-    serves files from those two by itself, which once hid a photo view that failed everywhere else)."""
+    serves files from those two by itself, which once hid a photo view that failed everywhere else), and
+    gathered there as links to another disk's files (a folder of links once indexed to nothing)."""
     home = Path.home() / f".sigsearch-test-{os.getpid()}"
-    shutil.copytree(photo_folder, home / "Pictures")
+    shutil.copytree(photo_folder, home / "other-disk")
+    (home / "Pictures" / "gathered").mkdir(parents=True)
+    for file in (home / "other-disk").iterdir():
+        os.symlink(file, home / "Pictures" / "gathered" / file.name)
     library = Library(home / "library")
     index_folders(library, load_encoder(str(tiny_run)), [home / "Pictures"], progress=False)
     library.close()

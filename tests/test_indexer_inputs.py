@@ -129,22 +129,22 @@ def test_a_photo_that_can_no_longer_be_read_leaves_the_search_until_it_can(tmp_p
     library.close()
 
 
-def test_links_out_of_the_folder_are_not_followed_unless_asked(tmp_path, checkpoint):
-    outside, inside = tmp_path / "outside", tmp_path / "photos"
-    outside.mkdir()
+def test_links_to_photos_and_folders_elsewhere_are_followed_and_listed_under_the_folder(tmp_path, checkpoint):
+    """A folder of links (photos gathered from elsewhere, another disk linked in) once indexed to an empty
+    library with a failure per link, and a flag that followed them was not remembered by the watch."""
+    elsewhere, inside = tmp_path / "other-disk", tmp_path / "Pictures"
+    elsewhere.mkdir()
     inside.mkdir()
-    photo().save(outside / "private.jpg")
+    photo().save(elsewhere / "gathered.jpg")
     photo(seed=1).save(inside / "mine.jpg")
-    os.symlink(outside / "private.jpg", inside / "link.jpg")
-    os.symlink(outside, inside / "linked-folder")
-    encoder = load_encoder(str(checkpoint[0]))
+    os.symlink(elsewhere / "gathered.jpg", inside / "link.jpg")
+    os.symlink(elsewhere, inside / "linked-disk")
     library = Library(tmp_path / "library")
-    summary = index_folders(library, encoder, [inside], progress=False)
-    assert summary.indexed == 1 and [os.path.basename(path) for path, _ in summary.failed] == ["link.jpg"]
-    assert "leads outside the indexed folders" in summary.failed[0][1]  # listed, not skipped in silence
-    followed = Library(tmp_path / "library2")
-    summary = index_folders(followed, encoder, [inside], progress=False, follow_links=True)
-    assert (summary.indexed, summary.reused, len(followed)) == (2, 1, 3)  # both links reach the same bytes
+    summary = index_folders(library, load_encoder(str(checkpoint[0])), [inside], progress=False)
+    assert (summary.indexed, summary.reused, summary.failed, len(library)) == (2, 1, [], 3)  # one bytes, two paths
+    assert {os.path.relpath(path, inside) for path in library.known_files()} == {
+        "mine.jpg", "link.jpg", os.path.join("linked-disk", "gathered.jpg")}  # below the folder given
+    library.close()
 
 
 def test_a_library_kept_inside_an_indexed_folder_never_indexes_itself(tmp_path, checkpoint):
@@ -199,8 +199,8 @@ def test_odd_names_and_special_files_are_recorded_and_never_stop_a_run(tmp_path,
     os.symlink(outside / "gone.jpg", photos / "broken-outside.jpg")
     real_find = indexer.run.find_images
 
-    def find_then_delete(root, follow_links=False):  # the file is deleted after it was listed
-        found = real_find(root, follow_links)
+    def find_then_delete(root):  # the file is deleted after it was listed
+        found = real_find(root)
         (photos / "vanishes.jpg").unlink(missing_ok=True)
         return found
 
@@ -224,8 +224,7 @@ def test_following_links_walks_each_folder_once(tmp_path, checkpoint):
     photo(seed=1).save(photos / "b.jpg")
     os.symlink(".", photos / "loop")  # once: 2 photos became 82 rows
     library = Library(tmp_path / "library")
-    summary = index_folders(library, load_encoder(str(checkpoint[0])), [photos], progress=False,
-                            follow_links=True)
+    summary = index_folders(library, load_encoder(str(checkpoint[0])), [photos], progress=False)
     assert (summary.indexed, len(library)) == (2, 2)
 
 
