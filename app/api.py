@@ -1,10 +1,11 @@
-"""The JSON endpoints for scripts (gradio_client): /search, /more_like_this, /search_image and /library (the
-folder served). (/tag, /caption and /index_folder are their tabs' buttons.)"""
+"""The JSON endpoints for scripts (gradio_client): /search, /more_like_this, /search_image, /browse (the
+library by filters alone, newest first) and /library (the folder served). (/tag, /caption, /index_folder and
+/remove_folder are their tabs' buttons.)"""
 
 import gradio as gr
 
 from app.page import Page
-from app.search import as_json, make_filters, more_like_this, search_image, search_text
+from app.search import as_json, browse, make_filters, more_like_this, search_image, search_text
 from indexer import Filters
 
 
@@ -31,6 +32,13 @@ def build(page: Page) -> None:
         return as_json(page.checked(lambda: search_image(library, encoder, page.upload(image), _whole(k),
                                                          _filters(folder, taken_from, taken_to, gps, tag))))
 
+    def newest(k: int = 24, folder: str = "", taken_from: str = "", taken_to: str = "", gps: str = "any",
+               tag: str = "") -> list[dict]:
+        """The library without a query: the photos passing the filters (as /search's), newest first by date
+        taken, else the file's time -> [{image, time}]."""
+        shown = page.checked(lambda: browse(library, _whole(k), _filters(folder, taken_from, taken_to, gps, tag)))
+        return [{"image": hit.path, "time": when.isoformat()} for hit, when in shown]
+
     def served_library() -> str:
         """The folder of the library this app serves (the shell search checks it before trusting an answer)."""
         return str(library.folder.resolve())
@@ -38,6 +46,7 @@ def build(page: Page) -> None:
     gr.api(search, api_name="search")
     gr.api(served_library, api_name="library")
     gr.api(similar, api_name="more_like_this")
+    gr.api(newest, api_name="browse")
     upload = gr.File(type="filepath", visible=False)  # no decoding before open_upload's checks
     k = gr.Number(24, visible=False)
     filters = [gr.Textbox(value, visible=False) for value in ("", "", "", "any", "")]  # folder .. tag, as /search

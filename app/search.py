@@ -3,14 +3,14 @@
 import math
 import re
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from embedding.words import Labels, TextReader, read_labels
-from indexer import Filters, Library
+from indexer import Filters, Hit, Library
 
 if TYPE_CHECKING:
     from embedding import Encoder
@@ -111,6 +111,13 @@ def search_text(library: Library, encoder: TextReader, query: str, k: int = 24, 
     probabilities = (labels.probability(scores) if len(terms) == 1 else encoder.probability(scores))[:, 0]
     return [Result(hit.id, hit.path, hit.score, float(p), hit.hash)
             for hit, p in zip(hits, probabilities, strict=True) if p >= min_probability]
+
+
+def browse(library: Library, k: int = 24, filters: Filters | None = None) -> list[tuple[Hit, datetime]]:
+    """The library without a query: the k newest photos passing `filters` (by date taken, else the file's
+    time), with that time."""
+    check_count(k)
+    return library.newest(k, filters)
 
 
 def why_empty(library: Library, filters: Filters | None = None, min_probability: float = 0.0) -> str:

@@ -97,6 +97,14 @@ def test_app_serves_library_photos_and_nothing_else(tiny_run, photo_folder, tmp_
         nowhere = str(photo_folder / "nowhere")  # filters apply to image queries as to text ones
         assert client.predict(results[0]["image"], 4, nowhere, api_name="/more_like_this") == []
         assert client.predict(handle_file(results[0]["image"]), 4, nowhere, api_name="/search_image") == []
+        photos = sorted(str(path) for path in photo_folder.glob("*.jpg"))
+        newest = client.predict(1000, api_name="/browse")  # filters alone browse the library, newest first
+        assert sorted(r["image"] for r in newest) == photos
+        assert [r["time"] for r in newest] == sorted((r["time"] for r in newest), reverse=True)
+        assert client.predict(3, str(photo_folder), api_name="/browse") == newest[:3]
+        assert client.predict(3, nowhere, api_name="/browse") == []
+        with pytest.raises(Exception, match="number of results is 1 to 1,000"):
+            client.predict(0, api_name="/browse")
         tags = client.predict(handle_file(results[0]["image"]), "Hund, snow, 猫", api_name="/tag")
         assert {c["label"] for c in tags["confidences"]} == {"Hund", "snow", "猫"}
         with pytest.raises(Exception, match="not an image"):

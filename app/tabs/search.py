@@ -8,7 +8,7 @@ import gradio as gr
 
 from app import photo_view
 from app.page import Page, changed, count_note, filter_controls, plural
-from app.search import MAX_RESULTS, make_filters, search_text, why_empty
+from app.search import MAX_RESULTS, browse, make_filters, search_text, why_empty
 from indexer import Hit
 
 TITLE = "Search"
@@ -29,9 +29,9 @@ def build(page: Page, ui: gr.Blocks) -> None:
         return answer(*page.gallery(results),
                       count_note(results, int(n)) or why_empty(library, filters, float(threshold)))
 
-    def browse(n, threshold=0.0, folder="", taken_from="", taken_to="", gps="any", tag=""):  # no query: the library
+    def library_view(n, threshold=0.0, folder="", taken_from="", taken_to="", gps="any", tag=""):  # no query
         filters = page.checked(lambda: make_filters(folder, taken_from, taken_to, gps, tag))
-        shown = library.newest(int(n), filters)
+        shown = page.checked(lambda: browse(library, int(n), filters))
         passing = " passing the filters" if filters.active() else ""
         note = (f"The newest {plural(len(shown), 'photo')}{passing}, by date taken (else the file's time), of "
                 f"{len(library):,} in the library." if shown else why_empty(library, filters))
@@ -48,7 +48,7 @@ def build(page: Page, ui: gr.Blocks) -> None:
         return groups
 
     def show(query, n, *filters):  # a control changed: the page follows it
-        return find(query, n, *filters) if query.strip() else browse(n, *filters)
+        return find(query, n, *filters) if query.strip() else library_view(n, *filters)
 
     def more(query, n, *filters):  # the next page of photos: the same view, longer
         n = min(int(n) + PAGE, MAX_RESULTS)
@@ -82,7 +82,7 @@ def build(page: Page, ui: gr.Blocks) -> None:
     view = photo_view.build(page, results, originals)
     controls = [query, k, threshold, *filters]
     shown = [results, originals, note, day_groups]
-    ui.load(browse, k, shown, api_visibility="private")
+    ui.load(library_view, k, shown, api_visibility="private")
     gr.on([query.submit, go.click], find, controls, shown, api_visibility="private")
     gr.on(changed([k, threshold, *filters]), show, controls, shown, api_visibility="private")
     show_more.click(more, controls, [k, *shown], api_visibility="private")
