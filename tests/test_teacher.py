@@ -5,8 +5,16 @@ import numpy as np
 
 from common.captions import image_file
 from embedding import load_encoder
-from embedding.words import Words
-from train.teacher import class_probabilities, classifier, merge_words, readings, teacher_words, vocabulary
+from embedding.words import Words, word_key
+from train.teacher import (
+    class_probabilities,
+    classifier,
+    merge_words,
+    readings,
+    shared_calibration,
+    teacher_words,
+    vocabulary,
+)
 
 LANGUAGES = ("en", "de", "fr", "zh", "cs")
 TEAPOT, CATS = 849, range(281, 286)
@@ -36,17 +44,33 @@ def planted(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return x, p
 
 
-def test_a_class_is_fitted_to_the_classifiers_probabilities_alone_and_named_in_its_languages():
-    words, candidates = teacher_words(planted(3000, 0), planted(1000, 1), "f" * 20, min_lift=1.5, steps=1000,
-                                      weight_decay=1e-4)
-    assert {"teapot", "cat"} <= set(words.words) and candidates > 2
-    assert not {"tench", "dog", "bird"} & set(words.words)  # classes of no probability are not candidates
+def test_every_class_is_read_off_the_embedding_by_one_map_calibrated_across_sources_and_named_in_its_languages():
+    x, p = planted(4000, 0)
+    words = teacher_words(x, p, np.arange(4000) % 3, "f" * 20)
+    names = vocabulary()[0]
+    assert len(words.words) == len({word_key(name) for name in names})  # every class and group, each name once
+    assert words.words[words.find("mushroom")] == "mushroom" and words.find("mushroom") > 1000  # the group
     x, p = planted(1000, 2)
     for word, truth in (("teapot", p[:, TEAPOT] >= 0.5), ("cat", p[:, list(CATS)].sum(1) >= 0.5)):
         row = words.find(word)
         probability = 1 / (1 + np.exp(-(words.scale[row] * x @ words.vectors[row] + words.bias[row])))
         assert ((probability >= 0.5) == truth).mean() > 0.9, word  # ranks and calibrates as the teacher does
+    tench = words.find("tench")  # never likely on any photo: never likely by the map either
+    assert (words.scale[tench] * x @ words.vectors[tench] + words.bias[tench] < -5).all()
     assert words.words[words.find("ティーポット")] == "teapot" and words.words[words.find("Katze")] == "cat"
+
+
+def test_the_shared_calibration_is_fitted_on_scores_of_photos_the_map_never_saw():
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(20000, 3))
+    truth = (rng.random(scores.shape) < 1 / (1 + np.exp(-(2.0 * scores - 1.0)))).astype(np.float64)
+    a, b = shared_calibration(scores, truth)
+    assert abs(a - 2.0) < 0.1 and abs(b + 1.0) < 0.1
+    # one source seen alone: the map is calibrated on two halves of its photos, and still reads the teapot
+    x, p = planted(2000, 3)
+    words = teacher_words(x, p, np.zeros(2000, dtype=int), "f" * 20)
+    row = words.find("teapot")
+    assert np.corrcoef(x @ words.vectors[row], p[:, TEAPOT])[0, 1] > 0.8
 
 
 def test_a_word_of_the_captions_keeps_its_reading_and_its_names():

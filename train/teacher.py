@@ -2,18 +2,19 @@
 
 The words mined from captions cover what the captions name: Flickr8k's people and dogs, and the labels of the
 sources brought in. The image trunk knows far more: it was trained as a 1,000-way ImageNet classifier (teapots,
-space shuttles, espresso, lynxes), and its classifier layer ships with it in the base's package. So each
-ImageNet class becomes a word of its own, fitted as the caption words are (`train.words.fit`: one logistic
-regression on the frozen image embeddings), but against the classifier's probability of the class on every
-training photo instead of a caption's yes or no:
+space shuttles, espresso, lynxes), and its classifier layer ships with it in the base's package. The image
+embedding keeps much of what the classifier reads, so each ImageNet class, and each everyday group of classes
+(`data/imagenet_groups.json`: bird = the 59 bird classes, truck = the six kinds of truck), becomes a word read
+off the embedding x of a photo by a linear map fitted to the classifier's log-probability:
 
-    target(photo, class k) = softmax(W f + c)_k          f: the trunk's pooled features of the photo
+    y_k(photo) = log sum_{j in k} softmax(W f + c)_j         f: the trunk's pooled features of the photo
+    M = argmin_M  sum_photos |[x, 1] M - y|^2 + ridge |M|^2   (one ridge regression for every word at once)
+    p(k | x) = sigmoid(a ([x, 1] M)_k + b)
 
-and an everyday group of classes (`data/imagenet_groups.json`: bird = the 59 bird classes, truck = the six
-kinds of truck) against the sum of its classes' probabilities. No label is needed, so every training photo of
-every source teaches every class, and a class the photos never show much is left out (less than
-`MIN_MASS` photos' worth of probability in the training photos, or a validation AP under `min_lift` x the
-base rate, as caption words are chosen).
+The regression reads the classifier's whole scale of evidence on every photo (how teapot-like a cup is), not
+only on photos that hold the class, so a class no training photo shows is still learned. One calibration
+(a, b) serves every word: it is fitted to the classifier's probabilities on each source's photos as read by a
+map fitted without that source, so that the probabilities hold on photos of a source the map never saw.
 
 A class is named in up to 93 languages (Babel-ImageNet's names, `data/imagenet_names.json`) and a group in the
 five caption languages (its table); the names become the word's aliases. A word mined from captions keeps
@@ -36,10 +37,9 @@ from embedding.towers import timm_state_dict
 from embedding.two_towers import preprocess_config
 from embedding.words import Words, word_key
 from train.features import image_features
-from train.words import Mined, average_precisions, fit
 
 DATA = Path(__file__).resolve().parent / "data"
-MIN_MASS = 5.0  # a class is taught when the training photos hold this many photos' worth of its probability
+RIDGE = 0.01  # the map's penalty on unit-length embeddings: 1.0 gave a held-out source a lower top-1 (RESULTS)
 
 
 def classifier(encoder: Encoder) -> tuple[np.ndarray, np.ndarray] | None:
@@ -91,34 +91,62 @@ def vocabulary() -> tuple[list[str], list[list[int]], list[list[str]]]:
     return names, members, others
 
 
-def teacher_words(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], fingerprint: str,
-                  min_lift: float, steps: int, weight_decay: float) -> tuple[Words, int]:
-    """Words fitted to the classifier: `train` and `val` are (image embeddings, class probabilities) of the
-    training and validation photos. -> (the words kept, how many were candidates)."""
+def teacher_words(embedded: np.ndarray, probabilities: np.ndarray, sources: np.ndarray,
+                  fingerprint: str) -> Words:
+    """Every class and group of `vocabulary` as a word: `embedded` [N, dim] image embeddings, `probabilities`
+    [N, 1000] the classifier's, `sources` [N] which source each photo came from (one source: two halves)."""
     names, members, others = vocabulary()
-    def targets(probabilities: np.ndarray) -> np.ndarray:
-        return np.stack([probabilities[:, group].sum(axis=1) for group in members], axis=1)
-    soft = targets(train[1])
-    candidates = np.flatnonzero(soft.sum(axis=0) >= MIN_MASS)
-    mined = Mined([names[j] for j in candidates], ["*"] * len(candidates), soft[:, candidates],
-                  np.ones(soft[:, candidates].shape, dtype=bool), {})
-    weights, biases = fit(train[0], mined, steps, weight_decay)
-    # Validation against the teacher's own call (the class, or a class of the group, is its first choice):
-    first = val[1].argmax(axis=1)
-    truth = np.stack([np.isin(first, members[j]) for j in candidates], axis=1)
-    checked = Mined(mined.words, mined.languages, truth, np.ones(truth.shape, dtype=bool), {})
-    val_ap = average_precisions(val[0] @ weights.T + biases, checked)
-    base_rate = truth.mean(axis=0)
-    kept = [i for i in range(len(candidates)) if np.isfinite(val_ap[i]) and val_ap[i] >= min_lift * base_rate[i]]
-    keys = [word_key(names[candidates[i]]) for i in kept]
+    targets = log_probabilities(probabilities, members)
+    folds = sources if len(np.unique(sources)) > 1 else np.arange(len(sources)) % 2
+    unseen = np.empty_like(targets)
+    for fold in np.unique(folds):
+        held = folds == fold
+        unseen[held] = _with_bias(embedded[held]) @ linear_map(embedded[~held], targets[~held])
+    a, b = shared_calibration(unseen, np.exp(targets))
+    mapped = linear_map(embedded, targets)
+    weights, biases = a * mapped[:-1].T, a * mapped[-1] + b
+    keys = [word_key(name) for name in names]
+    rows = sorted({key: i for i, key in enumerate(keys)}.values())  # a name twice: the last (a group over a class)
     aliases: dict[str, str] = {}
-    for key, i in zip(keys, kept, strict=True):
-        for other in others[candidates[i]]:
-            aliases.setdefault(word_key(other), key)  # a name of several classes reads as the first
-    norms = np.linalg.norm(weights[kept], axis=1)
-    words = Words(keys, weights[kept] / norms[:, None], norms.astype(np.float32), biases[kept], fingerprint,
-                  {form: key for form, key in aliases.items() if form not in set(keys)})
-    return words, len(candidates)
+    for i in rows:
+        for other in others[i]:
+            aliases.setdefault(word_key(other), keys[i])  # a name of several classes reads as the first
+    for key in keys:
+        aliases.pop(key, None)
+    norms = np.linalg.norm(weights[rows], axis=1)
+    return Words([keys[i] for i in rows], (weights[rows] / np.maximum(norms, 1e-12)[:, None]).astype(np.float32),
+                 norms.astype(np.float32), biases[rows].astype(np.float32), fingerprint, aliases)
+
+
+def log_probabilities(probabilities: np.ndarray, members: list[list[int]]) -> np.ndarray:
+    """[N, V] log of each word's probability (a group's: the sum of its classes')."""
+    floor = np.finfo(np.float32).tiny  # a float32 softmax rounds the least likely classes to 0
+    return np.log(np.maximum(np.stack([probabilities[:, group].sum(axis=1) for group in members], axis=1), floor))
+
+
+def linear_map(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """[dim + 1, V] ridge regression of `y` on `x` and a constant (the constant not penalised)."""
+    inputs = _with_bias(x).astype(np.float64)
+    gram = inputs.T @ inputs + RIDGE * np.diag(np.r_[np.ones(x.shape[1]), 0.0])
+    return np.linalg.solve(gram, inputs.T @ y.astype(np.float64)).astype(np.float32)
+
+
+def shared_calibration(scores: np.ndarray, probabilities: np.ndarray) -> tuple[float, float]:
+    """(a, b) minimising the cross-entropy of sigmoid(a * scores + b) against `probabilities`, every word alike."""
+    x, target = torch.from_numpy(scores.ravel()).double(), torch.from_numpy(probabilities.ravel()).double().clamp(0, 1)
+    ab = torch.tensor([1.0, 0.0], dtype=torch.float64, requires_grad=True)
+    optimiser = torch.optim.LBFGS([ab], max_iter=100, line_search_fn="strong_wolfe")
+    def loss() -> torch.Tensor:
+        optimiser.zero_grad()
+        value = torch.nn.functional.binary_cross_entropy_with_logits(ab[0] * x + ab[1], target)
+        value.backward()
+        return value
+    optimiser.step(loss)
+    return float(ab[0].detach()), float(ab[1].detach())
+
+
+def _with_bias(x: np.ndarray) -> np.ndarray:
+    return np.hstack([x, np.ones((len(x), 1), dtype=x.dtype)])
 
 
 def merge_words(first: Words, second: Words) -> Words:

@@ -47,6 +47,7 @@ from common.captions import image_file, read_captions
 from common.retrieval import average_precision
 from embedding import Encoder
 from embedding.words import Words, word_key
+from train import teacher as imagenet
 
 MAX_SHARE = 0.3         # a word on more photos than this is a function word or the dataset's theme
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]+")
@@ -227,18 +228,17 @@ def learn_words(encoder: Encoder, data: list[Path], min_photos: int, min_lift: f
     captions_{train,val}.jsonl + images/: Flickr8k, and sources `python -m train data` wrote), all together;
     with `teacher`, add the words of the image tower's ImageNet classifier fitted on the same photos
     (`train.teacher`) where the model has one."""
-    from train import teacher as imagenet  # it builds on this module's fit: imported here, not at the top
-
     weights = imagenet.classifier(encoder) if teacher else None
     splits = {}
     for split in ("train", "val"):
-        records, embedded, probabilities = [], [], []
-        for folder in data:  # cached folder by folder: a fit on other folders reuses them (bench.leave_one_out)
+        records, embedded, probabilities, sources = [], [], [], []
+        for index, folder in enumerate(data):  # cached folder by folder: a fit on other folders reuses them
             part = read_captions(folder / f"captions_{split}.jsonl")
             if not part:
                 continue
             paths = [image_file(folder / "images", r.key) for r in part]
             records += part
+            sources.append(np.full(len(part), index))
             if weights is None:
                 embedded.append(cached_embeddings(encoder, "images", image_keys(paths),
                                                   lambda p=paths: encoder.embed_images(p)))
@@ -246,7 +246,7 @@ def learn_words(encoder: Encoder, data: list[Path], min_photos: int, min_lift: f
                 photos, classes = imagenet.readings(encoder, paths, weights)
                 embedded.append(photos)
                 probabilities.append(classes)
-        splits[split] = (records, np.concatenate(embedded), np.concatenate(probabilities) if probabilities else None)
+        splits[split] = (records, np.concatenate(embedded), probabilities, np.concatenate(sources))
     train = mine(splits["train"][0], min_photos)
     val = mine(splits["val"][0], min_photos, list(zip(train.words, train.languages, strict=True)))
     weights_w, biases = fit(splits["train"][1], pool_languages(train, min_overlap), steps, weight_decay)
@@ -266,9 +266,10 @@ def learn_words(encoder: Encoder, data: list[Path], min_photos: int, min_lift: f
                "dictionary": len(translated),
                "val_map_kept": 100 * float(np.nanmean(val_ap[kept])),
                "val_map_dropped": 100 * float(np.nanmean(np.delete(val_ap, kept))), "taught": 0}
-    if weights is not None:
-        taught, summary["teacher_candidates"] = imagenet.teacher_words(
-            splits["train"][1:], splits["val"][1:], encoder.fingerprint, min_lift, steps, weight_decay)
+    if weights is not None:  # the teacher reads every photo, train and val: it has no words to choose
+        taught = imagenet.teacher_words(np.concatenate([splits["train"][1], splits["val"][1]]),
+                                        np.concatenate(splits["train"][2] + splits["val"][2]),
+                                        np.concatenate([splits["train"][3], splits["val"][3]]), encoder.fingerprint)
         words = imagenet.merge_words(words, taught)
         summary["taught"] = len(words.words) - len(kept)
     return words, summary
