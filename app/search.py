@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 _WEIGHTED = re.compile(r"^([+-]?\d+(?:\.\d+)?)\s*:\s*(.+)$")
 MAX_WEIGHT = 100.0
 MAX_TERMS, MAX_QUERY_CHARS = 20, 2000  # each term is a text-tower pass: thousands of them once held every user up
+COMBINED_POOL = 200  # candidates a combined query re-ranks at least
 MAX_RESULTS = 1000  # per query: what a person pages through; FAISS's answer for k = 10**8 takes gigabytes
 
 
@@ -26,7 +27,7 @@ class Result:
     id: int             # the image's id in the library
     path: str
     score: float        # cosine similarity to the query vector
-    probability: float  # sigmoid(t * cos + b): the word's own t, b for a one-term query (text queries only)
+    probability: float  # text queries: each term's sigmoid(t * cos + b), combined (`combined_probability`)
     hash: str | None = None  # of the file's bytes (names its thumbnail)
 
 
@@ -99,18 +100,40 @@ def make_filters(folder: str | None = "", taken_from: str | None = "", taken_to:
 
 def search_text(library: Library, encoder: TextReader, query: str, k: int = 24, min_probability: float = 0.0,
                 filters: Filters | None = None) -> list[Result]:
-    """The k best matches for a text or combined query among photos passing `filters`, weak ones dropped."""
+    """The k best matches for a text or combined query among photos passing `filters`, weak ones dropped.
+
+    The query's vector (`query_vector`) finds the candidates; they are ranked by `combined_probability`,
+    which reads each term by its own calibration: an excluded term's photos go down the list."""
     check_count(k)
     terms = parse_query(query)
     if not terms:
         raise ValueError("nothing to search for: type a word or a sentence (a term weighted 0: counts for nothing)")
     labels = read_labels(encoder, [term.text for term in terms])
-    hits = library.search(query_vector(labels, terms), k, filters)
-    scores = np.array([[hit.score] for hit in hits], dtype=np.float32).reshape(-1, 1)
-    # One term is one label, with its own calibration; a combination has only the model's.
-    probabilities = (labels.probability(scores) if len(terms) == 1 else encoder.probability(scores))[:, 0]
-    return [Result(hit.id, hit.path, hit.score, float(p), hit.hash)
-            for hit, p in zip(hits, probabilities, strict=True) if p >= min_probability]
+    # One term ranks as its vector does; a combination looks further for photos its terms agree on.
+    pool = k if len(terms) == 1 else min(MAX_RESULTS, max(COMBINED_POOL, 4 * k))
+    hits = library.search(query_vector(labels, terms), pool, filters)
+    if not hits:
+        return []
+    each = labels.probability(library.vectors_of([hit.id for hit in hits]) @ labels.vectors.T)
+    probabilities = combined_probability(each, np.array([term.weight for term in terms]))
+    best = sorted(range(len(hits)), key=lambda i: (-probabilities[i], -hits[i].score))[:k]
+    return [Result(hits[i].id, hits[i].path, hits[i].score, float(probabilities[i]), hits[i].hash)
+            for i in best if probabilities[i] >= min_probability]
+
+
+def combined_probability(each: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """[photos] the probability that a photo shows every positive term and none of the negative ones, from
+    `each` [photos, terms] term's own probability, the terms taken as independent and a weight w counting its
+    term w times:
+
+        P = prod_{w > 0} p ** w  *  prod_{w < 0} (1 - p) ** |w|
+
+    One term of weight 1 is its own probability; `beach, -people` is P(beach) x P(no people)."""
+    positive, negative = weights > 0, weights < 0
+    with np.errstate(divide="ignore"):  # log 0 = -inf: a term surely absent (or surely present and excluded)
+        log_p = (np.log(each[:, positive]) * weights[positive]).sum(1) \
+            + (np.log1p(-each[:, negative]) * -weights[negative]).sum(1)
+    return np.exp(log_p)
 
 
 def browse(library: Library, k: int = 24, filters: Filters | None = None) -> list[tuple[Hit, datetime]]:

@@ -46,6 +46,10 @@ BORROW_TEMPERATURE = 0.02     # softmax over the neighbours' cosines: a word 0.0
 _EDGES = re.compile(r"^[\W_]+|[\W_]+$")
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff]")
 _WORD = re.compile(r"\w+")
+# A leading article in English, German, French, Spanish or Italian: "a dog", "ein Hund", "le chien", "el perro"
+# are the word itself. Only before another word ("the" alone stays "the").
+_ARTICLE = re.compile(r"^(?:a|an|the|ein|eine|einen|einem|einer|der|die|das|den|dem|un|une|le|la|les|des|"
+                      r"el|los|las|una|unos|unas|uno|il|lo|gli)\s+(?=\w)|^l'(?=\w)", re.IGNORECASE)
 
 
 def word_key(text: str) -> str:
@@ -69,8 +73,10 @@ class Words:
         self.index |= {form: self.index[word] for form, word in self.aliases.items()}
 
     def find(self, label: str) -> int | None:
-        """The row of `label` (as written or in a form seen in the captions), or None."""
-        return self.index.get(word_key(label))
+        """The row of `label` (as written, in a form seen in the captions, or after a leading article: "a dog"
+        reads as "dog", with the same probability), or None."""
+        found = self.index.get(word_key(label))
+        return found if found is not None else self.index.get(word_key(without_article(label)))
 
 
 def load_words(folder: str | Path, fingerprint: str) -> Words | None:
@@ -129,6 +135,12 @@ class TextReader(Protocol):
     def probability(self, similarities: np.ndarray | float) -> np.ndarray: ...
 
 
+def without_article(label: str) -> str:
+    """`label` without a leading article ("a dog" -> "dog"; "the" and "a dog running" keep theirs where a word
+    is read: see `read_labels`)."""
+    return _ARTICLE.sub("", label.strip(), count=1)
+
+
 def read_labels(encoder: TextReader, labels: Sequence[str]) -> Labels:
     """Labels in any language: a learned word where the model has one, a one-word label near learned words
     borrows theirs, anything else is the text tower's embedding with the model's own t and b."""
@@ -140,12 +152,15 @@ def read_labels(encoder: TextReader, labels: Sequence[str]) -> Labels:
     scale = np.full(len(labels), encoder.temperature, dtype=np.float32)
     bias = np.full(len(labels), encoder.bias, dtype=np.float32)
     read_as: list[str | None] = [words.words[i] if i is not None else None for i in found]
+    # A word after an article is the word ("el perro" borrows as "perro" does); a phrase stays whole.
+    texts = [bare if is_short(bare) else label
+             for label, bare in zip(labels, map(without_article, labels), strict=True)]
     if (~own).any():
-        vectors[~own] = encoder.embed_texts([label for label, hit in zip(labels, own, strict=True) if not hit])
+        vectors[~own] = encoder.embed_texts([text for text, hit in zip(texts, own, strict=True) if not hit])
     if own.any():
         rows = [i for i in found if i is not None]
         vectors[own], scale[own], bias[own] = words.vectors[rows], words.scale[rows], words.bias[rows]
-    short = [i for i, label in enumerate(labels) if not own[i] and is_short(label)]
+    short = [i for i, text in enumerate(texts) if not own[i] and is_short(text)]
     borrowed = np.zeros(len(labels), dtype=bool)
     if words and short:
         nearest, similarity, reading = borrow(words, word_texts(encoder, words), vectors[short])

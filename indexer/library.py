@@ -375,6 +375,10 @@ class Library:
         row = self.db.execute("SELECT id FROM images WHERE path = ?", [path]).fetchone()
         return None if row is None or row[0] in self.lost else self.store.get(np.array([row[0]]))[0]
 
+    def vectors_of(self, ids: list[int]) -> np.ndarray:
+        """The stored vectors [len(ids), dim] of photos a search just gave (re-scoring a combined query)."""
+        return self.store.get(np.asarray(ids, dtype=np.int64))
+
     # --- tags ------------------------------------------------------------------------------------
     def vocabulary(self) -> dict[str, float]:
         return dict(self.db.execute("SELECT tag, threshold FROM tags ORDER BY tag").fetchall())

@@ -11,6 +11,7 @@ from app.search import (
     MAX_RESULTS,
     MAX_TERMS,
     Term,
+    combined_probability,
     make_filters,
     more_like_this,
     parse_query,
@@ -78,6 +79,27 @@ def test_negative_terms_push_results_away(searchable):
     assert np.linalg.norm(minus) == pytest.approx(1.0, abs=1e-5)
     assert [r.path for r in search_text(library, encoder, "a dog runs", 48)] != [
         r.path for r in search_text(library, encoder, "a dog runs, -a man on a bicycle", 48)]
+
+
+def test_a_combined_query_scores_each_term_by_its_own_calibration():
+    each = np.array([[0.9, 0.05], [0.9, 0.9], [0.2, 0.0], [0.0, 1.0]])
+    got = combined_probability(each, np.array([1.0, -1.0]))  # beach, -people
+    assert got == pytest.approx([0.9 * 0.95, 0.9 * 0.1, 0.2, 0.0])  # P(beach) x P(no people); 0 and 1: no NaN
+    assert combined_probability(each[:, :1], np.array([1.0])) == pytest.approx(each[:, 0])  # one term: its own
+    assert combined_probability(each, np.array([2.0, 1.0])) == pytest.approx([0.81 * 0.05, 0.81 * 0.9, 0, 0])
+
+
+def test_an_excluded_terms_photos_go_down_the_list_and_the_shown_probability_is_the_terms(searchable):
+    """`beach, -people` once put 6 photos with people in its top 8, each shown at 0% (the sum of the terms'
+    vectors, read by the model's calibration for sentences)."""
+    library, encoder = searchable
+    query = "a dog runs, -a man on a bicycle"
+    labels = read_labels(encoder, ["a dog runs", "a man on a bicycle"])
+    results = search_text(library, encoder, query, 48)
+    each = labels.probability(library.vectors_of([r.id for r in results]) @ labels.vectors.T)
+    expected = each[:, 0] * (1 - each[:, 1])
+    assert [r.probability for r in results] == pytest.approx(expected.tolist(), rel=1e-4)
+    assert [r.probability for r in results] == sorted((r.probability for r in results), reverse=True)
 
 
 def test_weak_matches_are_hidden_by_threshold(searchable):

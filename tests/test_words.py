@@ -288,5 +288,16 @@ def test_words_of_languages_never_trained_borrow_the_bundled_models_words(flickr
     read = read_labels(encoder, labels)
     assert read.read_as == ["dog", "pes", "chien", "cat", None]
     assert read.learned.tolist() == [True, True, True, True, False]
-    assert how_read(encoder, [" dogs", "perro", "", "a cat "]) == (  # the tag panel's line under the tags
-        "Learned words: dogs · read as the learned word nearest: perro → pes · read by the text tower: a cat")
+    assert how_read(encoder, [" dogs", "perro", "", "a cat on a mat "]) == (  # the tag panel's line under the tags
+        "Learned words: dogs · read as the learned word nearest: perro → pes · read by the text tower: a cat on a mat")
+
+
+def test_a_word_and_the_word_after_an_article_are_one_reading(flickr):
+    """"dog" 100% but "a dog" 70%, "child" 98% but "a child" 44%: the phrase was read by the text tower."""
+    encoder = load_encoder("bundled")
+    photo = Image.open(image_file(flickr / "images", "3642220260_3aa8a52670"))  # "A black dog on a rocky beach"
+    pairs = {"dog": "a dog", "Hund": "ein Hund", "chien": "le chien", "beach": "the beach", "perro": "el perro"}
+    scores = tag_image(encoder, photo, [*pairs, *pairs.values()])
+    for word, phrase in pairs.items():
+        assert scores[phrase] == pytest.approx(scores[word], abs=1e-5), (word, scores)
+    assert read_labels(encoder, ["a dog running"]).read_as == [None]  # a phrase is the text tower's, article and all
