@@ -2,6 +2,7 @@
 and errors into what Gradio shows."""
 
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,7 @@ class Page:
         try:
             return run()
         except (ValueError, LibraryWriteError) as error:
-            raise gr.Error(str(error)) from None
+            raise refusal(str(error)) from None
 
     def upload(self, path: str | None) -> Image.Image:
         """An uploaded image, checked against the limits before it is decoded (a refusal: ValueError)."""
@@ -46,7 +47,7 @@ class Page:
         """Gallery, originals and note for "More like the selected photo", among the photos passing `filters`
         (the values of `filter_controls`)."""
         if not path:
-            raise gr.Error("select a photo in the results first")
+            raise refusal("select a photo in the results first")
         chosen = self.checked(lambda: make_filters(*filters))
         results = self.checked(lambda: more_like_this(self.library, path, int(n), chosen))
         return *self.gallery(results), count_note(results, int(n)) or why_empty(self.library, chosen)
@@ -55,6 +56,13 @@ class Page:
         """Thumbnails with these captions for a gallery, and the originals' paths (to act on a selection)."""
         return ([(thumbnail(self.library.folder, r.id, r.path, r.hash), caption) for r, caption in items],
                 [r.path for r, _ in items])
+
+
+def refusal(message: str) -> gr.Error:
+    """The error a refused request shows in the page, said in one line in the terminal too (Gradio would print
+    a 30-line traceback of its own code for each)."""
+    print(f"refused: {message}", file=sys.stderr, flush=True)
+    return gr.Error(message, print_exception=False)
 
 
 def image_upload(**kwargs) -> gr.Image:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from app.page import Page
+from app.page import Page, refusal
 from app.thumbnails import view_copy
 
 
@@ -37,7 +37,7 @@ def build(page: Page, gallery: gr.Gallery, originals: gr.State, prefix: str = ""
 
     def step(paths: list[str], index: int, delta: int):
         if not paths or index < 0:
-            raise gr.Error("select a photo in the results first")
+            raise refusal("select a photo in the results first")
         return show(paths, (index + delta) % len(paths))
 
     with gr.Row():

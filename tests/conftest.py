@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -146,18 +147,20 @@ def torchrun(nproc: int, module: str, *args: str, timeout: float = 600) -> subpr
 
 
 @contextmanager
-def serving(*args: str, env: dict | None = None):
-    """Run `python -m app ...` on a free port until the block ends; yields its URL."""
+def serving(*args: str, env: dict | None = None, log: Path | None = None):
+    """Run `python -m app ...` on a free port until the block ends; yields its URL. What the app prints goes to
+    `log` (a file: a pipe nobody reads would stall the app once full)."""
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "app", "--port", str(port), *args], cwd=REPO,
-                               env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+    log = log or Path(tempfile.mkdtemp()) / "app.log"
+    with open(log, "w") as output:
+        process = subprocess.Popen([sys.executable, "-m", "app", "--port", str(port), *args], cwd=REPO,
+                                   env={**os.environ, **(env or {})}, stdout=output, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.time() + 180
         while True:
             if process.poll() is not None:
-                raise AssertionError(f"the app exited:\n{process.stdout.read()[-3000:]}")
+                raise AssertionError(f"the app exited:\n{log.read_text()[-3000:]}")
             try:
                 urllib.request.urlopen(url, timeout=2)
                 break

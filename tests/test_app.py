@@ -65,7 +65,8 @@ def test_app_serves_library_photos_and_nothing_else(tiny_run, photo_folder, tmp_
     library_dir, env = indexed_library(tiny_run, photo_folder, tmp_path)
     allowed = tmp_path / "allowed"
     allowed.mkdir()
-    with serving("--library", str(library_dir), "--allow-index", str(allowed), env=env) as url:
+    log = tmp_path / "app.log"
+    with serving("--library", str(library_dir), "--allow-index", str(allowed), env=env, log=log) as url:
         assert status(url) == 200
         results = Client(url, verbose=False).predict("Ein Hund rennt über das Gras", 8, api_name="/search")
         assert len(results) == 8 and all(r["image"].startswith(str(photo_folder)) for r in results)
@@ -109,6 +110,9 @@ def test_app_serves_library_photos_and_nothing_else(tiny_run, photo_folder, tmp_
         assert {c["label"] for c in tags["confidences"]} == {"Hund", "snow", "猫"}
         with pytest.raises(Exception, match="not an image"):
             client.predict(handle_file(photo_folder / ".secret.txt"), 4, api_name="/search_image")
+        said = log.read_text()  # each refusal one line in the terminal, once a 30-line traceback
+        assert "refused: that upload cannot be used: not an image" in said and "Traceback" not in said, said[-3000:]
+        assert said.count("refused: ") >= 9
 
         # The library panel indexes a folder below --allow-index; its photos become searchable.
         more = allowed / "more"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from app.page import Page, plural
+from app.page import Page, plural, refusal
 from indexer import index_folders
 from indexer.tags import tag_library
 
@@ -27,7 +27,7 @@ def build(page: Page, ui: gr.Blocks) -> None:
     def remove_folder(folder: str | None):
         """Take a folder's photos out of the library (the files stay where they are)."""
         if not folder:
-            raise gr.Error("choose one of the library's folders first")
+            raise refusal("choose one of the library's folders first")
         removed = page.checked(lambda: library.remove_root(folder))
         return f"removed {plural(removed, 'photo')} below {folder} from the library (the files are untouched)", \
             *refreshed()
