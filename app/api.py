@@ -10,14 +10,14 @@ from indexer import Filters
 
 
 def build(page: Page) -> None:
-    library, encoder = page.library, page.encoder
+    library = page.library
 
     def search(query: str, k: int = 24, min_probability: float = 0.0, folder: str = "", taken_from: str = "",
                taken_to: str = "", gps: str = "any", tag: str = "") -> list[dict]:
         """Text or combined query, optionally filtered (folder, dates YYYY-MM-DD, gps any/yes/no, tag)
         -> [{image, score, probability}], best first."""
         return as_json(page.checked(lambda: search_text(
-            library, encoder, _text(query, "query"), _whole(k), _probability(min_probability),
+            library, page.encoder, _text(query, "query"), _whole(k), _probability(min_probability),
             _filters(folder, taken_from, taken_to, gps, tag))))
 
     def similar(image: str, k: int = 24, folder: str = "", taken_from: str = "", taken_to: str = "",
@@ -29,7 +29,7 @@ def build(page: Page) -> None:
 
     def by_image(image: str | None, k: int, folder: str, taken_from: str, taken_to: str, gps: str,
                  tag: str) -> list[dict]:
-        return as_json(page.checked(lambda: search_image(library, encoder, page.upload(image), _whole(k),
+        return as_json(page.checked(lambda: search_image(library, page.encoder, page.upload(image), _whole(k),
                                                          _filters(folder, taken_from, taken_to, gps, tag))))
 
     def newest(k: int = 24, folder: str = "", taken_from: str = "", taken_to: str = "", gps: str = "any",

@@ -5,26 +5,35 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import gradio as gr
 from PIL import Image
 
+from app.model import ModelLoader
 from app.search import Result, make_filters, more_like_this, why_empty
 from app.thumbnails import thumbnail
 from app.uploads import UploadLimits, open_upload
-from embedding import Encoder
-from embedding.locca import LocCaDecoder
 from indexer import Hit, Library
 from indexer.library import LibraryWriteError
+
+if TYPE_CHECKING:  # torch: not imported before the page answers (app.model)
+    from embedding import Encoder
+    from embedding.locca import LocCaDecoder
 
 
 @dataclass(frozen=True)
 class Page:
     library: Library
-    encoder: Encoder
-    decoder: LocCaDecoder | None = None   # a model trained with SigLIP 2's LocCa decoder can also caption
+    model: ModelLoader
+    decoder: "LocCaDecoder | None" = None   # a model trained with SigLIP 2's LocCa decoder can also caption
     limits: UploadLimits = UploadLimits()  # noqa: RUF009 (frozen, so one shared default is safe)
     index_roots: tuple[Path, ...] = ()     # the page may index folders below these (--allow-index)
+
+    @property
+    def encoder(self) -> "Encoder":
+        """The model: waits while it loads (`app.model`); ValueError when it could not be loaded."""
+        return self.model.get()
 
     def checked(self, run):
         """`run()`, its refusals (a bad query, filter or upload; a full disk) shown to the user in words."""

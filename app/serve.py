@@ -5,24 +5,27 @@ import argparse
 import atexit
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import gradio as gr
 from starlette.middleware import Middleware
 
 from app.guard import LOOPBACK_NAMES, RequestGuard, body_limit, login_check
+from app.model import ModelLoader
 from app.shell import RUNNING_FILE
 from app.thumbnails import thumbnail_dir, view_dir
 from app.ui import build_ui
 from app.uploads import UploadLimits
-from embedding import load_encoder
 from embedding.cache import atomic_write
 from embedding.images import allow_pixels
-from embedding.loading import model_folder, process_device
-from embedding.locca import find_decoder
+from embedding.specs import DECODER_CONFIG, model_folder
 from embedding.words import word_texts
-from indexer import Library, index_folders
+from indexer import Library
 from indexer.demo import copy_demo_photos
-from indexer.watch import FolderWatch
+
+if TYPE_CHECKING:
+    from embedding import Encoder
+    from embedding.locca import LocCaDecoder
 
 
 def serve(args: argparse.Namespace) -> None:
@@ -35,17 +38,13 @@ def serve(args: argparse.Namespace) -> None:
     if missing := [str(folder) for folder in args.allow_index if not folder.is_dir()]:
         raise ValueError(f"--allow-index needs existing folders: {', '.join(missing)}")
 
+    if args.device == "cuda":  # a GPU asked for is checked before the page: torch, only then
+        from embedding.loading import process_device
+        process_device(args.device)
     library = Library(args.library)
     spec = args.model or library.setting("model") or "bundled"
-    encoder = load_encoder(spec, process_device(args.device))
-    library.bind_model(encoder.name, encoder.fingerprint, encoder.dim)
-    if encoder.words is not None:  # read once here (seconds, then cached) rather than at the first unlearned word
-        word_texts(encoder, encoder.words)
-    decoder = find_decoder(model_folder(spec))
-    if len(library) == 0 and not library.roots():
-        demo = copy_demo_photos(library.folder / "demo-photos")
-        print(f"empty library: indexing the demo photos in {demo}")
-        print(index_folders(library, encoder, [demo]))
+    decoder = _decoder(model_folder(spec))  # an unknown --model is refused here, before anything slow
+    model = ModelLoader(spec, lambda: _ready_model(library, spec, args.device, args.watch))
     if library.lost:
         print(f"warning: {len(library.lost)} photos lost their vectors (a missing or damaged index file): the next "
               "indexing run embeds them again")
@@ -56,20 +55,47 @@ def serve(args: argparse.Namespace) -> None:
     for folder in copies:
         folder.mkdir(exist_ok=True)
     gr.set_static_paths([str(folder) for folder in copies])
-    print(f"{len(library)} photos in {library.folder}, model {encoder.name}")
+    print(f"{len(library)} photos in {library.folder}; loading the model {spec}")
     allow_pixels(args.max_pixels)
     limits = UploadLimits(max_bytes=int(args.max_upload_mb * 2**20), max_pixels=args.max_pixels)
     guard = Middleware(RequestGuard, hosts=LOOPBACK_NAMES if args.host in LOOPBACK_NAMES else None,
                        max_body=body_limit(limits.max_bytes))
-    if args.watch:
-        FolderWatch(library, encoder).start()
-        print(f"watching {', '.join(str(root) for root in library.roots())} for changes")
-    ui = build_ui(library, encoder, decoder, limits, tuple(args.allow_index))
+    ui = build_ui(library, model, decoder, limits, tuple(args.allow_index))
     login = login_check(*args.auth.split(":", 1)) if args.auth else None
     ui.launch(server_name=args.host, server_port=args.port, auth=login,
               max_file_size=limits.max_bytes, app_kwargs={"middleware": [guard]}, prevent_thread_lock=True)
     _announce(library, ui.local_url, bool(args.auth))
     ui.block_thread()
+
+
+def _decoder(folder: Path) -> "LocCaDecoder | None":
+    """The model's LocCa decoder (its captions tab), loaded only where there is one: torch waits for the page."""
+    if not (folder / DECODER_CONFIG).is_file():
+        return None
+    from embedding.locca import find_decoder
+    return find_decoder(folder)
+
+
+def _ready_model(library: Library, spec: str, device: str, watch: bool) -> "Encoder":
+    """The model loaded and bound to the library (in `app.model`'s thread: the page answers meanwhile); a new
+    library's demo photos indexed with it; the watch started."""
+    from embedding.loading import load_encoder, process_device  # torch: imported here, not before the page
+    from indexer import index_folders
+    from indexer.watch import FolderWatch
+
+    encoder = load_encoder(spec, process_device(device))
+    library.bind_model(encoder.name, encoder.fingerprint, encoder.dim)
+    if encoder.words is not None:  # read once here (seconds, then cached) rather than at the first unlearned word
+        word_texts(encoder, encoder.words)
+    if len(library) == 0 and not library.roots():
+        demo = copy_demo_photos(library.folder / "demo-photos")
+        print(f"empty library: indexing the demo photos in {demo}")
+        print(index_folders(library, encoder, [demo]))
+    if watch:
+        FolderWatch(library, encoder).start()
+        print(f"watching {', '.join(str(root) for root in library.roots())} for changes")
+    print(f"model {encoder.name} ready", flush=True)
+    return encoder
 
 
 def _announce(library: Library, url: str, login: bool) -> None:

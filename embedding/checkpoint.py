@@ -11,7 +11,8 @@ from pathlib import Path
 
 from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
 
-CONFIG_FILE = "open_clip_config.json"
+from embedding.specs import CONFIG_FILE
+
 WEIGHTS_FILE = "open_clip_model.safetensors"
 
 

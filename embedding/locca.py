@@ -13,9 +13,10 @@ from safetensors.torch import load_file
 from torch import nn
 
 from embedding.naflex import PatchEdit, naflex_forward, padding_mask, valid_tokens
+from embedding.specs import DECODER_CONFIG
 from embedding.tokenizer import EOS_ID, PAD_ID
 
-DECODER_WEIGHTS, DECODER_CONFIG = "locca.safetensors", "locca.json"
+DECODER_WEIGHTS = "locca.safetensors"
 
 TASKS = ("cap", "ref", "gcap")
 

@@ -17,9 +17,9 @@ from embedding.bases import BASES, BaseUnavailable
 from embedding.e5 import E5Tokenizer, trim_padding
 from embedding.onnx_trunk import onnx_image_trunk, onnx_text_tower, text_tower_file
 from embedding.packing import read_packed
+from embedding.specs import TWO_TOWERS_FILE as CONFIG_FILE
 from embedding.towers import image_tower, text_tower
 
-CONFIG_FILE = "two_towers.json"
 WEIGHTS_FILE = "trained.safetensors"
 
 

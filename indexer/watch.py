@@ -5,9 +5,10 @@ that changed are indexed again in one background thread: the indexer's usual inc
 changed, moved and deleted photos are all picked up, a burst of changes costs one run, and searches go on
 meanwhile (the library is thread-safe; one indexing run at a time, see Library.indexing). The watch follows
 the library's folders: one added from the page while the app runs is watched within `FOLLOW_S`, and one
-removed is dropped. A folder deleted from the disk keeps its photos in the library (an unplugged disk is
-not an emptied one); when a folder of that name is there again it is watched and indexed anew, which takes
-out the photos it no longer holds."""
+removed is dropped. Each folder is indexed once when the watch starts, so what changed while nothing watched
+(the app stopped, or loading its model) is picked up too. A folder deleted from the disk keeps its photos in
+the library (an unplugged disk is not an emptied one); when a folder of that name is there again it is
+watched and indexed anew, which takes out the photos it no longer holds."""
 
 import threading
 import time
@@ -82,10 +83,9 @@ class FolderWatch(FileSystemEventHandler):
                 print(f"watch: cannot watch {root}: {error}", flush=True)
                 self.identity[root] = None
                 continue
-            if before is not UNSEEN:  # back again: index it as it is now
-                with self.changed:
-                    self.dirty.add(root)
-                    self.last_change = time.monotonic()
+            with self.changed:  # first seen, or back again: indexed as it is now
+                self.dirty.add(root)
+                self.last_change = time.monotonic()
         self.watches = watches  # replaced whole: the observer's thread reads it
 
     def _unschedule(self, watch) -> None:

@@ -7,21 +7,22 @@ from pathlib import Path
 import gradio as gr
 
 from app.page import Page, plural, refusal
-from indexer import index_folders
-from indexer.tags import tag_library
 
 TITLE = "Library"
 
 
 def build(page: Page, ui: gr.Blocks) -> None:
-    library, encoder = page.library, page.encoder
+    library = page.library
 
     def index_folder(folder: str, progress=gr.Progress(track_tqdm=True)):  # noqa: B008 (how Gradio passes progress)
         """Add a folder's photos to the library (searches go on meanwhile); the run's summary and the new status."""
+        from indexer import index_folders  # torch, loaded with the model by then
+        from indexer.tags import tag_library
+
         root = page.checked(lambda: allowed_folder(folder, page.index_roots))
-        summary = page.checked(lambda: index_folders(library, encoder, [root]))  # its tqdm bars drive the progress
+        summary = page.checked(lambda: index_folders(library, page.encoder, [root]))  # its tqdm bars drive the progress
         if library.vocabulary():
-            tag_library(library, encoder, library.vocabulary())
+            tag_library(library, page.encoder, library.vocabulary())
         return str(summary), *refreshed()
 
     def remove_folder(folder: str | None):
@@ -57,15 +58,17 @@ def build(page: Page, ui: gr.Blocks) -> None:
 
 
 def status(page: Page) -> str:
-    library, encoder = page.library, page.encoder
+    library = page.library
     tags = ", ".join(f"{tag} (≥ {threshold:.2f})" for tag, threshold in library.vocabulary().items()) or "none"
     allowed = ", ".join(f"`{root}`" for root in page.index_roots)
     adding = (f"Add photos from below {allowed} here, or" if allowed else
               "Indexing from this page is off (start the app with `--allow-index FOLDER` to allow it); add photos")
     lost = (f" · **{plural(len(library.lost), 'photo')} lost their vectors** (a missing or damaged index file): "
             "the next indexing run embeds them again" if library.lost else "")
-    return (f"**{plural(len(library), 'photo')}** in `{library.folder}` · model `{encoder.name}` "
-            f"(fingerprint `{encoder.fingerprint}`) · {plural(len(library.roots()), 'folder')} · tags: {tags} · "
+    model = (f"model `{page.encoder.name}` (fingerprint `{page.encoder.fingerprint}`)" if page.model.ready
+             else f"model `{page.model.name}` (loading)")
+    return (f"**{plural(len(library), 'photo')}** in `{library.folder}` · {model} · "
+            f"{plural(len(library.roots()), 'folder')} · tags: {tags} · "
             f"**{plural(len(library.failures()), 'file')} could not be read** (below){lost}. {adding} with "
             f"`python -m indexer FOLDER --library {library.folder}` while the app is stopped; tags with "
             f"`--tag LABEL[=THRESHOLD]`.")

@@ -18,18 +18,18 @@ QUERY_HELP = ("Any language the model knows. Combine terms with commas; `-` excl
 
 
 def build(page: Page, ui: gr.Blocks) -> None:
-    library, encoder = page.library, page.encoder
+    library = page.library
 
     def answer(items: list, paths: list[str], note: str):  # a search's results shown, the library view put away
         return gr.Gallery(items, visible=True), paths, note, []
 
     def find(query, n, threshold, folder, taken_from, taken_to, gps, tag):  # -> results, originals, note, days
         filters = page.checked(lambda: make_filters(folder, taken_from, taken_to, gps, tag))
-        results = page.checked(lambda: search_text(library, encoder, query, int(n), float(threshold), filters))
+        results = page.checked(lambda: search_text(library, page.encoder, query, int(n), float(threshold), filters))
         return answer(*page.gallery(results),
                       count_note(results, int(n)) or why_empty(library, filters, float(threshold)))
 
-    def library_view(n, threshold=0.0, folder="", taken_from="", taken_to="", gps="any", tag=""):  # no query
+    def newest(n, threshold=0.0, folder="", taken_from="", taken_to="", gps="any", tag=""):  # no query
         filters = page.checked(lambda: make_filters(folder, taken_from, taken_to, gps, tag))
         shown = page.checked(lambda: browse(library, int(n), filters))
         passing = " passing the filters" if filters.active() else ""
@@ -48,7 +48,7 @@ def build(page: Page, ui: gr.Blocks) -> None:
         return groups
 
     def show(query, n, *filters):  # a control changed: the page follows it
-        return find(query, n, *filters) if query.strip() else library_view(n, *filters)
+        return find(query, n, *filters) if query.strip() else newest(n, *filters)
 
     def more(query, n, *filters):  # the next page of photos: the same view, longer
         n = min(int(n) + PAGE, MAX_RESULTS)
@@ -82,7 +82,7 @@ def build(page: Page, ui: gr.Blocks) -> None:
     view = photo_view.build(page, results, originals)
     controls = [query, k, threshold, *filters]
     shown = [results, originals, note, day_groups]
-    ui.load(library_view, k, shown, api_visibility="private")
+    ui.load(newest, k, shown, api_visibility="private")
     gr.on([query.submit, go.click], find, controls, shown, api_visibility="private")
     gr.on(changed([k, threshold, *filters]), show, controls, shown, api_visibility="private")
     show_more.click(more, controls, [k, *shown], api_visibility="private")

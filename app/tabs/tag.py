@@ -5,7 +5,6 @@ import gradio as gr
 
 from app.page import Page, image_upload
 from app.search import how_read, tag_image
-from embedding.locca import caption_images
 
 TITLE = "Tags"
 
@@ -18,6 +17,8 @@ def build(page: Page, ui: gr.Blocks) -> None:
         return page.checked(lambda: how_read(page.encoder, labels.split(",")))
 
     def caption(image: str | None, language: str) -> str:
+        from embedding.locca import caption_images  # torch, loaded with the model by then
+
         return page.checked(lambda: caption_images(page.encoder, page.decoder, [page.upload(image)], language)[0])
 
     with gr.Row():
