@@ -7,14 +7,12 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import gradio as gr
 from starlette.middleware import Middleware
 
 from app.guard import LOOPBACK_NAMES, RequestGuard, body_limit, login_check
 from app.model import ModelLoader
 from app.shell import RUNNING_FILE
 from app.thumbnails import thumbnail_dir, view_dir
-from app.ui import build_ui
 from app.uploads import UploadLimits
 from embedding.cache import atomic_write
 from embedding.images import allow_pixels
@@ -54,6 +52,10 @@ def serve(args: argparse.Namespace) -> None:
     copies = [thumbnail_dir(library.folder), view_dir(library.folder)]
     for folder in copies:
         folder.mkdir(exist_ok=True)
+    import gradio as gr  # seconds: imported while the model loads, which has started above
+
+    from app.ui import build_ui
+
     gr.set_static_paths([str(folder) for folder in copies])
     print(f"{len(library)} photos in {library.folder}; loading the model {spec}")
     allow_pixels(args.max_pixels)
