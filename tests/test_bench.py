@@ -16,6 +16,7 @@ from train.scenes import generate
 TINY = {  # script -> its arguments at a tiny size ({data}: a 40-photo Flickr8k layout, {scenes}: 24 scenes,
     #        {library}: a library folder, {sources}: two labelled sources of 20 photos as `train data` writes them)
     "borrowed_words": ["--data", "{data}"],
+    "combined_queries": ["--model", "bundled", "--data", "{data}"],
     "app_latency": ["--images", "{data}/images", "--size", "300", "--clients", "2", "--seconds", "10",
                     "--repeats", "5"],
     "decode_memory": ["--count", "1", "--megapixels", "1"],
