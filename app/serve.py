@@ -1,5 +1,6 @@
-"""Serving the page: the library opened (with the demo photos when it is new), the model loaded, the page
-built and launched behind the request guard. `python -m app` (app/__main__.py) parses the options."""
+"""Serving the page: the options and the library checked, the model loading in a thread (`app.model`; with the
+demo photos when the library is new) while the page is built and launched behind the request guard.
+`python -m app` (app/__main__.py) parses the options."""
 
 import argparse
 import atexit
