@@ -114,7 +114,11 @@ def search_text(library: Library, encoder: TextReader, query: str, k: int = 24, 
     hits = library.search(query_vector(labels, terms), pool, filters)
     if not hits:
         return []
-    each = labels.probability(library.vectors_of([hit.id for hit in hits]) @ labels.vectors.T)
+    if len(terms) == 1:  # the query is the term's own vector: the search's scores are its similarities
+        similarities = np.array([[hit.score] for hit in hits], dtype=np.float32)
+    else:
+        similarities = library.vectors_of([hit.id for hit in hits]) @ labels.vectors.T
+    each = labels.probability(similarities)
     probabilities = combined_probability(each, np.array([term.weight for term in terms]))
     best = sorted(range(len(hits)), key=lambda i: (-probabilities[i], -hits[i].score))[:k]
     return [Result(hits[i].id, hits[i].path, hits[i].score, float(probabilities[i]), hits[i].hash)

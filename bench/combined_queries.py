@@ -5,7 +5,7 @@ the excluded one subtracted) ranks photos of a beach with people well. Each quer
 app searches (`app.search.search_text`) in a library of the Flickr8k test photos, and, for the ratio, by the
 query's vector alone. A photo holds a subject when one of its five English captions names it.
 
-    python -m bench.combined_queries --model bundled --data ../shared/data/flickr8k --library /tmp/flickr8k-test
+    python -m bench.combined_queries --model bundled --data ../shared/data/flickr8k
 """
 
 import argparse
@@ -34,7 +34,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.combined_queries", description=__doc__.split("\n\n")[0])
     add_model_argument(parser)
     parser.add_argument("--data", type=Path, default=Path("../shared/data/flickr8k"))
-    parser.add_argument("--library", type=Path, help="kept between runs (default: a temporary folder)")
     args = parser.parse_args(argv)
     encoder = load_encoder(args.model)
     records = read_captions(args.data / "captions_test.jsonl", ["en"])
@@ -44,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         folder.mkdir()
         for path in photos:  # the test photos only: links, which the indexer follows
             (folder / path.name).symlink_to(path.resolve())
-        library = Library(args.library or Path(scratch) / "library")
+        library = Library(Path(scratch) / "library")  # new each run: links of an earlier run are gone
         index_folders(library, encoder, [folder], progress=False)
         captions = {path.name: text for path, text in photos.items()}
         rows = [measure(library, encoder, query, captions) for query in QUERIES]
@@ -61,12 +60,13 @@ def measure(library: Library, encoder, query: tuple[str, str, str], captions: di
     """For one (query, subject pattern, excluded pattern): how many of the top photos hold each."""
     text, subject, excluded = query
     terms = parse_query(text)
-    by_app = [r.path for r in search_text(library, encoder, text, TOP)]
+    results = search_text(library, encoder, text, TOP)
+    by_app = [r.path for r in results]
     by_vector = [h.path for h in library.search(query_vector(read_labels(encoder, [t.text for t in terms]), terms),
                                                 TOP)]
     def count(paths: list[str], pattern: str) -> int:
         return sum(bool(re.search(pattern, captions[Path(path).name])) for path in paths)
-    shown = [f"{r.probability:.0%}" for r in search_text(library, encoder, text, TOP)]
+    shown = [f"{r.probability:.0%}" for r in results]
     return {"query": text, "subject": (count(by_app, subject), count(by_vector, subject)),
             "excluded": (count(by_app, excluded), count(by_vector, excluded)), "shown": " ".join(shown)}
 
