@@ -11,7 +11,7 @@ import gradio as gr
 from PIL import Image
 
 from app.model import ModelLoader
-from app.search import Result, make_filters, more_like_this, why_empty
+from app.search import Result, make_filters, more_like_this, percent, why_empty
 from app.thumbnails import thumbnail
 from app.uploads import UploadLimits, open_upload
 from indexer import Hit, Library
@@ -48,7 +48,7 @@ class Page:
 
     def gallery(self, results: list[Result]) -> tuple[list[tuple[str, str]], list[str]]:
         """Search results for a gallery, each captioned with its probability (or how alike) and name."""
-        return self.captioned([(r, (f"{r.probability:.0%}" if not math.isnan(r.probability)
+        return self.captioned([(r, (percent(r.probability) if not math.isnan(r.probability)
                                     else f"{max(r.score, 0):.0%} alike") + f" · {Path(r.path).name}")
                                for r in results])
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import gradio as gr
 
 from app.page import Page, refusal
+from app.search import percent
 from app.thumbnails import view_copy
 
 
@@ -71,7 +72,7 @@ def describe(page: Page, path: str, known: dict | None) -> str:
         known.get("camera"),
         f"place {known['gps_lat']:.5f}, {known['gps_lon']:.5f}" if known.get("gps_lat") is not None else None])))
     tags = page.library.image_tags(path)
-    lines.append("tags: " + (", ".join(f"{tag} {p:.0%}" for tag, p in tags.items()) if tags else "none"))
+    lines.append("tags: " + (", ".join(f"{tag} {percent(p)}" for tag, p in tags.items()) if tags else "none"))
     return "  \n".join(lines)
 
 

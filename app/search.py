@@ -19,6 +19,7 @@ _WEIGHTED = re.compile(r"^([+-]?\d+(?:\.\d+)?)\s*:\s*(.+)$")
 MAX_WEIGHT = 100.0
 MAX_TERMS, MAX_QUERY_CHARS = 20, 2000  # each term is a text-tower pass: thousands of them once held every user up
 COMBINED_POOL = 200  # candidates a combined query re-ranks at least
+PERCENT_DECIMALS = 3  # of a shown probability: 99.999% is as near certainty as a photo search can say
 MAX_RESULTS = 1000  # per query: what a person pages through; FAISS's answer for k = 10**8 takes gigabytes
 
 
@@ -43,6 +44,18 @@ def as_json(results: list[Result]) -> list[dict]:
 class Term:
     text: str
     weight: float
+
+
+def percent(probability: float) -> str:
+    """A probability as people compare it: whole percents from 1% to 99%, and near certainty (or impossibility)
+    as many decimals as tell it apart, up to `PERCENT_DECIMALS` (0.9983 -> "99.8%", 0.99996 -> "99.996%",
+    0.004 -> "0.4%"), so a list of sure matches is no wall of "100%". Rounded towards 50%: never "100%", never
+    "0%"."""
+    near = min(probability, 1 - probability)
+    decimals = 0 if near >= 0.01 else min(PERCENT_DECIMALS, math.ceil(-math.log10(max(near, 1e-300))) - 2)
+    steps = 10 ** (decimals + 2)  # of the last digit shown, in a probability of 1
+    shown = math.floor(probability * steps + 1e-6) if probability >= 0.5 else math.ceil(probability * steps - 1e-6)
+    return f"{min(max(shown, 1), steps - 1) / steps:.{decimals}%}"
 
 
 def parse_query(query: str) -> list[Term]:

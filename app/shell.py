@@ -9,7 +9,6 @@ behind, and another library's app may answer at its address later)."""
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +24,7 @@ MAX_RUNNING_BYTES = 1 << 16  # an app.json is a URL and a flag: anything larger 
 
 
 def search_main(argv: list[str]) -> int:
+    from app.search import percent
     from indexer.library import LibraryBusy
 
     args = _parser().parse_args(argv)
@@ -37,8 +37,7 @@ def search_main(argv: list[str]) -> int:
     elif not rows:
         print(f"no photos match {args.query!r}", file=sys.stderr)
     for row in [] if args.json else rows:
-        probability = row.get("probability", math.nan)
-        print(f"{probability:6.1%}  {row['image']}" if not math.isnan(probability) else row["image"])
+        print(f"{percent(row['probability']):>7}  {row['image']}" if "probability" in row else row["image"])
     return 0
 
 

@@ -14,7 +14,7 @@ import pytest
 from gradio_client import Client
 from PIL import Image
 
-from app.search import as_json, search_text, why_empty
+from app.search import as_json, percent, search_text, why_empty
 from embedding import load_encoder
 from indexer import Filters, Library, index_folders
 from indexer.run import _Todo, embed_chunks
@@ -121,7 +121,7 @@ def test_search_from_the_shell_prints_paths_or_the_apis_json(tmp_path, encoder, 
     as_text = run_module("app", *args)
     lines = as_text.stdout.strip().splitlines()
     assert [line.split()[-1] for line in lines] == [row["image"] for row in expected]
-    assert lines[0].split()[0] == f"{expected[0]['probability']:.1%}"
+    assert lines[0].split()[0] == percent(expected[0]["probability"])  # as the page shows it
     rows = json.loads(run_module("app", *args, "--json").stdout)
     assert [row["image"] for row in rows] == [row["image"] for row in expected]
     np.testing.assert_allclose([row["score"] for row in rows], [row["score"] for row in expected], atol=1e-5)

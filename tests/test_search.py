@@ -15,6 +15,7 @@ from app.search import (
     make_filters,
     more_like_this,
     parse_query,
+    percent,
     query_vector,
     search_image,
     search_text,
@@ -87,6 +88,15 @@ def test_a_combined_query_scores_each_term_by_its_own_calibration():
     assert got == pytest.approx([0.9 * 0.95, 0.9 * 0.1, 0.2, 0.0])  # P(beach) x P(no people); 0 and 1: no NaN
     assert combined_probability(each[:, :1], np.array([1.0])) == pytest.approx(each[:, 0])  # one term: its own
     assert combined_probability(each, np.array([2.0, 1.0])) == pytest.approx([0.81 * 0.05, 0.81 * 0.9, 0, 0])
+
+
+def test_shown_percentages_tell_sure_matches_apart_and_never_say_certain():
+    """"dog" once showed 57 of Flickr8k's 1,000 test photos at 100% (all of them dogs: not a wrong probability,
+    but a wall a person cannot rank by)."""
+    sure = [1 - 2e-2, 1 - 3e-3, 1 - 4e-4, 1 - 5e-5, 1 - 1e-9, 1.0]
+    assert [percent(p) for p in sure] == ["98%", "99.7%", "99.96%", "99.995%", "99.999%", "99.999%"]
+    assert [percent(p) for p in (0.5, 0.626, 0.01, 0.004, 3e-5, 0.0)] == ["50%", "62%", "1%", "0.4%", "0.003%",
+                                                                           "0.001%"]
 
 
 def test_an_excluded_terms_photos_go_down_the_list_and_the_shown_probability_is_the_terms(searchable):
