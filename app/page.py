@@ -53,7 +53,7 @@ class Page:
                                for r in results])
 
     def more_like(self, path: str | None, n: int, *filters: str) -> tuple[list, list[str], str]:
-        """Gallery, originals and note for "More like the selected photo", among the photos passing `filters`
+        """Gallery, originals and note for "More like this" (the photo view), among the photos passing `filters`
         (the values of `filter_controls`)."""
         if not path:
             raise refusal("select a photo in the results first")
@@ -87,6 +87,12 @@ def image_upload(**kwargs) -> gr.Image:
 
     image.preprocess = unopened
     return image
+
+
+def photo_grid(**kwargs) -> gr.Gallery:
+    """A gallery of thumbnails six across, each opening the app's photo view (app/photo_view.py): Gradio's own
+    preview stays shut, and a single photo keeps a tile's size (Gradio widens the columns to fill the row)."""
+    return gr.Gallery(columns=6, object_fit="cover", height="auto", allow_preview=False, fit_columns=False, **kwargs)
 
 
 def filter_controls(library: Library, elem_id: str) -> list[gr.components.Component]:

@@ -1,6 +1,7 @@
-"""The photo view under a gallery: the selected photo large (the app's own copy of it, `app.thumbnails`);
-what the library knows of it (date taken, camera, place, size, folder, tags with their probabilities);
-previous and next through the gallery."""
+"""The photo view of a gallery, as photo apps have it: the selected photo over the results, as large as the
+window allows (the app's own copy of it, `app.thumbnails`), with what the library knows of it (date taken,
+camera, place, size, folder, tags with their probabilities); previous and next through the gallery, by button
+or by the arrow keys, Escape to close (app/page.js); "more like this" searches on from it."""
 
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ class PhotoView:
     selected: gr.State  # the selected photo's path (for "more like this")
     outputs: list       # what opening a photo updates
     show: Callable      # (paths, index) -> the outputs' values for photo `index` of `paths`
+    like: gr.Button     # "More like this": the tab searches from `selected` (and closes the view: `overlay`)
+    overlay: gr.Column  # the view, shown over the page while a photo is open
 
     def opener(self, offset: int = 0) -> Callable:
         """A gallery's select handler, for a gallery whose photo i is photo `offset + i` of the view's paths
@@ -34,26 +37,30 @@ def build(page: Page, gallery: gr.Gallery, originals: gr.State, prefix: str = ""
         path = paths[index]
         known = page.library.details(path)
         photo = view_copy(page.library.folder, known["id"], path, known["hash"]) if known else None
-        return path, photo, describe(page, path, known), index
+        return path, photo, describe(page, path, known), index, gr.Column(visible=True)
 
     def step(paths: list[str], index: int, delta: int):
         if not paths or index < 0:
             raise refusal("select a photo in the results first")
         return show(paths, (index + delta) % len(paths))
 
-    with gr.Row():
-        photo = gr.Image(label="Selected photo", type="filepath", interactive=False, elem_id=f"{prefix}full-size",
-                         scale=3)
-        with gr.Column(scale=2):
-            details = gr.Markdown(elem_id=f"{prefix}selected-path")
-            with gr.Row():
-                previous = gr.Button("← Previous", elem_id=f"{prefix}previous-photo")
-                following = gr.Button("Next →", elem_id=f"{prefix}next-photo")
+    with gr.Column(visible=False, elem_id=f"{prefix}photo-view", elem_classes="photo-view") as overlay:
+        with gr.Row(elem_classes="photo-view-bar"):
+            previous = gr.Button("← Previous", elem_id=f"{prefix}previous-photo", elem_classes="previous-photo")
+            following = gr.Button("Next →", elem_id=f"{prefix}next-photo", elem_classes="next-photo")
+            like = gr.Button("More like this", elem_id=f"{prefix}more-like")
+            close = gr.Button("✕ Close", elem_id=f"{prefix}close-photo", elem_classes="close-photo")
+        photo = gr.Image(show_label=False, type="filepath", interactive=False, elem_id=f"{prefix}full-size",
+                         elem_classes="full-size")
+        details = gr.Markdown(elem_id=f"{prefix}selected-path")
     selected, index = gr.State(None), gr.State(-1)
-    view = PhotoView(selected, [selected, photo, details, index], show)
-    gallery.select(view.opener(), originals, view.outputs, api_visibility="private")
-    previous.click(lambda paths, i: step(paths, i, -1), [originals, index], view.outputs, api_visibility="private")
-    following.click(lambda paths, i: step(paths, i, 1), [originals, index], view.outputs, api_visibility="private")
+    view = PhotoView(selected, [selected, photo, details, index, overlay], show, like, overlay)
+    private = {"api_visibility": "private", "show_progress": "hidden"}
+    gallery.select(view.opener(), originals, view.outputs, **private)
+    previous.click(lambda paths, i: step(paths, i, -1), [originals, index], view.outputs, **private)
+    following.click(lambda paths, i: step(paths, i, 1), [originals, index], view.outputs, **private)
+    close.click(lambda: gr.Column(visible=False), None, overlay, queue=False, **private)
+    like.click(lambda: gr.Column(visible=False), None, overlay, queue=False, **private)
     return view
 
 

@@ -55,7 +55,7 @@ def serve(args: argparse.Namespace) -> None:
         folder.mkdir(exist_ok=True)
     import gradio as gr  # seconds: imported while the model loads, which has started above
 
-    from app.ui import build_ui
+    from app.ui import SCRIPT, STYLE, build_ui
 
     gr.set_static_paths([str(folder) for folder in copies])
     print(f"{len(library)} photos in {library.folder}; loading the model {spec}")
@@ -66,7 +66,8 @@ def serve(args: argparse.Namespace) -> None:
     ui = build_ui(library, model, decoder, limits, tuple(args.allow_index))
     login = login_check(*args.auth.split(":", 1)) if args.auth else None
     ui.launch(server_name=args.host, server_port=args.port, auth=login,
-              max_file_size=limits.max_bytes, app_kwargs={"middleware": [guard]}, prevent_thread_lock=True)
+              max_file_size=limits.max_bytes, app_kwargs={"middleware": [guard]}, prevent_thread_lock=True,
+              css_paths=[STYLE], js=SCRIPT.read_text())
     _announce(library, ui.local_url, bool(args.auth))
     ui.block_thread()
 

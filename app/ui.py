@@ -18,8 +18,10 @@ if TYPE_CHECKING:
     from embedding.locca import LocCaDecoder
 
 TABS = (search, by_image, tag, library)
+STYLE = Path(__file__).with_name("page.css")  # what Gradio's own layout lacks: the photo view over the page
+SCRIPT = Path(__file__).with_name("page.js")   # the photo view's keys, sliders on Enter, scrolling for more
 CONCURRENT_REQUESTS = 4  # per endpoint (indexing: one at a time)
-HEADER_REFRESH_S = 5
+HEADER_REFRESH_S = 2  # seconds: the count follows an indexing run as it commits
 
 
 def build_ui(library: Library, model: ModelLoader, decoder: "LocCaDecoder | None" = None,

@@ -404,6 +404,14 @@ class Library:
                                [allowed, allowed, limit]).fetchall()
         return [(Hit(i, path, float("nan"), digest), when) for i, path, digest, when in rows]
 
+    def day_counts(self, days: list[date], filters: Filters | None = None) -> dict[date, int]:
+        """How many photos passing `filters` each of `days` holds, by the day `newest` sorts them by."""
+        allowed = self.filtered_ids(filters).tolist() if filters is not None and filters.active() else None
+        rows = self.db.execute(f"SELECT CAST({_WHEN} AS DATE) AS day, count(*) FROM images "
+                               f"WHERE (? IS NULL OR list_contains(?, id)) AND list_contains(?, CAST({_WHEN} AS DATE)) "
+                               "GROUP BY day", [allowed, allowed, sorted(set(days))]).fetchall()
+        return {day: 0 for day in days} | dict(rows)
+
     def details(self, path: str) -> dict | None:
         """What the library knows of one photo: its id and content hash, its header's size, date taken, camera
         and GPS position, the file's size and time; None if it is not in the library."""

@@ -92,19 +92,32 @@ def test_a_german_query_shows_photos_that_really_load(page, app_url, photo_folde
     shot(page, "german-query")
 
 
-def test_more_like_the_selected_photo(page, app_url):
+def test_the_photo_view_opens_over_the_results_steps_by_key_and_searches_on(page, app_url):
+    """The view once sat below all results (the bottom of a 2,400 px page) while Gradio's own preview opened
+    too; now it covers the window, one photo at a time, as photo apps do."""
     before = search(page, app_url, "Ein Hund rennt")
     page.locator("#results img").nth(3).click()
-    full = page.locator("#full-size img")  # the selection, full size, with its path
+    full = page.locator("#full-size img")  # the selection, large, with its path
     full.wait_for(timeout=30_000)
     full.evaluate("img => img.decode()")
     assert full.evaluate("img => img.naturalWidth") > 0 and "/views/" in full.get_attribute("src")  # the app's copy
-    assert before[3].split(" · ")[1] in page.locator("#selected-path").inner_text()
-    page.locator("#more-like").click()
+    details = page.locator("#selected-path")
+    assert before[3].split(" · ")[1] in details.inner_text()
+    assert page.locator("#photo-view").bounding_box() == {"x": 0, "y": 0, "width": 1280, "height": 900}
+    assert full.bounding_box()["height"] >= 0.6 * 900 and page.locator("#results .preview").count() == 0
+    shot(page, "photo-view-over-results")
+    for key, shown in (("ArrowRight", 4), ("ArrowRight", 5), ("ArrowLeft", 4)):  # the keys step through the results
+        page.keyboard.press(key)
+        details.get_by_text(before[shown].split(" · ")[1]).wait_for(timeout=30_000)
+    page.keyboard.press("Escape")
+    page.locator("#photo-view").wait_for(state="hidden", timeout=30_000)
+    page.locator("#results img").nth(3).click()
+    page.locator("#more-like").click()  # from the view: more like the photo it shows
     page.wait_for_function("first => document.querySelector('#results .caption-label')?.innerText !== first",
                            arg=before[0], timeout=30_000)
     after = page.locator("#results .caption-label").all_inner_texts()
     assert after != before and all(c.split(" · ")[0].endswith("% alike") for c in after)
+    assert page.locator("#photo-view").is_hidden()  # the view closed on the new results
     shot(page, "more-like-this")
 
 
@@ -247,14 +260,16 @@ def test_the_library_tab_indexes_with_moving_progress_and_removes_a_folder(page,
     page.get_by_role("tab", name="Library").click()
     page.locator("#index-folder textarea").fill(str(more))
     page.locator("#index-button").click()
-    seen = []  # what the progress overlay says while 1,000 photos index
+    seen, counts = [], set()  # what the progress overlay and the header say while 1,000 photos index
     while "indexed" not in page.locator("#index-log textarea").input_value():
         text = page.locator("#index-log").inner_text()
         if text not in seen:
             seen.append(text)
+        counts.add(int(re.search(r"Search ([\d,]+) photos", page.locator("#header").inner_text())[1].replace(",", "")))
         page.wait_for_timeout(100)
     progress = [text for text in seen if "indexing" in text]
     assert len(set(progress)) >= 5, seen
+    assert any(before < count < before + 1000 for count in counts), counts  # the count rises as the run commits
     assert page.locator(".progress-text, .eta-bar").count() <= 1  # one overlay, not one per output
     after = before + 1000
     page.locator("#library-status").get_by_text(f"{after:,} photos").wait_for(timeout=10_000)
@@ -264,6 +279,10 @@ def test_the_library_tab_indexes_with_moving_progress_and_removes_a_folder(page,
     choice.fill(str(more))  # the one folder with this name, chosen from the list
     page.locator("#library-folders ul li").filter(has_text=str(more)).first.click()
     page.locator("#remove-button").click()
+    page.locator("#confirm-remove").get_by_text("Remove 1,000 photos below").wait_for(timeout=30_000)  # asks first
+    page.wait_for_timeout(1000)
+    assert f"Search {after:,} photos" in page.locator("#header").inner_text()  # nothing removed by asking
+    page.locator("#confirm-remove-button").click()
     page.wait_for_function("() => document.querySelector('#index-log textarea').value.startsWith('removed 1,000')",
                            timeout=30_000)
     page.locator("#header").get_by_text(f"Search {before} photos").wait_for(timeout=15_000)
@@ -278,12 +297,20 @@ def test_the_page_opens_on_the_library_and_a_photo_shows_when_where_and_with_wha
     view = page.locator("#library-view")
     view.locator(".day img").nth(23).wait_for(timeout=30_000)
     assert view.locator(".day img").count() == 24 and page.locator("#results").is_hidden()
-    headings = view.locator(".day-heading h4").all_inner_texts()  # a day each: "Tuesday 01 December 2026 · 24 photos"
-    assert all(re.fullmatch(r"\w+ \d\d \w+ \d{4} · \d+ photos?", h.strip()) for h in headings), headings
-    assert sum(int(h.split(" · ")[1].split()[0]) for h in headings) == 24
-    page.locator("#show-more").click()  # pages on
+    # A day each, counted whole ("Tuesday 01 December 2026 · 24 of 40 photos shown"): once "24 photos" for a day
+    # of 1,000, the photos loaded so far.
+    headings = [h.strip() for h in view.locator(".day-heading h4").all_inner_texts()]
+    days = [re.fullmatch(r"\w+ \d\d \w+ \d{4} · (?:(\d+) of )?([\d,]+) photos?(?: shown)?", h) for h in headings]
+    assert all(days), headings
+    assert sum(int(day[1] or day[2]) for day in days) == 24 and days[-1][1] == "24"
+    assert int(days[-1][2]) == len(list(photo_folder.iterdir()))  # all copied today, each day counted whole
+    page.mouse.wheel(0, 3000)  # scrolling down to "Show more" loads the next page
     note.get_by_text("The newest 48 photos").wait_for(timeout=30_000)
     view.locator(".day img").nth(47).wait_for(timeout=30_000)
+    count = page.locator("#result-count input[type=number]")  # a number typed in a slider applies on Enter
+    count.fill("30")
+    count.press("Enter")
+    note.get_by_text("The newest 30 photos").wait_for(timeout=30_000)
     page.locator("#filters").get_by_text("Filters").click()
     since = page.locator("#filters").get_by_label("Taken from (YYYY-MM-DD)")
     since.fill("2021-01-01")
@@ -292,6 +319,8 @@ def test_the_page_opens_on_the_library_and_a_photo_shows_when_where_and_with_wha
     page.wait_for_function("() => document.querySelectorAll('#library-view .day img').length === 1", timeout=30_000)
     assert view.locator(".caption-label").all_inner_texts() == ["12:30 · holiday.jpg"]
     assert [h.strip() for h in view.locator(".day-heading h4").all_inner_texts()] == ["Sunday 04 July 2021 · 1 photo"]
+    assert page.locator("#show-more").is_hidden()  # all shown: nothing more to ask for
+    assert view.locator(".day img").bounding_box()["width"] < 1280 / 4  # a lone photo keeps a tile's size
     view.locator(".day img").first.click()
     details = page.locator("#selected-path")
     details.get_by_text("taken 2021-07-04 12:30").wait_for(timeout=30_000)

@@ -4,8 +4,8 @@ in the photo view, and "more like" a selected one searches on from it."""
 import gradio as gr
 
 from app import photo_view
-from app.page import Page, changed, count_note, filter_controls, image_upload
-from app.search import make_filters, search_image, why_empty
+from app.page import Page, changed, count_note, filter_controls, image_upload, photo_grid
+from app.search import MAX_RESULTS, make_filters, search_image, why_empty
 
 TITLE = "By image"
 
@@ -24,14 +24,12 @@ def build(page: Page, ui: gr.Blocks) -> None:
 
     with gr.Row():
         upload = image_upload(label="A photo like the ones you want", elem_id="search-upload", scale=5, min_width=320)
-        k = gr.Slider(1, 100, value=24, step=1, label="Results", scale=1)
-    like = gr.Button("More like the selected photo", elem_id="image-more-like")
+        k = gr.Slider(1, MAX_RESULTS, value=24, step=1, label="Results", scale=1)
     filters = filter_controls(page.library, "image-filters")
     note = gr.Markdown(elem_id="image-result-note")
-    results = gr.Gallery(label="Most similar photos (how alike: cosine similarity)", columns=6, object_fit="cover",
-                         elem_id="image-results")
+    results = photo_grid(label="Most similar photos (how alike: cosine similarity)", elem_id="image-results")
     originals = gr.State([])
     view = photo_view.build(page, results, originals, prefix="image-")
     gr.on([upload.upload, *changed([k, *filters])], find_like_upload, [upload, k, *filters],
           [results, originals, note, upload], api_visibility="private")
-    like.click(page.more_like, [view.selected, k, *filters], [results, originals, note], api_visibility="private")
+    view.like.click(page.more_like, [view.selected, k, *filters], [results, originals, note], api_visibility="private")

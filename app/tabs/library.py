@@ -1,14 +1,17 @@
-"""Library: what the library holds (folders, tags, files that could not be read); taking a folder out
-(/remove_folder: it only narrows what is served) and, where the operator allowed it (--allow-index),
-indexing a folder from the page (/index_folder)."""
+"""Library: what the library holds (folders, tags, files that could not be read); taking a folder out, once
+the page has asked "are you sure" (/remove_folder, which asks nothing: it only narrows what is served) and,
+where the operator allowed it (--allow-index), indexing a folder from the page (/index_folder), committed in
+small steps so that the header's count and the searches follow it."""
 
 from pathlib import Path
 
 import gradio as gr
 
 from app.page import Page, plural, refusal
+from indexer import Filters
 
 TITLE = "Library"
+COMMIT_EVERY = 128  # photos: a commit is an append and one transaction, and the page shows each
 
 
 def build(page: Page, ui: gr.Blocks) -> None:
@@ -20,10 +23,17 @@ def build(page: Page, ui: gr.Blocks) -> None:
         from indexer.tags import tag_library
 
         root = page.checked(lambda: allowed_folder(folder, page.index_roots))
-        summary = page.checked(lambda: index_folders(library, page.encoder, [root]))  # its tqdm bars drive the progress
+        summary = page.checked(lambda: index_folders(library, page.encoder, [root], commit_every=COMMIT_EVERY))
         if library.vocabulary():
             tag_library(library, page.encoder, library.vocabulary())
         return str(summary), *refreshed()
+
+    def ask(folder: str | None):  # "are you sure", with how many photos would go
+        if not folder:
+            raise refusal("choose one of the library's folders first")
+        count = page.checked(lambda: len(library.filtered_ids(Filters(folder=folder))))
+        return gr.Column(visible=True), (f"Remove **{plural(count, 'photo')}** below `{folder}` from the library? "
+                                         "The files stay where they are; indexing the folder again adds them back.")
 
     def remove_folder(folder: str | None):
         """Take a folder's photos out of the library (the files stay where they are)."""
@@ -48,11 +58,19 @@ def build(page: Page, ui: gr.Blocks) -> None:
         chosen = gr.Dropdown([], value=None, label="The library's folders", scale=4, allow_custom_value=True,
                              elem_id="library-folders")
         remove = gr.Button("Remove from the library", variant="stop", elem_id="remove-button")
+    with gr.Column(visible=False, elem_id="confirm-remove") as confirmation, gr.Row():
+        question = gr.Markdown()
+        sure = gr.Button("Remove", variant="stop", elem_id="confirm-remove-button", scale=0)
+        cancel = gr.Button("Cancel", elem_id="cancel-remove-button", scale=0)
     log = gr.Textbox(label="Last change", lines=3, interactive=False, elem_id="index-log")
     failed = gr.Dataframe(lambda: failures(page), headers=["file", "why it could not be read"], interactive=False)
     outputs = [log, text, failed, chosen]
     button.click(index_folder, folder, outputs, api_name="index_folder", concurrency_limit=1, show_progress_on=log)
-    remove.click(remove_folder, chosen, outputs, api_name="remove_folder", concurrency_limit=1)
+    remove.click(ask, chosen, [confirmation, question], api_visibility="private")
+    hide = {"fn": lambda: gr.Column(visible=False), "inputs": None, "outputs": confirmation,
+            "api_visibility": "private", "queue": False}
+    sure.click(**hide).then(remove_folder, chosen, outputs, api_name="remove_folder", concurrency_limit=1)
+    cancel.click(**hide)
     chosen.focus(lambda: gr.Dropdown(choices=folders(page)), None, chosen, api_visibility="private")  # fresh
     ui.load(lambda: gr.Dropdown(choices=folders(page)), None, chosen, api_visibility="private")
 

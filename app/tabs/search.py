@@ -1,15 +1,17 @@
 """Search: the library newest first, grouped by day, until a query is typed; text and combined queries with
-filters; "more like" a selected photo; "Show more" pages on; a photo view under the results (app/photo_view.py)."""
+filters; "more like" a selected photo; the next page loads as the page scrolls to "Show more" (app/page.js),
+which shows while more photos may match; a photo view over the results (app/photo_view.py)."""
 
 import itertools
+from datetime import datetime
 from pathlib import Path
 
 import gradio as gr
 
 from app import photo_view
-from app.page import Page, changed, count_note, filter_controls, plural
+from app.page import Page, changed, count_note, filter_controls, photo_grid, plural
 from app.search import MAX_RESULTS, browse, make_filters, search_text, why_empty
-from indexer import Hit
+from indexer import Filters, Hit
 
 TITLE = "Search"
 PAGE = 24  # photos a view shows at first, and "Show more" adds
@@ -20,14 +22,15 @@ QUERY_HELP = ("Any language the model knows. Combine terms with commas; `-` excl
 def build(page: Page, ui: gr.Blocks) -> None:
     library = page.library
 
-    def answer(items: list, paths: list[str], note: str):  # a search's results shown, the library view put away
-        return gr.Gallery(items, visible=True), paths, note, []
+    def answer(items: list, paths: list[str], note: str, more: bool = False):  # the library view put away
+        return gr.Gallery(items, visible=True), paths, note, [], gr.Button(visible=more)
 
-    def find(query, n, threshold, folder, taken_from, taken_to, gps, tag):  # -> results, originals, note, days
+    def find(query, n, threshold, folder, taken_from, taken_to, gps, tag):  # -> shown (below)
         filters = page.checked(lambda: make_filters(folder, taken_from, taken_to, gps, tag))
         results = page.checked(lambda: search_text(library, page.encoder, query, int(n), float(threshold), filters))
         return answer(*page.gallery(results),
-                      count_note(results, int(n)) or why_empty(library, filters, float(threshold)))
+                      count_note(results, int(n)) or why_empty(library, filters, float(threshold)),
+                      more=len(results) == int(n) < MAX_RESULTS)
 
     def newest(n, threshold=0.0, folder="", taken_from="", taken_to="", gps="any", tag=""):  # no query
         filters = page.checked(lambda: make_filters(folder, taken_from, taken_to, gps, tag))
@@ -35,15 +38,19 @@ def build(page: Page, ui: gr.Blocks) -> None:
         passing = " passing the filters" if filters.active() else ""
         note = (f"The newest {plural(len(shown), 'photo')}{passing}, by date taken (else the file's time), of "
                 f"{len(library):,} in the library." if shown else why_empty(library, filters))
-        return gr.Gallery([], visible=False), [hit.path for hit, _ in shown], note, days(shown)
+        return (gr.Gallery([], visible=False), [hit.path for hit, _ in shown], note, days(shown, filters),
+                gr.Button(visible=len(shown) == int(n) < MAX_RESULTS))
 
-    def days(shown: list[tuple[Hit, object]]) -> list[dict]:  # the library view's days, each opening the photo view
+    def days(shown: list[tuple[Hit, datetime]], filters: Filters) -> list[dict]:  # the library view, a day each
         groups, start = [], 0
+        totals = library.day_counts([when.date() for _, when in shown], filters)
         for day, photos in itertools.groupby(shown, key=lambda pair: pair[1].date()):
             photos = list(photos)
             items, _ = page.captioned([(hit, f"{when:%H:%M} · {Path(hit.path).name}") for hit, when in photos])
-            groups.append({"title": f"{day:%A %d %B %Y} · {plural(len(photos), 'photo')}", "items": items,
-                           "start": start})
+            count = plural(totals[day], "photo")
+            groups.append({"title": f"{day:%A %d %B %Y} · " + (count if totals[day] == len(photos) else
+                                                                  f"{len(photos):,} of {count} shown"),
+                           "items": items, "start": start})
             start += len(photos)
         return groups
 
@@ -59,9 +66,7 @@ def build(page: Page, ui: gr.Blocks) -> None:
                            placeholder="a dog in the snow · ein Hund im Schnee · 雪中的狗")
         k = gr.Slider(1, MAX_RESULTS, value=PAGE, step=1, label="Results", scale=1, elem_id="result-count")
         threshold = gr.Slider(0, 1, value=0, step=0.01, label="Hide matches below", scale=1)
-    with gr.Row():
-        go = gr.Button("Search", variant="primary")
-        like = gr.Button("More like the selected photo", elem_id="more-like")
+    go = gr.Button("Search", variant="primary")
     filters = filter_controls(library, "filters")
     note = gr.Markdown(elem_id="result-note")
     day_groups = gr.State([])  # the library view: [{title, items, start}], a day each
@@ -71,20 +76,18 @@ def build(page: Page, ui: gr.Blocks) -> None:
         def library_view(groups: list[dict]):
             for group in groups:
                 gr.Markdown(f"#### {group['title']}", elem_classes="day-heading")
-                day = gr.Gallery(group["items"], columns=6, object_fit="cover", height="auto", show_label=False,
-                                 elem_classes="day")
+                day = photo_grid(value=group["items"], show_label=False, elem_classes="day")
                 day.select(view.opener(group["start"]), originals, view.outputs, api_visibility="private")
 
-    results = gr.Gallery(label="Photos", columns=6, object_fit="cover", height="auto", elem_id="results",
-                         visible=False)
-    show_more = gr.Button("Show more", elem_id="show-more")
+    results = photo_grid(label="Photos", elem_id="results", visible=False)
+    show_more = gr.Button("Show more", elem_id="show-more", visible=False)
     originals = gr.State([])
     view = photo_view.build(page, results, originals)
     controls = [query, k, threshold, *filters]
-    shown = [results, originals, note, day_groups]
+    shown = [results, originals, note, day_groups, show_more]
     ui.load(newest, k, shown, api_visibility="private")
     gr.on([query.submit, go.click], find, controls, shown, api_visibility="private")
     gr.on(changed([k, threshold, *filters]), show, controls, shown, api_visibility="private")
     show_more.click(more, controls, [k, *shown], api_visibility="private")
-    like.click(lambda *values: answer(*page.more_like(*values)), [view.selected, k, *filters], shown,
-               api_visibility="private")
+    view.like.click(lambda *values: answer(*page.more_like(*values)), [view.selected, k, *filters], shown,
+                    api_visibility="private")
