@@ -15,7 +15,7 @@ from app.model import ModelLoader
 from app.shell import RUNNING_FILE
 from app.thumbnails import thumbnail_dir, view_dir
 from app.uploads import UploadLimits
-from embedding.cache import atomic_write
+from common.files import atomic_write
 from embedding.images import allow_pixels
 from embedding.specs import DECODER_CONFIG, model_folder
 from embedding.words import word_texts

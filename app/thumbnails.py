@@ -11,11 +11,11 @@ again."""
 
 import hashlib
 import io
-import os
 from pathlib import Path
 
 from PIL import Image
 
+from common.files import atomic_write
 from embedding import open_rgb
 
 SIDE, VIEW_SIDE = 320, 1600  # a gallery preview's longer side; the photo view's
@@ -66,6 +66,4 @@ def _unreadable(folder: Path) -> str:
 
 
 def _write(image: Image.Image, target: Path) -> None:
-    tmp = target.with_name(f"{target.stem}.{os.getpid()}.tmp.jpg")  # per process: two apps never share one
-    image.save(tmp, quality=88)
-    os.replace(tmp, target)
+    atomic_write(target, lambda tmp: image.save(tmp, "JPEG", quality=88))

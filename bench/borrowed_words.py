@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.cache import cached_embeddings, image_keys
+from common.cache import cached_images
 from common.captions import image_file, read_captions
 from common.retrieval import average_precision
 from embedding import load_encoder
@@ -95,7 +95,7 @@ def main() -> None:
         raise SystemExit(f"error: {args.model} has no learned words: fit them with `python -m train words`")
     records = {split: read_captions(args.data / f"captions_{split}.jsonl") for split in ("train", "val")}
     paths = [image_file(args.data / "images", r.key) for r in records["val"]]
-    val_x = cached_embeddings(encoder, "images", image_keys(paths), lambda: encoder.embed_images(paths))
+    val_x = cached_images(encoder, paths)
     languages, truth, known = word_truth(encoder.words, records, val_x, args.min_photos)
     texts = word_texts(encoder, encoder.words)
     result = {}

@@ -38,8 +38,8 @@ AUTOFAISS = ["autofaiss==2.18.0", "pyarrow<16", "faiss-cpu==1.8.0", "packaging"]
 
 def real_vectors(images: Path, count: int) -> np.ndarray:
     """The bundled model's embeddings of the first `count` photos in `images`, cached by model fingerprint."""
+    from common.files import cache_dir
     from embedding import load_encoder
-    from embedding.cache import cache_dir
 
     encoder = load_encoder("bundled")
     paths = sorted(images.glob("*.jpg"))[:count]

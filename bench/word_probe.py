@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.cache import cached_array, cached_embeddings, image_keys
+from common.cache import cached_array, cached_images, image_keys
 from common.retrieval import average_precision
 from embedding import load_encoder
 from eval.tags import caption_concepts, score_words, tag_f1
@@ -69,9 +69,7 @@ def main() -> None:
     encoder = load_encoder(args.model)
     splits = {split: caption_concepts(args.data / f"captions_{split}.jsonl", args.data / "images")
               for split in ("train", "val")}
-    embedded = {split: cached_embeddings(encoder, "images", image_keys(paths),
-                                         lambda paths=paths: encoder.embed_images(paths))
-                for split, (paths, _, _) in splits.items()}
+    embedded = {split: cached_images(encoder, paths) for split, (paths, _, _) in splits.items()}
     (_, train_y, _), (_, val_y, labels) = splits["train"], splits["val"]
     result = {}
     zero_shot = score_words(encoder, embedded["val"], val_y, labels["en"])

@@ -5,13 +5,12 @@ or image paths with their size and mtime), so a changed model or a changed file 
 """
 
 import hashlib
-import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import numpy as np
 
-from embedding import Encoder
-from embedding.cache import cache_dir
+from common.files import cache_dir, write_array
 
 
 def image_keys(paths: list) -> list[str]:
@@ -21,10 +20,23 @@ def image_keys(paths: list) -> list[str]:
             for path in paths]
 
 
-def cached_embeddings(encoder: Encoder, kind: str, keys: list[str], compute: Callable[[], np.ndarray],
+class ImageEmbedder(Protocol):  # an embedding.Encoder, named by what is used of it (common imports no package)
+    fingerprint: str
+
+    def embed_images(self, paths: Sequence) -> np.ndarray: ...
+
+
+def cached_images(encoder: ImageEmbedder, paths: list, enabled: bool = True) -> np.ndarray:
+    """The encoder's embeddings of these image files, from the cache when it embedded the same files before."""
+    return cached_embeddings(encoder.fingerprint, "images", image_keys(paths), lambda: encoder.embed_images(paths),
+                             enabled)
+
+
+def cached_embeddings(fingerprint: str, kind: str, keys: list[str], compute: Callable[[], np.ndarray],
                       enabled: bool = True) -> np.ndarray:
-    """`compute()`'s [len(keys), dim] array, from the cache when this encoder already embedded these keys."""
-    return cached_array(f"embeddings/{encoder.fingerprint}", kind, keys, compute, enabled)
+    """`compute()`'s [len(keys), dim] array, from the cache when the encoder whose `fingerprint` this is already
+    embedded these keys."""
+    return cached_array(f"embeddings/{fingerprint}", kind, keys, compute, enabled)
 
 
 def cached_array(namespace: str, kind: str, keys: list[str], compute: Callable[[], np.ndarray],
@@ -40,7 +52,5 @@ def cached_array(namespace: str, kind: str, keys: list[str], compute: Callable[[
             return array
     array = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
+    write_array(path, array)
     return array

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from embedding.cache import atomic_write, cache_dir
+from common.files import atomic_write, cache_dir
 from embedding.encoder import weights_hash
 from embedding.runtime import session
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from embedding.cache import atomic_write, cache_dir
+from common.files import atomic_write, cache_dir
 from embedding.e5 import E5Tokenizer, WordTable, trim_padding
 from embedding.runtime import session
 from embedding.words import WORDS_FILE, Words, load_words, sigmoid_probability

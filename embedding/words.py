@@ -36,7 +36,7 @@ from typing import Protocol
 import numpy as np
 from safetensors import SafetensorError, safe_open
 
-from embedding.cache import atomic_write, cache_dir
+from common.files import cache_dir, write_array
 from embedding.packing import read_packed
 
 WORDS_FILE = "words.safetensors"
@@ -210,12 +210,8 @@ def word_texts(encoder: TextReader, words: Words) -> np.ndarray:
         if texts.shape != (len(words.words), encoder.dim):
             stored = encoder.embed_texts(words.words).astype(np.float16)
             path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, lambda tmp: _save(tmp, stored))
+            write_array(path, stored)
             texts = stored.astype(np.float32)  # as a later process reads them: every reader borrows alike
         words.texts = texts
     return words.texts
 
-
-def _save(path: str, array: np.ndarray) -> None:
-    with open(path, "wb") as file:  # a file, not a name: np.save would add ".npy" to the temporary name
-        np.save(file, array, allow_pickle=False)

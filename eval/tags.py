@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.cache import cached_embeddings, image_keys
+from common.cache import cached_images
 from common.captions import image_file, read_captions
 from common.retrieval import average_precision
 from embedding import Encoder
@@ -139,7 +139,7 @@ def demo_subjects(encoder: Encoder, demo_dir: Path, cache: bool = True) -> dict:
     queries = json.loads((DATA / "demo_subjects.json").read_text(encoding="utf-8"))["queries"]
     paths, _ = find_images(Path(demo_dir))
     names = [p.name for p in paths]
-    image_emb = cached_embeddings(encoder, "images", image_keys(paths), lambda: encoder.embed_images(paths), cache)
+    image_emb = cached_images(encoder, paths, cache)
     result = {}
     for lang in dict.fromkeys(q["language"] for q in queries):
         chosen = [q for q in queries if q["language"] == lang]
@@ -156,7 +156,7 @@ def demo_subjects(encoder: Encoder, demo_dir: Path, cache: bool = True) -> dict:
 def evaluate_tags(encoder: Encoder, paths: list[Path], truth: np.ndarray, labels: dict[str, list[str]],
                   languages: list[str] | None = None, cache: bool = True) -> dict:
     """`score_words` per language over one image set."""
-    image_emb = cached_embeddings(encoder, "images", image_keys(paths), lambda: encoder.embed_images(paths), cache)
+    image_emb = cached_images(encoder, paths, cache)
     chosen = languages or list(labels)
     unknown = [lang for lang in chosen if lang not in labels]
     if unknown:

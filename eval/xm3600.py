@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.cache import cached_embeddings, image_keys
+from common.cache import cached_embeddings, cached_images
 from common.captions import image_file, read_captions
 from common.retrieval import recall_all_captions
 from embedding import Encoder
@@ -50,12 +50,13 @@ def evaluate_xm3600(encoder: Encoder, captions_file: str | Path, images_dir: str
         raise ValueError(f"no captions in {', '.join(absent)} in {captions_file} (it has {', '.join(found)})")
 
     paths = [image_file(images_dir, r.key) for r in records]
-    image_emb = cached_embeddings(encoder, "images", image_keys(paths), lambda: encoder.embed_images(paths), cache)
+    image_emb = cached_images(encoder, paths, cache)
     results = {name: {"languages": {}, "counts": {}} for name in PROTOCOLS}
     for lang in found:
         captions = [(i, c) for i, r in enumerate(records) for c in r.captions.get(lang, [])]
         texts = [c for _, c in captions]
-        text_emb = cached_embeddings(encoder, f"texts-{lang}", texts, lambda t=texts: encoder.embed_texts(t), cache)
+        text_emb = cached_embeddings(encoder.fingerprint, f"texts-{lang}", texts,
+                                     lambda t=texts: encoder.embed_texts(t), cache)
         text_image = np.array([i for i, _ in captions])
         results["all-captions"]["languages"][lang] = recall_all_captions(image_emb, text_emb, text_image)
         results["all-captions"]["counts"][lang] = {"captions": len(captions), "images": len(set(text_image))}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.cache import cached_embeddings, image_keys
+from common.cache import cached_embeddings, cached_images
 from common.retrieval import target_ranks
 from embedding import Encoder
 from indexer.crawl import find_images
@@ -72,10 +72,11 @@ def evaluate_zeroshot(encoder: Encoder, images_dir: str | Path, language: str = 
         paths += found
         labels += [index] * len(found)
     prompts = [t.format(label=name) for name in names for t in templates]
-    prompt_emb = cached_embeddings(encoder, f"prompts-{language}", prompts, lambda: encoder.embed_texts(prompts), cache)
+    prompt_emb = cached_embeddings(encoder.fingerprint, f"prompts-{language}", prompts,
+                                   lambda: encoder.embed_texts(prompts), cache)
     class_emb = prompt_emb.reshape(len(names), len(templates), -1).mean(axis=1)
     class_emb /= np.linalg.norm(class_emb, axis=1, keepdims=True)
-    image_emb = cached_embeddings(encoder, "images", image_keys(paths), lambda: encoder.embed_images(paths), cache)
+    image_emb = cached_images(encoder, paths, cache)
     result = accuracy(image_emb, class_emb, np.array(labels))
     return {**result, "language": language, "classes": dict(zip(class_dirs, names, strict=True)),
             "images": len(paths), "templates": templates, "model": encoder.name}

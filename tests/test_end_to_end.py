@@ -1,5 +1,6 @@
 """Walking skeleton: train a few steps -> load -> index -> query -> ranked results; eval's JSON."""
 
+import ast
 import json
 import subprocess
 import sys
@@ -86,3 +87,15 @@ def test_help_imports_only_what_the_options_need(command):
     imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
     assert "usage: python -m " + command in done.stdout
     assert len(imported) > 50 and not imported & {"torch", "open_clip", "timm"}
+
+
+def test_common_is_the_ground_floor():
+    """Every package may import common/; common/ imports none of them (common/cache.py once imported
+    embedding for its Encoder while embedding imported common: the one arrow that ran back up)."""
+    ours = {path.name for path in REPO.iterdir() if (path / "__init__.py").is_file()} - {"common"}
+    for module in sorted((REPO / "common").glob("*.py")):
+        for node in ast.walk(ast.parse(module.read_text(encoding="utf-8"))):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not {name.split(".")[0] for name in names} & ours, f"{module.name} imports {names}"
+    assert {"embedding", "indexer", "app", "train", "eval"} <= ours  # the check looks where the packages are

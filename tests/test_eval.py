@@ -145,11 +145,11 @@ def test_cache_reuses_and_invalidates(tmp_path, monkeypatch):
         calls.append(1)
         return np.ones((1, 2), dtype=np.float32)
 
-    cached_embeddings(encoder, "images", image_keys([photo]), compute)
-    cached_embeddings(encoder, "images", image_keys([photo]), compute)
+    cached_embeddings(encoder.fingerprint, "images", image_keys([photo]), compute)
+    cached_embeddings(encoder.fingerprint, "images", image_keys([photo]), compute)
     assert len(calls) == 1
     photo.write_bytes(b"22")  # a changed file is a new key
-    cached_embeddings(encoder, "images", image_keys([photo]), compute)
+    cached_embeddings(encoder.fingerprint, "images", image_keys([photo]), compute)
     assert len(calls) == 2
 
 

@@ -13,9 +13,9 @@ from PIL import Image
 from safetensors.torch import load_file
 from timm.data import ImageNetInfo
 
+from common.files import cache_dir
 from embedding import load_encoder, text_query
 from embedding.bases import BASES, Base, BaseUnavailable, base_file
-from embedding.cache import cache_dir
 from embedding.loading import EncoderUnavailable
 from embedding.packing import pack, unpack
 from embedding.text_query import load_text_query

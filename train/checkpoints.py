@@ -18,9 +18,9 @@ from timm.models import group_modules
 from timm.utils.model import freeze
 from torch import nn
 
+from common.files import atomic_write
 from embedding import checkpoint, two_towers
 from embedding.bases import BASES
-from embedding.cache import atomic_write
 from embedding.locca import DECODER_CONFIG, DECODER_WEIGHTS, LocCaDecoder
 from embedding.packing import pack, read_packed
 from embedding.tokenizer import SentencePieceTokenizer

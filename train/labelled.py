@@ -31,7 +31,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from embedding.cache import atomic_write
+from common.files import atomic_write
 from embedding.images import IMAGE_SUFFIXES
 
 DATA = Path(__file__).resolve().parent / "data"

@@ -33,6 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from common.captions import read_captions
+from common.files import atomic_write
 from common.retrieval import recall_all_captions
 from embedding.loading import process_device
 from embedding.locca import vit_tokens
@@ -415,9 +416,7 @@ def _save_resume(out: Path, model: nn.Module, optimizer: torch.optim.Optimizer, 
         state["objectives"] = objectives.state_dict()
     if me.device.type == "cuda":  # dropout on the GPU draws from the GPU's generator
         state["cuda_rng"] = torch.cuda.get_rng_state(me.device)
-    tmp = out / (RESUME_FILE + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(out / RESUME_FILE)
+    atomic_write(out / RESUME_FILE, lambda tmp: torch.save(state, tmp))
 
 
 def _load_resume(out: Path, model: nn.Module, optimizer: torch.optim.Optimizer, objectives: nn.Module | None,

