@@ -17,7 +17,7 @@ from app.thumbnails import thumbnail_dir, view_dir
 from app.uploads import UploadLimits
 from common.files import atomic_write
 from embedding.images import allow_pixels
-from embedding.specs import DECODER_CONFIG, model_folder
+from embedding.specs import DECODER_CONFIG, library_model, model_folder
 from embedding.words import word_texts
 from indexer import Library
 from indexer.demo import copy_demo_photos
@@ -41,7 +41,7 @@ def serve(args: argparse.Namespace) -> None:
         from embedding.loading import process_device
         process_device(args.device)
     library = Library(args.library)
-    spec = args.model or library.setting("model") or "bundled"
+    spec = library_model(args.model, library.setting("model"))
     decoder = _decoder(model_folder(spec))  # an unknown --model is refused here, before anything slow
     model = ModelLoader(spec, lambda: _ready_model(library, spec, args.device, args.watch))
     if library.lost:

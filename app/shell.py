@@ -61,6 +61,7 @@ def _search_here(args: argparse.Namespace) -> list[dict]:
 def _text_side(library: "Library", args: argparse.Namespace) -> "TextReader":
     """The library's model's text side: without torch when a load of it recorded one (embedding.text_query;
     on the CPU, even where a GPU is: one query is little work), else the model loaded the usual way."""
+    from embedding.specs import library_model
     from embedding.text_query import load_text_query
 
     recorded = library.setting("fingerprint")
@@ -70,7 +71,7 @@ def _text_side(library: "Library", args: argparse.Namespace) -> "TextReader":
     from embedding import load_encoder
     from embedding.loading import process_device
 
-    return load_encoder(args.model or library.setting("model") or "bundled", process_device(args.device))
+    return load_encoder(library_model(args.model, library.setting("model")), process_device(args.device))
 
 
 def _ask_app(running, args: argparse.Namespace, busy: OSError) -> list[dict]:

@@ -32,6 +32,12 @@ class EncoderUnavailable(OSError):
     """The requested model cannot be loaded here; the message says what to do about it."""
 
 
+def library_model(requested: str | None, recorded: str | None) -> str:
+    """The model a command uses on a library: the one asked for (--model), else the one the library was indexed
+    with (`recorded`), else the bundled one."""
+    return requested or recorded or "bundled"
+
+
 def model_folder(spec: str = "bundled", hub_cache: str | None = None) -> Path:
     """The local folder holding model `spec` (as `load_encoder` takes it); a hub model is fetched or explained."""
     spec = PRESETS.get(spec, spec)

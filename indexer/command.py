@@ -12,6 +12,7 @@ import torch.distributed as dist
 from embedding import load_encoder
 from embedding.images import allow_pixels
 from embedding.loading import process_device
+from embedding.specs import library_model
 from indexer.library import Library
 from indexer.run import embed_shared, index_folders
 from indexer.tags import parse_tag, read_vocabulary, tag_library
@@ -29,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         with closing(Library(args.library)) as library:
             if args.paths or dist.is_initialized():
-                spec = args.model or library.setting("model") or "bundled"
+                spec = library_model(args.model, library.setting("model"))
                 print(f"loading the model {spec}", flush=True)
                 encoder = load_encoder(spec, process_device(args.device))
                 if dist.is_initialized():
