@@ -5,7 +5,8 @@ the same things, and one error path.
   model by default (a library is bound to the model that embedded it); elsewhere `bundled`.
 - `--library FOLDER`: $SIGSEARCH_LIBRARY, else ~/.local/share/sigsearch/library.
 - `--device auto|cpu|cuda`.
-- `--languages a,b`: comma-separated language codes.
+- `--languages a,b`: comma-separated language codes (`add_languages_argument`); by default every language the
+  input has.
 
 A refusal ends a command with one line on stderr and exit status 2, never a traceback: bad options or input
 (ValueError), or a file, library or model that is missing, busy, damaged or out of reach (OSError; our own
@@ -60,6 +61,12 @@ def pixel_count(text: str) -> int:
 def split_languages(languages: str | None) -> list[str] | None:
     """`--languages a,b` as a list; None (every language) when not given."""
     return [code.strip() for code in languages.split(",") if code.strip()] if languages else None
+
+
+def add_languages_argument(parser: argparse.ArgumentParser, every: str = "the input has") -> None:
+    """`--languages a,b`, read as a list (`split_languages`); by default None: every language `every` says."""
+    parser.add_argument("--languages", type=split_languages, metavar="CODES",
+                        help=f"comma-separated language codes, e.g. en,de,zh (default: every language {every})")
 
 
 def entry_point(main: Callable[..., int]) -> Callable[..., int]:

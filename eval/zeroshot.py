@@ -56,12 +56,30 @@ def accuracy(image_emb: np.ndarray, class_emb: np.ndarray, labels: np.ndarray) -
             "mean_per_class_recall": 100.0 * float(np.mean(per_class))}
 
 
+def name_languages(images_dir: str | Path, classnames_file: Path | None = None,
+                   templates_file: Path | None = None) -> list[str]:
+    """Every language `evaluate_zeroshot` can score these folders in: with class names (the file's; CIFAR-10's
+    built-in ones for its folders; else English, the folder names) and prompt templates."""
+    if classnames_file is not None:
+        named = json.loads(Path(classnames_file).read_text(encoding="utf-8"))
+    else:
+        builtin = json.loads((DATA / "cifar10_classnames.json").read_text(encoding="utf-8"))
+        named = builtin if set(class_folders(Path(images_dir))) <= set(builtin["en"]) else {"en": None}
+    table = json.loads((Path(templates_file) if templates_file else DATA / "templates.json").read_text("utf-8"))
+    return [language for language in named if table.get(language)]
+
+
+def class_folders(images_dir: Path) -> list[str]:
+    """A folder-per-class image set's class folders, in order (hidden ones are not classes)."""
+    return sorted(d.name for d in images_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
 def evaluate_zeroshot(encoder: Encoder, images_dir: str | Path, language: str = "en",
                       classnames_file: Path | None = None, templates_file: Path | None = None,
                       cache: bool = True) -> dict:
     """Zero-shot classification of a folder-per-class image set."""
     images_dir = Path(images_dir)
-    class_dirs = sorted(d.name for d in images_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
+    class_dirs = class_folders(images_dir)
     if len(class_dirs) < 2:
         raise ValueError(f"{images_dir} needs one sub-folder of images per class (found {len(class_dirs)})")
     names = load_classnames(class_dirs, classnames_file, language)

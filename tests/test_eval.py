@@ -10,7 +10,7 @@ from common.cache import cached_embeddings, image_keys
 from common.retrieval import recall_all_captions
 from eval.report import collect_run, report_markdown
 from eval.xm3600 import evaluate_xm3600
-from eval.zeroshot import accuracy, load_classnames, load_templates
+from eval.zeroshot import accuracy, load_classnames, load_templates, name_languages
 from tests.conftest import run_module
 
 
@@ -170,6 +170,19 @@ def test_cli_both_protocols_markdown_plot_and_report(tiny_run, small_captions, f
     assert "| tiny |" in report_markdown([run])
     done = run_module("eval", "report", str(tiny_run), "--plot", str(tmp_path / "runs.png"))
     assert "| tiny |" in done.stdout and (tmp_path / "runs.png").is_file()
+
+
+def test_zeroshot_scores_every_language_it_can_name_the_classes_in_by_default(tmp_path):
+    """One default for --languages everywhere: every language the input has (zero-shot: class names and
+    prompt templates both; it once defaulted to English alone)."""
+    for name in ("cat", "dog"):
+        (tmp_path / "cifar" / name).mkdir(parents=True)
+        (tmp_path / "pets" / f"{name}_photos").mkdir(parents=True)
+    assert name_languages(tmp_path / "cifar") == ["en", "de", "fr", "zh", "cs"]  # built-in names, with templates
+    assert name_languages(tmp_path / "pets") == ["en"]  # the folder names themselves
+    names = tmp_path / "names.json"
+    names.write_text(json.dumps({"de": {}, "ja": {}, "fr": {}}), encoding="utf-8")
+    assert name_languages(tmp_path / "pets", names) == ["de", "fr"]  # no Japanese templates
 
 
 def test_cli_zeroshot_on_cifar_classes(flickr, checkpoint, tmp_path):

@@ -6,7 +6,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from common.cli import add_device_argument, add_model_argument, entry_point, split_languages
+from common.cli import add_device_argument, add_languages_argument, add_model_argument, entry_point
 from embedding.bases import BASES
 from train.config import TrainConfig, add_word_fit_arguments
 from train.losses import KINDS
@@ -75,7 +75,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("needs " + ", ".join(f"--{name}" for name in missing) + " (or --shards / --recipe / --resume)")
     known = {f.name for f in fields(TrainConfig)}
     values = {key: value for key, value in vars(args).items() if key in known}
-    values["languages"] = split_languages(args.languages) if isinstance(args.languages, str) else args.languages
     values["language_weights"] = _weights(args.language_weights)
     train(TrainConfig(**values))
     return 0
@@ -111,7 +110,7 @@ def _data_arguments(data: argparse._ArgumentGroup) -> None:
     data.add_argument("--shards", metavar="PATTERN", help="webdataset shards instead of --captions/--images: a folder "
                       "of .tar files or a brace pattern (dir/shard-{000000..000005}.tar); see `train shards`")
     data.add_argument("--out", type=Path, help="run directory to write the checkpoint to")
-    data.add_argument("--languages", help="comma-separated caption languages to use (default: all)")
+    add_languages_argument(data, "the captions have")
     data.add_argument("--language-weights", help="e.g. en=1,zh=1,fr=2: how often each language is drawn")
     data.add_argument("--val-captions", type=Path, help="report recall on this caption file (see --eval-every)")
     data.add_argument("--val-images", type=Path, help="images for --val-captions (default: --images)")
@@ -209,13 +208,13 @@ def tokenizer_main(argv: list[str]) -> int:
     parser.add_argument("--captions", type=Path, nargs="+", required=True, help="caption files (XM3600 layout)")
     parser.add_argument("--vocab-size", "--vocab", dest="vocab", type=int, default=8000,
                         help="vocabulary size (default 8000; --vocab-size as in `python -m train`)")
-    parser.add_argument("--languages", help="comma-separated languages to use (default: all)")
+    add_languages_argument(parser, "the caption files have")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     args = parser.parse_args(argv)
     from common.captions import read_captions
     from train.tokenizer import train_sentencepiece
 
-    texts = [caption for path in args.captions for image in read_captions(path, split_languages(args.languages))
+    texts = [caption for path in args.captions for image in read_captions(path, args.languages)
              for captions in image.captions.values() for caption in captions]
     if not texts:
         raise ValueError("the caption files hold no captions")

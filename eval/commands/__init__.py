@@ -7,7 +7,7 @@ A new evaluation is one module here plus one line in `COMMANDS`. `run` returns t
 import argparse
 from typing import TYPE_CHECKING
 
-from common.cli import add_device_argument, add_model_argument, split_languages
+from common.cli import add_device_argument, add_model_argument
 
 
 def add_model_args(parser: argparse.ArgumentParser, required: str | None = None) -> None:
@@ -29,7 +29,3 @@ def encoder_of(args: argparse.Namespace) -> "Encoder":
 
     return load_encoder(args.model, process_device(args.device))
 
-
-def languages_of(args: argparse.Namespace) -> list[str] | None:
-    """`--languages a,b` as a list; None (every language) when not given."""
-    return split_languages(args.languages)

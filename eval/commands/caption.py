@@ -2,7 +2,8 @@
 
 from pathlib import Path
 
-from eval.commands import add_model_args, encoder_of, languages_of
+from common.cli import add_languages_argument
+from eval.commands import add_model_args, encoder_of
 
 HELP = "LocCa: caption images"
 DESCRIPTION = "Greedy captions from a run's LocCa decoder, one line per image and language: IMAGE, LANGUAGE, caption."
@@ -11,7 +12,7 @@ DESCRIPTION = "Greedy captions from a run's LocCa decoder, one line per image an
 def add_args(parser) -> None:
     parser.add_argument("images", type=Path, nargs="+")
     add_model_args(parser, "a run trained with --locca")
-    parser.add_argument("--languages", default="en", help="comma-separated caption languages (default en)")
+    add_languages_argument(parser, "the decoder writes")
 
 
 def run(args) -> int:
@@ -20,7 +21,7 @@ def run(args) -> int:
 
     encoder = encoder_of(args)
     decoder = load_decoder(model_folder(args.model))  # beside the towers
-    for language in languages_of(args):
+    for language in args.languages or decoder.config.languages:
         texts = caption_images(encoder, decoder, args.images, language)
         for image, text in zip(args.images, texts, strict=True):
             print(f"{image}\t{language}\t{text}")

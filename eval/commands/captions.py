@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from eval.commands import languages_of
+from common.cli import add_languages_argument
 
 HELP = "per-language caption statistics of a captions.jsonl (no model needed)"
 DESCRIPTION = ("Per language: images, captions, characters and words per caption, and the percent of "
@@ -13,7 +13,7 @@ DESCRIPTION = ("Per language: images, captions, characters and words per caption
 
 def add_args(parser) -> None:
     parser.add_argument("--captions", type=Path, required=True, help="captions.jsonl")
-    parser.add_argument("--languages", help="comma-separated languages (default: all in the file)")
+    add_languages_argument(parser, "the file has")
     parser.add_argument("--json", type=Path)
 
 
@@ -21,7 +21,7 @@ def run(args) -> int:
     from common.captions import read_captions
     from eval.caption_stats import caption_stats, format_stats
 
-    stats = caption_stats(read_captions(args.captions, languages_of(args)))
+    stats = caption_stats(read_captions(args.captions, args.languages))
     print(format_stats(stats))
     if args.json:
         args.json.write_text(json.dumps(stats, indent=2))

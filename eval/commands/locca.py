@@ -3,7 +3,8 @@
 import json
 from pathlib import Path
 
-from eval.commands import add_model_args, encoder_of, languages_of
+from common.cli import add_languages_argument
+from eval.commands import add_model_args, encoder_of
 
 HELP = "LocCa: referring-expression boxes (Ref), IoU >= 0.5 accuracy per language"
 DESCRIPTION = ("For every annotation with referring expressions (`refs`: {language: text}) in a COCO-style "
@@ -16,7 +17,7 @@ def add_args(parser) -> None:
     parser.add_argument("--instances", type=Path, required=True,
                         help="instances JSON (e.g. data/scenes/instances_test.json)")
     parser.add_argument("--images", type=Path, required=True, help="folder of the images' file_name")
-    parser.add_argument("--languages", help="comma-separated (default: every language the decoder writes)")
+    add_languages_argument(parser, "the decoder writes")
     parser.add_argument("--json", type=Path)
 
 
@@ -27,7 +28,7 @@ def run(args) -> int:
 
     encoder = encoder_of(args)
     decoder = load_decoder(model_folder(args.model))  # beside the towers
-    result = referring_accuracy(encoder, decoder, args.instances, args.images, languages_of(args))
+    result = referring_accuracy(encoder, decoder, args.instances, args.images, args.languages)
     for lang, row in result.items():
         print(f"{lang:>5}  Ref acc@IoU0.5 {row['acc_iou50']:6.2f}%  mean IoU {row['mean_iou']:.3f}"
               + (f"  ({row['n']} expressions)" if "n" in row else ""))

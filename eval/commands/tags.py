@@ -3,7 +3,8 @@
 import json
 from pathlib import Path
 
-from eval.commands import add_model_args, encoder_of, languages_of
+from common.cli import add_languages_argument
+from eval.commands import add_model_args, encoder_of
 
 HELP = "everyday words: one-word search mAP, tag F1, calibration, per language"
 DESCRIPTION = ("Scores labels as the product does (the tag panel's and --tag's path: a word the model "
@@ -27,7 +28,7 @@ def add_args(parser) -> None:
     sets.add_argument("--demo", type=Path, help="a folder of the demo photos (`python -m app` copies them)")
     parser.add_argument("--images", type=Path, help="folder of <image/key>.jpg (with --captions)")
     add_model_args(parser)
-    parser.add_argument("--languages", help="comma-separated (default: every language with labels)")
+    add_languages_argument(parser, "with labels")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--markdown", type=Path)
     parser.add_argument("--no-cache", action="store_true")
@@ -48,7 +49,7 @@ def run(args) -> int:
             raise ValueError("--captions needs --images")
         paths, truth, labels = (caption_concepts(args.captions, args.images) if args.captions
                                 else source_labels(args.source) if args.source else class_folders(args.classes))
-        result = evaluate_tags(encoder, paths, truth, labels, languages_of(args), cache=not args.no_cache)
+        result = evaluate_tags(encoder, paths, truth, labels, args.languages, cache=not args.no_cache)
         text = tags_markdown(result)
         print(text, end="")
     if args.json:

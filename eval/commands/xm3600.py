@@ -3,7 +3,8 @@
 import json
 from pathlib import Path
 
-from eval.commands import add_model_args, encoder_of, languages_of
+from common.cli import add_languages_argument
+from eval.commands import add_model_args, encoder_of
 
 HELP = "retrieval recall per language, Crossmodal-3600 layout"
 DESCRIPTION = ("Text->image and image->text recall@1/5/10 (percent) per language and their mean. "
@@ -19,7 +20,7 @@ def add_args(parser) -> None:
     parser.add_argument("--images", type=Path, required=True, help="folder of <image/key>.jpg")
     add_model_args(parser)
     parser.add_argument("--protocol", choices=["all-captions", "first-caption", "both"], default="all-captions")
-    parser.add_argument("--languages", help="comma-separated languages (default: all in the file)")
+    add_languages_argument(parser, "the caption file has")
     parser.add_argument("--skip-missing", action="store_true", help="evaluate without missing image files "
                         "(their count is reported) instead of stopping")
     parser.add_argument("--json", type=Path, help="write the result as JSON")
@@ -31,7 +32,7 @@ def add_args(parser) -> None:
 def run(args) -> int:
     from eval.xm3600 import evaluate_xm3600, format_markdown, format_table
 
-    result = evaluate_xm3600(encoder_of(args), args.captions, args.images, languages_of(args), args.protocol,
+    result = evaluate_xm3600(encoder_of(args), args.captions, args.images, args.languages, args.protocol,
                              skip_missing=args.skip_missing, cache=not args.no_cache)
     print(f"{args.model}: recall in percent")
     print(format_table(result))

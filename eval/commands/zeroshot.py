@@ -3,7 +3,8 @@
 import json
 from pathlib import Path
 
-from eval.commands import add_model_args, encoder_of, languages_of
+from common.cli import add_languages_argument
+from eval.commands import add_model_args, encoder_of
 
 HELP = "zero-shot classification of a folder per class"
 DESCRIPTION = ("Top-1/top-5 accuracy and mean per-class recall of zero-shot classification: each class "
@@ -16,8 +17,7 @@ def add_args(parser) -> None:
     parser.add_argument("--images", type=Path, required=True,
                         help="folder with one sub-folder of images per class")
     add_model_args(parser)
-    parser.add_argument("--languages", default="en",
-                        help="comma-separated languages of class names and prompts, each scored (default en)")
+    add_languages_argument(parser, "with class names, each scored")
     parser.add_argument("--classnames", type=Path, help='JSON {"de": {"<folder>": "<name>", ...}, ...}')
     parser.add_argument("--templates", type=Path,
                         help='JSON {"de": ["Das ist ein Foto von {label}.", ...], ...}')
@@ -26,10 +26,10 @@ def add_args(parser) -> None:
 
 
 def run(args) -> int:
-    from eval.zeroshot import evaluate_zeroshot
+    from eval.zeroshot import evaluate_zeroshot, name_languages
 
     encoder, results = encoder_of(args), {}
-    for language in languages_of(args):
+    for language in args.languages or name_languages(args.images, args.classnames, args.templates):
         result = results[language] = evaluate_zeroshot(encoder, args.images, language, args.classnames,
                                                        args.templates, cache=not args.no_cache)
         print(f"{args.model}: zero-shot on {result['images']} images, {len(result['classes'])} classes, "
