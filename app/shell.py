@@ -13,7 +13,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from common.cli import add_device_argument, add_library_argument, add_model_argument
+from common.cli import (
+    STDOUT,
+    add_device_argument,
+    add_json_argument,
+    add_library_argument,
+    add_model_argument,
+    write_json,
+)
 
 if TYPE_CHECKING:
     from embedding.words import TextReader
@@ -32,11 +39,12 @@ def search_main(argv: list[str]) -> int:
         rows = _search_here(args)
     except LibraryBusy as busy:  # another process has the library: an app, whose page and API serve it
         rows = _ask_app(args.library / RUNNING_FILE, args, busy)
-    if args.json:
-        print(json.dumps(rows, ensure_ascii=False))
-    elif not rows:
+    write_json(args.json, rows)
+    if args.json == STDOUT:
+        return 0
+    if not rows:
         print(f"no photos match {args.query!r}", file=sys.stderr)
-    for row in [] if args.json else rows:
+    for row in rows:
         print(f"{percent(row['probability']):>7}  {row['image']}" if "probability" in row else row["image"])
     return 0
 
@@ -113,5 +121,5 @@ def _parser() -> argparse.ArgumentParser:
     add_model_argument(parser, "model spec (default: the library's model)", default=None)
     add_device_argument(parser)
     parser.add_argument("-k", type=int, default=10, help="how many photos (default 10)")
-    parser.add_argument("--json", action="store_true", help="print JSON: [{image, score, probability}, ...]")
+    add_json_argument(parser)  # [{image, score, probability}, ...]
     return parser

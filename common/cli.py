@@ -5,6 +5,7 @@ the same things, and one error path.
   model by default (a library is bound to the model that embedded it); elsewhere `bundled`.
 - `--library FOLDER`: $SIGSEARCH_LIBRARY, else ~/.local/share/sigsearch/library.
 - `--device auto|cpu|cuda`.
+- `--json [FILE]`: the result as JSON, to FILE or the standard output.
 - `--languages a,b`: comma-separated language codes (`add_languages_argument`); by default every language the
   input has.
 
@@ -16,6 +17,7 @@ Anything else is a bug and keeps its traceback.
 
 import argparse
 import functools
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -67,6 +69,27 @@ def add_languages_argument(parser: argparse.ArgumentParser, every: str = "the in
     """`--languages a,b`, read as a list (`split_languages`); by default None: every language `every` says."""
     parser.add_argument("--languages", type=split_languages, metavar="CODES",
                         help=f"comma-separated language codes, e.g. en,de,zh (default: every language {every})")
+
+
+STDOUT = "-"  # --json without a file
+
+
+def add_json_argument(parser: argparse.ArgumentParser) -> None:
+    """`--json [FILE]`: the result as JSON, to FILE, or to the standard output without one (`write_json`)."""
+    parser.add_argument("--json", nargs="?", const=STDOUT, metavar="FILE",
+                        help="write the result as JSON to FILE, or to the standard output without FILE (the other "
+                             "lines then go to the standard error)")
+
+
+def write_json(target: str | None, result: object) -> None:
+    """`result` where `--json` says: nowhere without the option, else its file, or the standard output."""
+    if target is None:
+        return
+    text = json.dumps(result, indent=2, ensure_ascii=False)
+    if target == STDOUT:
+        print(text)
+    else:
+        Path(target).write_text(text + "\n", encoding="utf-8")
 
 
 def entry_point(main: Callable[..., int]) -> Callable[..., int]:

@@ -1,13 +1,14 @@
 """python -m eval: measure encoders (retrieval recall per language, zero-shot classification, reports)."""
 
 import argparse
+import contextlib
 import sys
 
-from common.cli import entry_point
+from common.cli import STDOUT, entry_point, write_json
 from eval.commands import ann, caption, captions, dense, locca, report, tags, xm3600, zeroshot
 
-# name -> a module with HELP, DESCRIPTION, add_args(parser) and run(args) (eval/commands): a new
-# evaluation is one module there and one line here.
+# name -> a module with HELP, DESCRIPTION, add_args(parser) and run(args), which returns its result (written
+# as `--json` says) or None (eval/commands): a new evaluation is one module there and one line here.
 COMMANDS = {
     "xm3600": xm3600,
     "zeroshot": zeroshot,
@@ -39,7 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, command in COMMANDS.items():
         command.add_args(commands.add_parser(name, help=command.HELP, description=command.DESCRIPTION))
     args = parser.parse_args(argv)
-    return COMMANDS[args.command].run(args)
+    target = getattr(args, "json", None)
+    with contextlib.redirect_stdout(sys.stderr) if target == STDOUT else contextlib.nullcontext():
+        result = COMMANDS[args.command].run(args)  # its lines for people; on stderr when the JSON is on stdout
+    write_json(target, result)
+    return 0
 
 
 if __name__ == "__main__":

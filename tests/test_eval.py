@@ -246,3 +246,7 @@ def test_caption_statistics_by_hand(tmp_path):
     assert stats["zh"] == {"images": 2, "captions": 2, "mean_characters": 3.0, "mean_words": 1.0, "shared": 0.0}
     only = run_module("eval", "captions", "--captions", str(captions), "--languages", "zh")
     assert "| zh | 2 | 2 | 3.0 | 1.0 | 0.0% |" in only.stdout and "| en |" not in only.stdout
+    # --json means one thing everywhere (app search's once printed, eval's once needed a file): without a
+    # file, the JSON alone on stdout, the table on stderr
+    piped = run_module("eval", "captions", "--captions", str(captions), "--languages", "zh", "--json")
+    assert json.loads(piped.stdout) == {"zh": stats["zh"]} and "| zh | 2 | 2 |" in piped.stderr

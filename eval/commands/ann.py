@@ -1,9 +1,8 @@
 """ann: ANN recall of a library's index (and candidate index types) against exact search."""
 
-import json
 from pathlib import Path
 
-from common.cli import add_device_argument, add_library_argument
+from common.cli import add_device_argument, add_json_argument, add_library_argument
 
 HELP = "ANN recall of a library's index (and candidate index types) against exact search"
 DESCRIPTION = ("recall@k of the library's FAISS index, and of candidate FAISS indexes built on the same "
@@ -22,10 +21,10 @@ def add_args(parser) -> None:
                              "(repeatable; default: HNSW32 at two efSearch values, and IVF-Flat above 1,000 "
                              "vectors)")
     add_device_argument(parser, "the library's model (for --texts)")
-    parser.add_argument("--json", type=Path)
+    add_json_argument(parser)
 
 
-def run(args) -> int:
+def run(args) -> dict:
     from embedding.loading import load_encoder, process_device
     from eval.ann import evaluate_ann, library_vectors, perturbed_queries
     from indexer import Library
@@ -49,6 +48,4 @@ def run(args) -> int:
     for name, row in result["indexes"].items():
         build = f"{row['build_s']:8.2f}" if "build_s" in row else " " * 8
         print(f"{name:<36} {row['recall']:9.2f} {row['p50_ms']:8.3f} {row['p99_ms']:8.3f} {build}")
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
-    return 0
+    return result

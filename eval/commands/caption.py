@@ -15,7 +15,7 @@ def add_args(parser) -> None:
     add_languages_argument(parser, "the decoder writes")
 
 
-def run(args) -> int:
+def run(args) -> None:
     from embedding.loading import model_folder
     from embedding.locca import caption_images, load_decoder
 
@@ -25,4 +25,3 @@ def run(args) -> int:
         texts = caption_images(encoder, decoder, args.images, language)
         for image, text in zip(args.images, texts, strict=True):
             print(f"{image}\t{language}\t{text}")
-    return 0

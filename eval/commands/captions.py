@@ -1,9 +1,8 @@
 """captions: per-language caption statistics of a captions.jsonl (no model needed)."""
 
-import json
 from pathlib import Path
 
-from common.cli import add_languages_argument
+from common.cli import add_json_argument, add_languages_argument
 
 HELP = "per-language caption statistics of a captions.jsonl (no model needed)"
 DESCRIPTION = ("Per language: images, captions, characters and words per caption, and the percent of "
@@ -14,15 +13,13 @@ DESCRIPTION = ("Per language: images, captions, characters and words per caption
 def add_args(parser) -> None:
     parser.add_argument("--captions", type=Path, required=True, help="captions.jsonl")
     add_languages_argument(parser, "the file has")
-    parser.add_argument("--json", type=Path)
+    add_json_argument(parser)
 
 
-def run(args) -> int:
+def run(args) -> dict:
     from common.captions import read_captions
     from eval.caption_stats import caption_stats, format_stats
 
     stats = caption_stats(read_captions(args.captions, args.languages))
     print(format_stats(stats))
-    if args.json:
-        args.json.write_text(json.dumps(stats, indent=2))
-    return 0
+    return stats

@@ -1,8 +1,8 @@
 """dense: a linear probe on frozen patch tokens (patch accuracy, mIoU)."""
 
-import json
 from pathlib import Path
 
+from common.cli import add_json_argument
 from eval.commands import add_model_args, encoder_of
 
 HELP = "dense features: linear probe on frozen patch tokens (patch accuracy, mIoU)"
@@ -14,15 +14,13 @@ def add_args(parser) -> None:
     add_model_args(parser, "a model with an open_clip ViT image tower")
     parser.add_argument("--scenes", type=Path, required=True, help="folder from `python -m train scenes`")
     parser.add_argument("--train-images", type=int, default=2000)
-    parser.add_argument("--json", type=Path)
+    add_json_argument(parser)
 
 
-def run(args) -> int:
+def run(args) -> dict:
     from eval.dense import linear_probe
 
     result = linear_probe(encoder_of(args), args.scenes, train_images=args.train_images)
     print(f"patch accuracy {result['patch_accuracy']:.2f}%  mIoU {result['miou']:.2f}% "
           f"({result['classes']} classes, {result['test_patches']} test patches)")
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
-    return 0
+    return result

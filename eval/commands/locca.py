@@ -1,9 +1,8 @@
 """locca: LocCa referring-expression boxes (Ref), IoU >= 0.5 accuracy per language."""
 
-import json
 from pathlib import Path
 
-from common.cli import add_languages_argument
+from common.cli import add_json_argument, add_languages_argument
 from eval.commands import add_model_args, encoder_of
 
 HELP = "LocCa: referring-expression boxes (Ref), IoU >= 0.5 accuracy per language"
@@ -18,10 +17,10 @@ def add_args(parser) -> None:
                         help="instances JSON (e.g. data/scenes/instances_test.json)")
     parser.add_argument("--images", type=Path, required=True, help="folder of the images' file_name")
     add_languages_argument(parser, "the decoder writes")
-    parser.add_argument("--json", type=Path)
+    add_json_argument(parser)
 
 
-def run(args) -> int:
+def run(args) -> dict:
     from embedding.loading import model_folder
     from embedding.locca import load_decoder
     from eval.locca import referring_accuracy
@@ -32,6 +31,4 @@ def run(args) -> int:
     for lang, row in result.items():
         print(f"{lang:>5}  Ref acc@IoU0.5 {row['acc_iou50']:6.2f}%  mean IoU {row['mean_iou']:.3f}"
               + (f"  ({row['n']} expressions)" if "n" in row else ""))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
-    return 0
+    return result

@@ -13,7 +13,7 @@ def add_args(parser) -> None:
     parser.add_argument("--plot", type=Path, help="write loss curves and mean R@5 (PNG)")
 
 
-def run(args) -> int:
+def run(args) -> None:
     from eval.report import collect_run, plot_runs, report_markdown
 
     runs = [collect_run(run) for run in args.runs]
@@ -23,4 +23,3 @@ def run(args) -> int:
         args.markdown.write_text(table, encoding="utf-8")
     if args.plot:
         plot_runs(runs, args.plot)
-    return 0

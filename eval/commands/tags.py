@@ -1,9 +1,8 @@
 """tags: everyday words, scored as the product scores them (eval/tags.py)."""
 
-import json
 from pathlib import Path
 
-from common.cli import add_languages_argument
+from common.cli import add_json_argument, add_languages_argument
 from eval.commands import add_model_args, encoder_of
 
 HELP = "everyday words: one-word search mAP, tag F1, calibration, per language"
@@ -29,12 +28,12 @@ def add_args(parser) -> None:
     parser.add_argument("--images", type=Path, help="folder of <image/key>.jpg (with --captions)")
     add_model_args(parser)
     add_languages_argument(parser, "with labels")
-    parser.add_argument("--json", type=Path)
+    add_json_argument(parser)
     parser.add_argument("--markdown", type=Path)
     parser.add_argument("--no-cache", action="store_true")
 
 
-def run(args) -> int:
+def run(args) -> dict:
     from eval.tags import caption_concepts, class_folders, demo_subjects, evaluate_tags, source_labels, tags_markdown
 
     encoder = encoder_of(args)
@@ -52,8 +51,6 @@ def run(args) -> int:
         result = evaluate_tags(encoder, paths, truth, labels, args.languages, cache=not args.no_cache)
         text = tags_markdown(result)
         print(text, end="")
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
     if args.markdown and text:
         args.markdown.write_text(text, encoding="utf-8")
-    return 0
+    return result

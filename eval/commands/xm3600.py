@@ -1,9 +1,8 @@
 """xm3600: retrieval recall per language, Crossmodal-3600 layout."""
 
-import json
 from pathlib import Path
 
-from common.cli import add_languages_argument
+from common.cli import add_json_argument, add_languages_argument
 from eval.commands import add_model_args, encoder_of
 
 HELP = "retrieval recall per language, Crossmodal-3600 layout"
@@ -23,24 +22,22 @@ def add_args(parser) -> None:
     add_languages_argument(parser, "the caption file has")
     parser.add_argument("--skip-missing", action="store_true", help="evaluate without missing image files "
                         "(their count is reported) instead of stopping")
-    parser.add_argument("--json", type=Path, help="write the result as JSON")
+    add_json_argument(parser)
     parser.add_argument("--markdown", type=Path, help="write the result as Markdown tables")
     parser.add_argument("--plot", type=Path, help="write a bar chart (PNG)")
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
 
 
-def run(args) -> int:
+def run(args) -> dict:
     from eval.xm3600 import evaluate_xm3600, format_markdown, format_table
 
     result = evaluate_xm3600(encoder_of(args), args.captions, args.images, args.languages, args.protocol,
                              skip_missing=args.skip_missing, cache=not args.no_cache)
     print(f"{args.model}: recall in percent")
     print(format_table(result))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
     if args.markdown:
         args.markdown.write_text(format_markdown(result), encoding="utf-8")
     if args.plot:
         from eval.report import plot_recall
         plot_recall(result, args.plot)
-    return 0
+    return result

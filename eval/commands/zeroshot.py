@@ -1,9 +1,8 @@
 """zeroshot: zero-shot classification of a folder per class."""
 
-import json
 from pathlib import Path
 
-from common.cli import add_languages_argument
+from common.cli import add_json_argument, add_languages_argument
 from eval.commands import add_model_args, encoder_of
 
 HELP = "zero-shot classification of a folder per class"
@@ -21,11 +20,11 @@ def add_args(parser) -> None:
     parser.add_argument("--classnames", type=Path, help='JSON {"de": {"<folder>": "<name>", ...}, ...}')
     parser.add_argument("--templates", type=Path,
                         help='JSON {"de": ["Das ist ein Foto von {label}.", ...], ...}')
-    parser.add_argument("--json", type=Path)
+    add_json_argument(parser)
     parser.add_argument("--no-cache", action="store_true")
 
 
-def run(args) -> int:
+def run(args) -> dict:
     from eval.zeroshot import evaluate_zeroshot, name_languages
 
     encoder, results = encoder_of(args), {}
@@ -36,6 +35,4 @@ def run(args) -> int:
               f"language {language}, {len(result['templates'])} templates")
         print(f"top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  "
               f"mean per-class recall {result['mean_per_class_recall']:.2f}%")
-    if args.json:  # {language: result}
-        args.json.write_text(json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8")
-    return 0
+    return results
