@@ -173,15 +173,17 @@ def test_siglip2_run_resumes_exactly_and_its_decoder_captions_and_locates(scenes
                      for r in resumed]
     assert "silc" not in rows[2] and "tips" in rows[3]  # on from half-way: steps 4..6
     run_dir = tmp_path / "straight"
-    captions = run_module("eval", "caption", "--model", str(run_dir), "--languages", "de",
-                          str(scenes / "images" / "test-000000.jpg"), str(scenes / "images" / "test-000001.jpg"))
-    assert captions.stdout.count("test-00000") == 2
+    pictures = [scenes / "images" / "test-000000.jpg", scenes / "images" / "test-000001.jpg"]
+    captions = run_module("eval", "caption", "--model", str(run_dir), "--languages", "de", *map(str, pictures))
     located = run_module("eval", "locca", "--model", str(run_dir), "--instances", str(scenes / "instances_test.json"),
                          "--images", str(scenes / "images"), "--json", str(tmp_path / "ref.json"))
     ref = json.loads((tmp_path / "ref.json").read_text())
     assert "Ref acc@IoU0.5" in located.stdout and sorted(ref) == sorted([*LANGUAGES, "mean"])
     assert ref["mean"]["acc_iou50"] == pytest.approx(np.mean([ref[lang]["acc_iou50"] for lang in LANGUAGES]))
     encoder, decoder = load_encoder(str(run_dir)), load_decoder(run_dir)
+    expected = caption_images(encoder, decoder, pictures, "de")  # the command prints the decoder's own captions
+    assert captions.stdout.splitlines() == [f"{picture}\tde\t{text}" for picture, text in zip(pictures, expected,
+                                                                                              strict=True)]
     coco = json.loads((scenes / "instances_test.json").read_text())
     files = {image["id"]: image for image in coco["images"]}
     hits = []  # the English figure again, one expression at a time through `locate`
