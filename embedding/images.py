@@ -18,8 +18,8 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".g
 _WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 # Decodes of more pixels than this run one at a time, on one thread of their own, and are box-reduced before
 # they are handed back: a folder (or a burst of uploads) of huge photos then costs the memory of one huge
-# decode. One thread, not a lock (measured: a lock kept about three times as much memory), likely because
-# the C allocator keeps a freed huge buffer in the arena of the thread that used it.
+# decode. One thread, not a lock (a lock kept far more memory: bench.decode_memory, bench/RESULTS.md), likely
+# because the C allocator keeps a freed huge buffer in the arena of the thread that used it.
 LARGE_DECODE = 16_000_000
 
 

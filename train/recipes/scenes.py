@@ -2,10 +2,9 @@
 
 A tiny from-scratch ViT (64 px, 8 px patches) and text transformer, no mirroring (captions say left and
 right). Batch 32 with b starting at -4 (about -log 32): with the paper's -10 this model sat on the
-everything-alike plateau (loss log 32 + 1) for all 160 steps we ran it; with -4 it left it within ~100
-steps (bench/RESULTS.md). Plain SigLIP as it stands; add the SigLIP 2 terms on the command line (--locca 1
---silc 1 --tips 1, --naflex). `steps` fixes the schedule, so every row of a comparison takes the same
-steps (10-12 CPU-minutes for plain SigLIP).
+everything-alike plateau (loss log 32 + 1) where -4 left it (the runs: bench/RESULTS.md). Plain SigLIP as
+it stands; add the SigLIP 2 terms on the command line (--locca 1 --silc 1 --tips 1, --naflex). `steps`
+fixes the schedule, so every row of a comparison takes the same steps.
 """
 
 RECIPE = dict(
