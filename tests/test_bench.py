@@ -1,8 +1,9 @@
 """Every benchmark script runs, at a tiny size, so none can rot unnoticed (a stale call once crashed one).
-The figures themselves are measured by hand and recorded in bench/RESULTS.md; here only that each script
-finishes and prints its result."""
+The figures themselves are measured by hand and recorded in bench/RESULTS.md; here that each script finishes
+and prints its result: the rows it exists for, with figures in them, and nothing failed."""
 
 import json
+import re
 from pathlib import Path
 
 import faiss
@@ -15,7 +16,7 @@ from train.scenes import generate
 
 TINY = {  # script -> its arguments at a tiny size ({data}: a 40-photo Flickr8k layout, {scenes}: 24 scenes,
     #        {library}: a library folder, {sources}: two labelled sources of 20 photos as `train data` writes them)
-    "borrowed_words": ["--data", "{data}"],
+    "borrowed_words": ["--data", "{data}", "--min-photos", "3"],
     "combined_queries": ["--model", "bundled", "--data", "{data}"],
     "app_latency": ["--images", "{data}/images", "--size", "300", "--clients", "2", "--seconds", "10",
                     "--repeats", "5"],
@@ -34,6 +35,30 @@ TINY = {  # script -> its arguments at a tiny size ({data}: a 40-photo Flickr8k 
     "train_step": ["--batch-size", "8", "--steps", "2"],
     "word_probe": ["--data", "{data}"],
     "xm3600": ["--dim", "16", "--images", "{data}/images", "--captions", "{data}/captions_test.jsonl"],
+}
+
+FIGURE = r"\d[\d,]*(?:\.\d+)?"
+RESULT = {  # script -> what its output must hold at the tiny size (<n>: a figure)
+    "app_latency": [r"server side, 300 images: first query \d+ ms after load; warm p50 <n> ms, p99 <n> ms over 5 "
+                    r"queries",
+                    r"load: 2 clients x 10 s over HTTP: [1-9]\d* requests, 0 errors"],
+    "borrowed_words": [r"word left out, 1 nearest\n  \w+ <n>", r"language left out, 3 nearest\n  \w+ <n>"],
+    "combined_queries": [r"\| `beach, -people` \| \d / \d \| \d / \d \|", r"\| `a dog, -a ball` \| \d / \d \|"],
+    "decode_memory": [r'"photos": 1, "megapixels": 1\.0, .*"peak_rss_mb": [1-9]'],
+    "embed": [r"\| bundled \| 4 \| 8 \| <n> \| <n> \| <n> \|"],
+    "image_trunk": [r"\| eager fp32 \| 2 \| <n> \| 1\.00 \| 1\.000000 \|",
+                    r"\| onnxruntime fp32, one session \| 2 \| <n> \| <n> \| (?:0\.99|1\.00)\d* \|"],
+    "leave_one_out": [r"### a: 20 photos", r"### b: 20 photos"],
+    "losses": [r"\| 64 \| \w+ \| <n> \| <n> \| <n>"],
+    "ring": [r"\| 2 \| 32 \| ours-[\w-]+ \| <n> \| <n> \|", r"\| 2 \| 32 \| open_clip-[\w-]+ \| <n> \| <n> \|"],
+    "scale": [r'"ours": \{\s*"build": \{', r'"query": \{'],
+    "startup": [r"\| `python -m app, until the page answers` \| <n> \| <n> \|",
+                r"\| `python -m app, until a search sent then is answered` \| <n> \| <n> \|"],
+    "siglip2_cost": [r"\| SigLIP \| <n> \| 1\.00x \| <n> \| 1\.00x \|", r"\| \+LocCa \| <n> \| <n>x \| <n> \| <n>x \|"],
+    "train_loop": [r"speed ratio ours / open_clip: <n>"],
+    "train_step": [r"\| \w+ \| 8 \| \d+ \| <n> \| <n> \| <n> \|"],
+    "word_probe": [r"(?m)^[^:\n]+: \w+ <n>"],
+    "xm3600": [r"\| 16 \| <n> \| \S+ \| \d+ \| \d+ \| \d+ \| <n> \|"],
 }
 
 
@@ -61,7 +86,7 @@ HELPERS = {"scale_autofaiss"}  # run by bench.scale in autofaiss's own environme
 
 def test_every_bench_script_has_a_tiny_run():
     scripts = {path.stem for path in (REPO / "bench").glob("*.py") if path.stem != "__init__"}
-    assert scripts == set(TINY) | HELPERS
+    assert scripts == set(TINY) | HELPERS and set(RESULT) == set(TINY)
 
 
 def test_the_autofaiss_side_scores_an_index_as_autofaiss_leaves_it(tmp_path):
@@ -85,8 +110,10 @@ def test_the_autofaiss_side_scores_an_index_as_autofaiss_leaves_it(tmp_path):
 @pytest.mark.parametrize("script", sorted(TINY))
 def test_bench_script_runs_at_a_tiny_size(script, tiny_data):
     args = [arg.format(**tiny_data) for arg in TINY[script]]
-    done = run_module(f"bench.{script}", *args, timeout=600)
-    assert done.stdout.strip(), done.stderr[-2000:]  # (run_module has checked the exit status)
+    done = run_module(f"bench.{script}", *args, timeout=600)  # (run_module checks the exit status)
+    for pattern in RESULT[script]:
+        assert re.search(pattern.replace("<n>", FIGURE), done.stdout), (pattern, done.stdout[-2000:])
+    assert not re.search(r"\b(?:nan|failed|error:)", done.stdout), done.stdout[-2000:]
     if script == "leave_one_out":  # each source is scored by words fitted on everything but it
         result = json.loads((tiny_data["scratch"] / "leave_one_out.json").read_text())
         assert {name: sorted(r["fitted_on"]) for name, r in result.items()} == {"a": ["b", "flickr-tiny0"],
