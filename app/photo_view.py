@@ -59,8 +59,7 @@ def build(page: Page, gallery: gr.Gallery, originals: gr.State, prefix: str = ""
     gallery.select(view.opener(), originals, view.outputs, **private)
     previous.click(lambda paths, i: step(paths, i, -1), [originals, index], view.outputs, **private)
     following.click(lambda paths, i: step(paths, i, 1), [originals, index], view.outputs, **private)
-    close.click(lambda: gr.Column(visible=False), None, overlay, queue=False, **private)
-    like.click(lambda: gr.Column(visible=False), None, overlay, queue=False, **private)
+    gr.on([close.click, like.click], lambda: gr.Column(visible=False), None, overlay, queue=False, **private)
     return view
 
 

@@ -398,15 +398,19 @@ class Library:
     def newest(self, limit: int, filters: Filters | None = None) -> list[tuple[Hit, datetime]]:
         """Photos passing `filters`, newest first by date taken, else by file time, with that time (a hit's
         score: nan)."""
-        allowed = self.filtered_ids(filters).tolist() if filters is not None and filters.active() else None
+        allowed = self._allowed(filters)
         rows = self.db.execute(f"SELECT id, path, hash, {_WHEN} AS t FROM images "
                                "WHERE ? IS NULL OR list_contains(?, id) ORDER BY t DESC, id DESC LIMIT ?",
                                [allowed, allowed, limit]).fetchall()
         return [(Hit(i, path, float("nan"), digest), when) for i, path, digest, when in rows]
 
+    def _allowed(self, filters: Filters | None) -> list[int] | None:
+        """The ids passing `filters` as a SQL list parameter; None (every photo) when no filter is set."""
+        return self.filtered_ids(filters).tolist() if filters is not None and filters.active() else None
+
     def day_counts(self, days: list[date], filters: Filters | None = None) -> dict[date, int]:
         """How many photos passing `filters` each of `days` holds, by the day `newest` sorts them by."""
-        allowed = self.filtered_ids(filters).tolist() if filters is not None and filters.active() else None
+        allowed = self._allowed(filters)
         rows = self.db.execute(f"SELECT CAST({_WHEN} AS DATE) AS day, count(*) FROM images "
                                f"WHERE (? IS NULL OR list_contains(?, id)) AND list_contains(?, CAST({_WHEN} AS DATE)) "
                                "GROUP BY day", [allowed, allowed, sorted(set(days))]).fetchall()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from app.page import Page, plural, refusal
+from app.page import Page, plural
 from indexer import Filters
 
 TITLE = "Library"
@@ -29,17 +29,13 @@ def build(page: Page, ui: gr.Blocks) -> None:
         return str(summary), *refreshed()
 
     def ask(folder: str | None):  # "are you sure", with how many photos would go
-        if not folder:
-            raise refusal("choose one of the library's folders first")
-        count = page.checked(lambda: len(library.filtered_ids(Filters(folder=folder))))
+        count = page.checked(lambda: len(library.filtered_ids(Filters(folder=chosen_folder(folder)))))
         return gr.Column(visible=True), (f"Remove **{plural(count, 'photo')}** below `{folder}` from the library? "
                                          "The files stay where they are; indexing the folder again adds them back.")
 
     def remove_folder(folder: str | None):
         """Take a folder's photos out of the library (the files stay where they are)."""
-        if not folder:
-            raise refusal("choose one of the library's folders first")
-        removed = page.checked(lambda: library.remove_root(folder))
+        removed = page.checked(lambda: library.remove_root(chosen_folder(folder)))
         return f"removed {plural(removed, 'photo')} below {folder} from the library (the files are untouched)", \
             *refreshed()
 
@@ -90,6 +86,13 @@ def status(page: Page) -> str:
             f"**{plural(len(library.failures()), 'file')} could not be read** (below){lost}. {adding} with "
             f"`python -m indexer FOLDER --library {library.folder}` while the app is stopped; tags with "
             f"`--tag LABEL[=THRESHOLD]`.")
+
+
+def chosen_folder(folder: str | None) -> str:
+    """The folder chosen in the list; ValueError (said in the page) when none is."""
+    if not folder:
+        raise ValueError("choose one of the library's folders first")
+    return folder
 
 
 def folders(page: Page) -> list[str]:
