@@ -15,8 +15,10 @@ from train.labelled import Item, write_source
 from train.scenes import generate
 
 TINY = {  # script -> its arguments at a tiny size ({data}: a 40-photo Flickr8k layout, {scenes}: 24 scenes,
-    #        {library}: a library folder, {sources}: two labelled sources of 20 photos as `train data` writes them)
+    #        {library}: a library folder, {sources}: two labelled sources of 20 photos as `train data` writes them,
+#        {classes}: 3 CIFAR-10 test photos per class)
     "borrowed_words": ["--data", "{data}", "--min-photos", "3"],
+    "classifier_ceiling": ["--model", "bundled", "--classes", "{classes}"],
     "combined_queries": ["--model", "bundled", "--data", "{data}"],
     "app_latency": ["--images", "{data}/images", "--size", "300", "--clients", "2", "--seconds", "10",
                     "--repeats", "5"],
@@ -43,6 +45,9 @@ RESULT = {  # script -> what its output must hold at the tiny size (<n>: a figur
                     r"queries",
                     r"load: 2 clients x 10 s over HTTP: [1-9]\d* requests, 0 errors"],
     "borrowed_words": [r"word left out, 1 nearest\n  \w+ <n>", r"language left out, 3 nearest\n  \w+ <n>"],
+    "classifier_ceiling": [r"30 photos, 10 labels, 9 named by an ImageNet class or group \(deer not\)",
+                           r"\| classifier, a group = the sum of its classes \| <n> \|",
+                           r"\| the model's words \| <n> \|"],
     "combined_queries": [r"\| `beach, -people` \| \d / \d \| \d / \d \|", r"\| `a dog, -a ball` \| \d / \d \|"],
     "decode_memory": [r'"photos": 1, "megapixels": 1\.0, .*"peak_rss_mb": [1-9]'],
     "embed": [r"\| bundled \| 4 \| 8 \| <n> \| <n> \| <n> \|"],
@@ -64,7 +69,8 @@ RESULT = {  # script -> what its output must hold at the tiny size (<n>: a figur
 
 @pytest.fixture(scope="module")
 def tiny_data(flickr, tmp_path_factory) -> dict[str, Path]:
-    """40 photos per Flickr8k split (their caption lines, the shared image folder linked) and 24 scenes."""
+    """40 photos per Flickr8k split (their caption lines, the shared image folder linked), 24 scenes, two tiny
+    labelled sources and 3 CIFAR-10 photos per class."""
     data = tmp_path_factory.mktemp("flickr-tiny")
     for split in ("train", "val", "test"):
         lines = (flickr / f"captions_{split}.jsonl").read_text(encoding="utf-8").splitlines()[:40]
@@ -77,7 +83,12 @@ def tiny_data(flickr, tmp_path_factory) -> dict[str, Path]:
     for name, part in (("a", photos[:20]), ("b", photos[20:])):
         write_source([Item(p, ["cats" if i % 2 else "dogs"]) for i, p in enumerate(part)], sources / name, name,
                      set(), val_share=0.3)
-    return {"data": data, "scenes": scenes, "library": library, "sources": sources,
+    classes = tmp_path_factory.mktemp("classes")
+    for folder in sorted((flickr.parent / "cifar10" / "test").iterdir()):
+        (classes / folder.name).mkdir()
+        for image in sorted(folder.glob("*.jpg"))[:3]:
+            (classes / folder.name / image.name).symlink_to(image)
+    return {"data": data, "scenes": scenes, "library": library, "sources": sources, "classes": classes,
             "scratch": tmp_path_factory.mktemp("scratch")}
 
 
