@@ -44,8 +44,8 @@ def serve(args: argparse.Namespace) -> None:
     spec = library_model(args.model, library.setting("model"))
     decoder = _decoder(model_folder(spec))  # an unknown --model is refused here, before anything slow
     model = ModelLoader(spec, lambda: _ready_model(library, spec, args.device, args.watch))
-    if library.lost:
-        print(f"warning: {len(library.lost)} photos lost their vectors (a missing or damaged index file): the next "
+    if library.lost():
+        print(f"warning: {len(library.lost())} photos lost their vectors (a missing or damaged index file): the next "
               "indexing run embeds them again")
     # Served files: the copies of the library's photos the app makes (gallery previews, the photo view's large
     # copies) and what Gradio itself copies into its cache (uploads). Never the indexed folders themselves,

@@ -9,6 +9,8 @@ Write order makes a killed indexer harmless at any instant:
    is gone. DuckDB is the source of truth.
 3. The approximate index of a large library (indexer.ann) is derived data, written as a new generation of
    files and then committed; a compaction of the store commits first and rebuilds it after.
+The vectors and what searches them are `indexer.vector_index`'s; this class holds the metadata, the
+transactions and the settings both sides commit.
 Ids are never reused (the next free id is kept in the settings), so nothing cached under an id, such as a
 thumbnail, can come back for another photo. A vector file that is lost or cut short never deletes rows:
 the rows past its end are kept, marked lost, and the next indexing run embeds their files again.
@@ -18,7 +20,6 @@ import contextlib
 import functools
 import os
 import re
-import sys
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,16 +27,12 @@ from datetime import date, datetime
 from pathlib import Path
 
 import duckdb
-import faiss
 import numpy as np
 
-from indexer import ann
-from indexer.ann import AUTO_THRESHOLD, Ann, AnnState, ann_spec
+from indexer.ann import ann_spec
 from indexer.crawl import DB_FILE  # (the crawl passes over the folders that hold one)
-from indexer.vectors import VectorStore, find, row_checks
-
-OLD_INDEX_FILE = "index.faiss"  # the vectors of a library written before indexer.vectors: moved there on open
-EXACT_PASS = 100_000  # a filter that passes at most this many photos of a large library is searched exactly
+from indexer.vector_index import VectorIndex
+from indexer.vectors import find, row_checks
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -169,12 +166,7 @@ class Library:
         except duckdb.Error as error:
             self.db.close()
             raise _damaged(self.folder / DB_FILE, error) from None
-        self.store: VectorStore | None = None  # None until a model (its dimension) is bound
-        self.exact: faiss.Index | None = None  # a small library's vectors in RAM, for exact search
-        self.ann: Ann | None = None            # a large library's approximate index
-        self.lost: set[int] = set()  # ids of rows whose vectors were lost with a missing or cut file
-        self.dead = np.zeros(0, dtype=np.int64)  # ids in the store whose rows are gone (until compaction)
-        self._skip_dead: tuple | None = None     # (dead, its selectors), see `_dead_selector`
+        self.index: VectorIndex | None = None  # the vector side; None until a model (its dimension) is bound
         if self.setting("dim"):
             self._open_vectors()
 
@@ -182,6 +174,12 @@ class Library:
     def setting(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM settings WHERE key = ?", [key]).fetchone()
         return row[0] if row else None
+
+    def store_settings(self, **values: object) -> None:
+        """Write settings (inside the transaction under way, if any); a value of None deletes its key."""
+        self.db.execute("DELETE FROM settings WHERE list_contains(?, key)", [list(values)])
+        if rows := [(key, str(value)) for key, value in values.items() if value is not None]:
+            self.db.executemany("INSERT INTO settings VALUES (?, ?)", rows)
 
     def bind_model(self, model_name: str, fingerprint: str, dim: int) -> None:
         """Record the library's model, or refuse one whose embeddings live in another space."""
@@ -192,9 +190,8 @@ class Library:
                 f"(fingerprint {stored}); {model_name!r} (fingerprint {fingerprint}) embeds into a "
                 f"different space. Use --model {self.setting('model')} or a new --library folder.")
         if stored is None:
-            self.db.executemany("INSERT OR REPLACE INTO settings VALUES (?, ?)",
-                                [("model", model_name), ("fingerprint", fingerprint), ("dim", str(dim))])
-        if self.store is None:
+            self.store_settings(model=model_name, fingerprint=fingerprint, dim=dim)
+        if self.index is None:
             self._open_vectors()
 
     # --- contents --------------------------------------------------------------------------------
@@ -240,6 +237,10 @@ class Library:
     def failures(self) -> list[tuple[str, str]]:
         return self.db.execute("SELECT path, reason FROM failures ORDER BY path").fetchall()
 
+    def lost(self) -> set[int]:
+        """Ids of photos whose vectors were lost (a file cut short or damaged), to embed again."""
+        return set(self.index.lost) if self.index is not None else set()
+
     def stored_hashes(self, paths: list[str]) -> dict[str, str]:
         """path -> content hash of those `paths` that are indexed (with a hash)."""
         return dict(self.db.execute("SELECT path, hash FROM images WHERE hash IS NOT NULL AND list_contains(?, path)",
@@ -249,21 +250,21 @@ class Library:
         """content hash -> id of an indexed image with those bytes and a vector, for the `hashes` that are indexed."""
         return dict(self.db.execute("SELECT hash, min(id) FROM images WHERE list_contains(?, hash) "
                                     "AND NOT list_contains(?, id) GROUP BY hash",
-                                    [hashes, sorted(self.lost)]).fetchall())
+                                    [hashes, sorted(self.lost())]).fetchall())
 
     def verify_vectors(self) -> int:
         """Read the whole store and compare each row with the check committed with its photo; a row that
         differs (changed bytes, swapped ids) is searched no more and its photo is lost, embedded again by
         the caller (`take_lost`). Rows committed before the checks existed get theirs now. Returns how
         many rows differed."""
-        if self.store is None or not self.store.rows:
+        if self.index is None or not self.index.store.rows:
             return 0
         committed = self.db.execute("SELECT id, coalesce(vector_check, 0) AS want, vector_check IS NULL AS "
                                     "unknown FROM images ORDER BY id").fetchnumpy()
         db_ids = np.asarray(committed["id"], dtype=np.int64)
         want, unknown = np.asarray(committed["want"]), np.asarray(committed["unknown"])
         damaged, unchecked = [], ([], [])
-        for ids, checks in self.store.checks():
+        for ids, checks in self.index.store.checks():
             at = find(db_ids, ids)
             here = at >= 0
             new = here & unknown[np.maximum(at, 0)]
@@ -275,20 +276,16 @@ class Library:
             self.db.execute("UPDATE images SET vector_check = c.value FROM (SELECT unnest(?) AS id, unnest(?) AS value)"
                             " AS c WHERE images.id = c.id", list(unchecked))
         if damaged:
-            if self.exact is not None:
-                self.exact.remove_ids(np.array(damaged, dtype=np.int64))
-            self.lost.update(damaged)
-            self.dead = np.union1d(self.dead, damaged)
-            self._skip_dead = None
-            self._compact()  # out of the record: left in, a swapped id would break its id order
+            self.index.lose(damaged)
         return len(damaged)
 
     def take_lost(self) -> list[str]:
         """Forget the rows whose vectors were lost and return their paths, for the caller to embed again."""
         paths = [row[0] for row in self.db.execute("SELECT path FROM images WHERE list_contains(?, id)",
-                                                    [sorted(self.lost)]).fetchall()]
+                                                    [sorted(self.lost())]).fetchall()]
         self.remove(paths)
-        self.lost.clear()
+        if self.index is not None:
+            self.index.lost.clear()
         return paths
 
     def update_stat(self, path: str, size: int, mtime: float) -> None:
@@ -303,20 +300,20 @@ class Library:
         columns = ", ".join(_CONTENT_COLUMNS)
         content = {row[0]: dict(zip(_CONTENT_COLUMNS, row[1:], strict=True)) for row in self.db.execute(
             f"SELECT id, {columns} FROM images WHERE list_contains(?, id)", [source_ids]).fetchall()}
-        vectors = self.store.get(np.array(source_ids, dtype=np.int64))
+        vectors = self.index.get(np.array(source_ids, dtype=np.int64))
         self.add([{**content[source], **record} for record, source in zip(records, source_ids, strict=True)], vectors)
 
     def add(self, records: list[dict], vectors: np.ndarray) -> None:
         """Store images (dicts with path, size, mtime, hash and the `indexer.metadata` fields) and their vectors."""
         if not records:
             return
-        first, before = self._next_id(), self.store.rows
+        first, before = self._next_id(), self.index.store.rows
         ids = np.arange(first, first + len(records), dtype=np.int64)
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).astype(np.float16).astype(np.float32)
         try:
-            rows = self.store.append(ids, vectors)  # vectors first: see the module docstring
+            rows = self.index.append(ids, vectors)  # vectors first: see the module docstring
         except OSError as error:
-            raise _write_error(self.store.paths()[0], error) from None
+            raise _write_error(self.index.store.paths()[0], error) from None
         # One statement per table, the rows passed as one list per column and unnested side by side:
         # DuckDB's executemany runs row by row, a visible share of the indexer's time (bench/RESULTS.md).
         columns = [ids.tolist(), row_checks(ids, vectors).tolist(),
@@ -326,14 +323,11 @@ class Library:
                 self.db.execute("DELETE FROM failures WHERE list_contains(?, path)", [columns[2]])
                 self.db.execute(f"INSERT INTO images (id, vector_check, {', '.join(_IMAGE_COLUMNS)}) "
                                 f"SELECT {', '.join(['unnest(?)'] * len(columns))}", columns)
-                self._set(next_id=first + len(records), vectors_rows=rows)
+                self.store_settings(next_id=first + len(records), vectors_rows=rows)
         except BaseException:
-            self.store.cut(before)  # disk agrees with DuckDB again
+            self.index.undo_append(before)
             raise
-        if self.exact is not None and self._spec() is None:
-            self.exact.add_with_ids(vectors, ids)
-        else:  # grown past exact search in RAM: the store is read until refresh_ann builds the index
-            self.exact = None
+        self.index.appended(ids, vectors)
 
     def record_failure(self, path: str, size: int | None, mtime: float | None, reason: str) -> None:
         self.db.execute("INSERT OR REPLACE INTO failures (path, size, mtime, reason) VALUES (?, ?, ?, ?)",
@@ -349,19 +343,16 @@ class Library:
             self.db.execute("DELETE FROM image_tags WHERE list_contains(?, id)", [ids])
             self.db.execute("DELETE FROM images WHERE list_contains(?, path)", [paths])
             self.db.execute("DELETE FROM failures WHERE list_contains(?, path)", [paths])
-        ids = np.array(ids, dtype=np.int64)
-        if self.exact is not None and len(ids):
-            self.exact.remove_ids(ids)
-        if self.store is not None:
-            self.dead = np.union1d(self.dead, ids[self.store.positions(ids) >= 0])
+        if self.index is not None:
+            self.index.forget(np.array(ids, dtype=np.int64))
 
     def vector_count(self) -> int:
         """How many photos have a stored vector."""
-        return 0 if self.store is None else self.store.rows - len(self.dead)
+        return 0 if self.index is None else len(self.index)
 
     def vector_chunks(self):
         """(ids, float32 vectors) of every photo with a vector, a chunk of rows at a time (indexer.vectors)."""
-        return self.store.chunks(self._live_rows()) if self.store is not None else iter(())
+        return self.index.chunks() if self.index is not None else iter(())
 
     def vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """(ids, vectors) of every photo with a vector, all in RAM (for evaluations and tags)."""
@@ -373,11 +364,11 @@ class Library:
     def vector(self, path: str) -> np.ndarray | None:
         """The stored vector of one indexed file, or None if the file is not in the library (or lost its vector)."""
         row = self.db.execute("SELECT id FROM images WHERE path = ?", [path]).fetchone()
-        return None if row is None or row[0] in self.lost else self.store.get(np.array([row[0]]))[0]
+        return None if row is None or row[0] in self.lost() else self.index.get(np.array([row[0]]))[0]
 
     def vectors_of(self, ids: list[int]) -> np.ndarray:
         """The stored vectors [len(ids), dim] of photos a search just gave (re-scoring a combined query)."""
-        return self.store.get(np.asarray(ids, dtype=np.int64))
+        return self.index.get(np.asarray(ids, dtype=np.int64))
 
     # --- tags ------------------------------------------------------------------------------------
     def vocabulary(self) -> dict[str, float]:
@@ -434,31 +425,12 @@ class Library:
     def set_ann(self, kind: str, threshold: int | None = None) -> None:
         """Choose the index type for this library (auto, exact, ivfpq) and auto's size threshold."""
         ann_spec(0, 1, kind)  # refuses an unknown kind
-        self.db.executemany("INSERT OR REPLACE INTO settings VALUES (?, ?)",
-                            [("ann", kind), *([("ann_threshold", str(threshold))] if threshold is not None else [])])
+        self.store_settings(ann=kind, **({"ann_threshold": threshold} if threshold is not None else {}))
 
     def refresh_ann(self) -> str | None:
-        """Compact the store if most of it is dead, then build, extend or drop the approximate index the
-        library's size and settings call for; returns its spec (None: exact search)."""
-        if self.store is None:
-            return None
-        if len(self.dead) and len(self.dead) >= self.store.rows - len(self.dead):
-            self._compact()
-        spec = self._spec()
-        state = self.ann.state if self.ann is not None else None
-        if spec is None:
-            if self.ann is not None or self.exact is None:
-                self._use_ann(None)
-            return None
-        live = self._live_rows()
-        if state is not None and state.spec == spec and state.store == self.store.generation:
-            if not (self.store.rows and self.store.ids()[-1] >= state.upto):
-                return spec  # nothing added since the build
-            if (extended := ann.extend(self.ann, self.store, live)) is not None:  # into the lists
-                self._use_ann(extended)
-                return spec
-        self._use_ann(ann.build(self.folder, spec, self.store, live, self._ann_generation()))
-        return spec
+        """Compact the vectors if most are dead, then build, extend or drop the approximate index the library's
+        size and settings call for (`VectorIndex.refresh`); returns its spec (None: exact search)."""
+        return self.index.refresh() if self.index is not None else None
 
     # --- search ----------------------------------------------------------------------------------
     def filtered_ids(self, filters: Filters) -> np.ndarray:
@@ -485,26 +457,11 @@ class Library:
 
     def nearest(self, vector: np.ndarray, k: int, filters: Filters | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(scores, ids), best first, of the k photos whose vectors are most similar (inner product of unit
-        vectors) to `vector` among those passing `filters`.
-
-        A filtered query is exact over the photos that pass (FAISS skips the rest, or the few that pass are
-        scored one by one): a graph or inverted-list search that visits only filtered-out neighbours would
-        miss matches that exist. Only a filter passing many photos of a large library goes through the
-        approximate index, restricted to them."""
+        vectors) to `vector` among those passing `filters` (exact over those that pass: `VectorIndex.nearest`)."""
         query = np.ascontiguousarray(vector, dtype=np.float32).reshape(-1)
-        allowed = self.filtered_ids(filters) if filters is not None and filters.active() else None
-        if self.store is None or self.vector_count() == 0 or (allowed is not None and len(allowed) == 0):
+        if self.index is None:
             return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
-        if self.exact is not None:
-            params = None if allowed is None else faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
-            scores, ids = self.exact.search(query[None, :], k, params=params)
-            return scores[0][ids[0] >= 0], ids[0][ids[0] >= 0]
-        if self.ann is None or (allowed is not None and len(allowed) <= EXACT_PASS):
-            return _best(*self._exact_pass(query, allowed), k)
-        selector = faiss.IDSelectorBatch(allowed) if allowed is not None else self._dead_selector()
-        scores, ids = self.ann.search(query, k, self.store, selector)
-        new_scores, new_ids = self._exact_pass(query, allowed, since=self.ann.state.upto)  # added since the build
-        return _best(np.concatenate([scores, new_scores]), np.concatenate([ids, new_ids]), k)
+        return self.index.nearest(query, k, self.filtered_ids(filters) if filters and filters.active() else None)
 
     def search(self, vector: np.ndarray, k: int, filters: Filters | None = None) -> list[Hit]:
         """The k images most similar to `vector` among those passing `filters` (see `nearest`)."""
@@ -518,122 +475,16 @@ class Library:
         self.db.close()
 
     # --- internals -------------------------------------------------------------------------------
-    def _set(self, **values) -> None:
-        self.db.executemany("INSERT OR REPLACE INTO settings VALUES (?, ?)",
-                            [(key, str(value)) for key, value in values.items()])
-
     def _open_vectors(self) -> None:
-        """The store, healed to what DuckDB committed; the exact or approximate index that searches it."""
-        dim = int(self.setting("dim"))
-        self.store = VectorStore(self.folder, dim, int(self.setting("vectors_generation") or 0),
-                                 int(self.setting("vectors_rows") or 0))
-        self._migrate()
-        db_ids = self.db.execute("SELECT id FROM images ORDER BY id").fetchnumpy()["id"].astype(np.int64)
-        stored = np.asarray(self.store.ids())
-        self.dead = np.setdiff1d(stored, db_ids, assume_unique=True)
-        self.lost = set(np.setdiff1d(db_ids, stored, assume_unique=True).tolist())
+        """The vector side, healed to what DuckDB committed; tags of photos it no longer holds dropped."""
+        committed = self.db.execute("SELECT id FROM images ORDER BY id").fetchnumpy()["id"].astype(np.int64)
+        self.index = VectorIndex(self.folder, int(self.setting("dim")), self, committed)
         self.db.execute("DELETE FROM image_tags WHERE id NOT IN (SELECT id FROM images)")
-        state = AnnState.loads(self.setting("ann_state"))
-        if state is not None and state.store != self.store.generation:
-            state = None  # a compaction moved the rows after the build: exact search until the next refresh
-        try:
-            self.ann = Ann(self.folder, state) if state is not None else None
-        except RuntimeError as error:  # its files are gone or damaged: derived data, built again by refresh_ann
-            print(f"warning: {self.folder}: the approximate index is damaged ({error}); searching every photo "
-                  "exactly until the next indexing run builds it again from the vectors", file=sys.stderr)
-            state = self.ann = None
-        ann.drop_other_generations(self.folder, state)
-        if self.ann is None and self._spec() is None:
-            self.exact = self._exact_index()
-
-    def _migrate(self) -> None:
-        """Move the vectors of a library written before the store (one FAISS file) into the store."""
-        old = self.folder / OLD_INDEX_FILE
-        if not old.is_file():
-            return
-        if self.store.rows == 0:
-            try:
-                index = faiss.read_index(str(old))
-                ids = faiss.vector_to_array(index.id_map).astype(np.int64)
-                vectors = faiss.downcast_index(index.index).reconstruct_n(0, index.ntotal)
-            except RuntimeError:  # damaged: its rows become lost vectors, embedded again by the next run
-                os.replace(old, old.with_name(OLD_INDEX_FILE + ".damaged"))
-                return
-            order = np.argsort(ids)
-            self._set(vectors_rows=self.store.append(ids[order], vectors[order]))
-        for name in (OLD_INDEX_FILE, OLD_INDEX_FILE + ".tmp", "ann.faiss", "ann.faiss.tmp"):
-            (self.folder / name).unlink(missing_ok=True)
-
-    def _spec(self) -> str | None:
-        """The approximate index the library's size and settings call for (None: exact search in RAM)."""
-        return ann_spec(self.vector_count(), self.store.dim, self.setting("ann") or "auto",
-                        int(self.setting("ann_threshold") or AUTO_THRESHOLD))
-
-    def _live_rows(self) -> np.ndarray:
-        """A bool per row of the store: its photo is still in the library."""
-        return find(self.dead, self.store.ids()) < 0
-
-    def _exact_index(self) -> faiss.Index:
-        """The store's float16 rows in RAM, scored exactly (several times faster than IndexFlatIP for one
-        query at a time, half its memory: bench/RESULTS.md)."""
-        index = faiss.IndexIDMap2(faiss.IndexScalarQuantizer(self.store.dim, faiss.ScalarQuantizer.QT_fp16,
-                                                             faiss.METRIC_INNER_PRODUCT))
-        for ids, vectors in self.vector_chunks():
-            index.add_with_ids(vectors, ids)
-        return index
-
-    def _exact_pass(self, query: np.ndarray, allowed: np.ndarray | None, since: int = 0):
-        """(scores, ids) of every live photo with id >= `since` (and in `allowed`), read from the store."""
-        if allowed is not None and since == 0:
-            ids = allowed[self.store.positions(allowed) >= 0]
-            return self.store.get(ids) @ query, ids
-        start = int(np.searchsorted(self.store.ids(), since))
-        ids = self.store.ids()[start:]
-        keep = find(self.dead, ids) < 0
-        if allowed is not None:
-            keep &= find(allowed, ids) >= 0
-        parts = [(vectors @ query, ids) for ids, vectors in self.store.chunks(keep, start)]
-        if not parts:
-            return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
-        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-
-    def _dead_selector(self) -> faiss.IDSelector | None:
-        """A selector that passes every id but the dead ones, built again only when `dead` changes (it is
-        replaced, never changed in place): built per query, it cost more than the search itself once many
-        photos were deleted (bench/RESULTS.md)."""
-        if not len(self.dead):
-            return None
-        if self._skip_dead is None or self._skip_dead[0] is not self.dead:
-            batch = faiss.IDSelectorBatch(self.dead)
-            self._skip_dead = (self.dead, batch, faiss.IDSelectorNot(batch))
-        return self._skip_dead[2]
-
-    def _compact(self) -> None:
-        """Rewrite the store without its dead rows: new files, then the commit, then the old files go."""
-        generation, rows = self.store.compact(self._live_rows())
-        self._set(vectors_generation=generation, vectors_rows=rows)  # the index is stale from here (`state.store`)
-        self.store.switch(generation, rows)
-        self.dead = np.zeros(0, dtype=np.int64)
-        self.ann = None  # until refresh_ann builds it again; exact search meanwhile
-
-    def _ann_generation(self) -> int:
-        state = AnnState.loads(self.setting("ann_state"))
-        return state.generation + 1 if state is not None else int(self.setting("ann_next") or 0)
-
-    def _use_ann(self, state: AnnState | None) -> None:
-        """Commit `state` (None: no approximate index), switch to it, delete the files it replaced."""
-        if state is None:
-            self.db.execute("DELETE FROM settings WHERE key = 'ann_state'")
-        else:
-            self._set(ann_state=state.dumps(), ann_next=state.generation + 1)
-        ann.drop_other_generations(self.folder, state)
-        self.ann = Ann(self.folder, state) if state is not None else None
-        self.exact = self._exact_index() if state is None else None
 
     def _next_id(self) -> int:
         """Above every id ever given: the stored high-water mark, the rows and the vectors."""
         db_max = self.db.execute("SELECT coalesce(max(id), 0) FROM images").fetchone()[0]
-        stored = self.store.ids()
+        stored = self.index.store.ids()
         given = int(self.setting("next_id") or 1)
         return max(db_max + 1, int(stored[-1]) + 1 if len(stored) else 1, given)
 
@@ -646,8 +497,3 @@ class Library:
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
-
-
-def _best(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    top = np.argsort(-scores, kind="stable")[:k]
-    return scores[top].astype(np.float32), ids[top]

@@ -64,7 +64,7 @@ def test_killed_indexer_never_corrupts_or_duplicates(flickr, tiny_run, tmp_path)
         kill_during_indexing(args, library_dir / "vectors-0.f16", delay)
         library = Library(library_dir)  # opening heals what the kill left
         ids = {row[0] for row in library.db.execute("SELECT id FROM images").fetchall()}
-        assert set(library.store.ids().tolist()) == ids and library.lost == set()
+        assert set(library.index.store.ids().tolist()) == ids and library.index.lost == set()
         counts.append(len(library))
         library.close()
     assert counts[0] < 400, "the first kill should land mid-run"
@@ -76,12 +76,12 @@ def test_killed_indexer_never_corrupts_or_duplicates(flickr, tiny_run, tmp_path)
     rows = library.db.execute("SELECT id, path FROM images ORDER BY id").fetchall()
     assert len(rows) == 400 and len({path for _, path in rows}) == 400
     assert library.vector_count() == 400
-    assert set(library.store.ids().tolist()) == {i for i, _ in rows}
+    assert set(library.index.store.ids().tolist()) == {i for i, _ in rows}
     # Every sampled id still holds its own file's vector: no id was reused for another image.
     encoder = load_encoder(str(tiny_run))
     sample = [rows[i] for i in np.random.default_rng(0).choice(400, 12, replace=False)]
     expected = encoder.embed_images([path for _, path in sample])
-    stored = library.store.get(np.array([i for i, _ in sample]))
+    stored = library.index.store.get(np.array([i for i, _ in sample]))
     assert np.min(np.sum(expected * stored, axis=1)) > 0.9999
 
 
@@ -122,12 +122,12 @@ def test_a_lost_or_damaged_vector_file_keeps_the_rows_and_the_next_run_embeds_th
         else:  # cut short after two and a half rows, as a disk that lost the end of the file
             os.truncate(vector_file, vector_file.stat().st_size // 12 * 5)
         library = Library(tmp_path / "library")
-        assert len(library) == 6 and len(library.lost) == lost
+        assert len(library) == 6 and len(library.index.lost) == lost
         assert (library.search(expected[next(iter(expected))], 3) == []) == (damage == "delete")
         other = tmp_path / "other"
         other.mkdir(exist_ok=True)
         summary = index_folders(library, encoder, [other], progress=False)  # lost files are found wherever they are
-        assert (summary.indexed, len(library), library.vector_count(), library.lost) == (lost, 6, 6, set())
+        assert (summary.indexed, len(library), library.vector_count(), library.index.lost) == (lost, 6, 6, set())
         for path, vector in expected.items():
             np.testing.assert_allclose(library.vector(path), vector, atol=STORED_ATOL)
         library.close()

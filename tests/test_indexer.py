@@ -163,14 +163,14 @@ def test_leftovers_of_an_interrupted_run_are_dropped_on_open(tmp_path, encoder):
     library = Library(tmp_path / "library")
     index_folders(library, encoder, [photos], progress=False)
     # As if killed after appending vectors but before committing their rows.
-    library.store.append(np.array([90, 91]), np.ones((2, encoder.dim), dtype=np.float32))
+    library.index.store.append(np.array([90, 91]), np.ones((2, encoder.dim), dtype=np.float32))
     library.close()
     leftovers = [tmp_path / "library" / name for name in ("vectors-1.f16", "vectors-1.ids", "ann-3.ivfdata")]
     for path in leftovers:  # a killed compaction's and a killed index build's files, never committed
         path.write_bytes(b"half written")
     (tmp_path / "library" / "library.duckdb.tmp").mkdir()  # DuckDB's own spill folder: not ours to touch
     reopened = Library(tmp_path / "library")
-    assert not any(path.exists() for path in leftovers) and reopened.store.rows == 4
+    assert not any(path.exists() for path in leftovers) and reopened.index.store.rows == 4
     assert (tmp_path / "library" / "library.duckdb.tmp").is_dir()
     assert reopened.vector_count() == 4 and len(reopened) == 4
     assert index_folders(reopened, encoder, [photos], progress=False).unchanged == 4

@@ -11,8 +11,7 @@ import faiss
 import numpy as np
 import pytest
 
-from indexer import Filters, Library, ann
-from indexer import library as library_module
+from indexer import Filters, Library, ann, vector_index
 from indexer.ann import ann_spec
 from tests.conftest import REPO
 
@@ -43,18 +42,18 @@ def test_the_vector_store_keeps_float16_rows_on_disk_in_id_order(tmp_path):
     library.bind_model("m", "f", 32)
     library.add(photos(range(300)), vectors)
     assert (tmp_path / "library" / "vectors-0.f16").stat().st_size == 300 * 32 * 2
-    np.testing.assert_array_equal(library.store.ids(), np.arange(1, 301))
+    np.testing.assert_array_equal(library.index.store.ids(), np.arange(1, 301))
     np.testing.assert_allclose(library.vector("/photos/7.jpg"), vectors[7], atol=1e-3)
     assert library.search(vectors[7], 1)[0].path == "/photos/7.jpg"
     library.remove([f"/photos/{i}.jpg" for i in range(200)])  # forgotten in DuckDB; the rows stay until compaction
-    assert (library.vector_count(), library.store.rows, len(library.dead)) == (100, 300, 200)
+    assert (library.vector_count(), library.index.store.rows, len(library.index.dead)) == (100, 300, 200)
     assert all(int(hit.path[8:-4]) >= 200 for hit in library.search(vectors[7], 20))
     library.refresh_ann()  # two thirds dead: compacted into the next generation
-    assert (library.store.generation, library.store.rows, len(library.dead)) == (1, 100, 0)
+    assert (library.index.store.generation, library.index.store.rows, len(library.index.dead)) == (1, 100, 0)
     assert sorted(p.name for p in (tmp_path / "library").glob("vectors-*")) == ["vectors-1.f16", "vectors-1.ids"]
     library.close()
     reopened = Library(tmp_path / "library")
-    np.testing.assert_array_equal(reopened.store.ids(), np.arange(201, 301))
+    np.testing.assert_array_equal(reopened.index.store.ids(), np.arange(201, 301))
     assert reopened.search(vectors[250], 1)[0].path == "/photos/250.jpg"
 
 
@@ -127,11 +126,12 @@ def test_with_gpus_queries_that_skip_nothing_search_a_copy_of_the_lists(tmp_path
     monkeypatch.setattr(faiss, "get_num_gpus", lambda: 1)
     monkeypatch.setattr(ann, "_on_gpus", in_ram)
     library = Library(folder)
-    on_disk = library.ann.index.search
-    monkeypatch.setattr(library.ann.index, "search", lambda *a, **kw: pytest.fail("the lists on disk were searched"))
+    lists = library.index.ann.index
+    on_disk = lists.search
+    monkeypatch.setattr(lists, "search", lambda *a, **kw: pytest.fail("the lists on disk were searched"))
     for query, ids in zip(queries, expected, strict=True):
         np.testing.assert_array_equal(library.nearest(query, 10)[1], ids)
-    monkeypatch.setattr(library.ann.index, "search", on_disk)
+    monkeypatch.setattr(lists, "search", on_disk)
     library.remove([f"/photos/{i}.jpg" for i in expected[0][:5] - 1])
     assert not set(expected[0][:5]) & set(library.nearest(queries[0], 10)[1].tolist())
     library.close()
@@ -144,39 +144,39 @@ def test_a_large_library_searches_ivfpq_on_disk_and_keeps_it_current(tmp_path, m
     library = Library(folder)
     library.bind_model("m", "f", 32)
     library.add(photos(range(3000)), vectors[:3000])
-    assert library.refresh_ann() is None and library.exact is not None  # 3,000 is below the default threshold
+    assert library.refresh_ann() is None and library.index.exact is not None  # 3,000 is below the default threshold
 
     library.set_ann("auto", threshold=1000)
     assert library.refresh_ann() == "IVF64,PQ4x8:nprobe=16"
-    assert library.exact is None  # the vectors stay on disk
+    assert library.index.exact is None  # the vectors stay on disk
     assert sorted(p.suffix for p in folder.glob("ann-*")) == [".faiss", ".ivfdata", ".trained"]
     ids = np.arange(1, 3001)
     assert recall(library, queries, ids, vectors[:3000]) >= 0.95
     exact = [f"/photos/{i}.jpg" for i in np.argsort(-(vectors[:3000] @ vectors[7]))[:5]]
     assert [hit.path for hit in library.search(vectors[7], 5, Filters(folder="/photos"))] == exact
-    monkeypatch.setattr(library_module, "EXACT_PASS", 10)  # many pass: the index, restricted to them
+    monkeypatch.setattr(vector_index, "EXACT_PASS", 10)  # many pass: the index, restricted to them
     assert recall(library, queries[:10], ids, vectors[:3000]) >= 0.9
     library.close()
 
     library = Library(folder)
-    generation = library.ann.state.generation
+    generation = library.index.ann.state.generation
     library.add(photos(range(3000, 4000)), vectors[3000:])
     assert library.search(vectors[3500], 1)[0].path == "/photos/3500.jpg"  # new: searched exactly until refresh
     library.refresh_ann()  # the new vectors go into the lists; nothing is trained
-    assert library.ann.state.generation == generation + 1 and library.ann.state.upto == 4001
-    assert library.ann.index.ntotal == 4000 and recall(library, queries, np.arange(1, 4001), vectors) >= 0.95
+    assert library.index.ann.state.generation == generation + 1 and library.index.ann.state.upto == 4001
+    assert library.index.ann.index.ntotal == 4000 and recall(library, queries, np.arange(1, 4001), vectors) >= 0.95
 
     library.add(photos(range(4000, 4500)), clustered(500, seed=2, shift=3.0))  # drifted: trained again
-    distance = library.ann.state.distance
+    distance = library.index.ann.state.distance
     library.refresh_ann()
-    assert library.ann.state.distance != distance and library.ann.index.ntotal == 4500
+    assert library.index.ann.state.distance != distance and library.index.ann.index.ntotal == 4500
 
     library.remove([f"/photos/{i}.jpg" for i in range(0, 4000, 2)])
     assert all(int(hit.path[8:-4]) % 2 or int(hit.path[8:-4]) >= 4000 for hit in library.search(vectors[8], 50))
     library.remove([f"/photos/{i}.jpg" for i in range(1, 4000, 4)])  # the skipped ids change between queries
     assert all(int(hit.path[8:-4]) % 4 == 3 or int(hit.path[8:-4]) >= 4000 for hit in library.search(vectors[8], 50))
     library.set_ann("exact")
-    assert library.refresh_ann() is None and not list(folder.glob("ann-*")) and library.exact is not None
+    assert library.refresh_ann() is None and not list(folder.glob("ann-*")) and library.index.exact is not None
     with pytest.raises(ValueError, match="unknown index kind"):
         library.set_ann("hnsw")
 
@@ -214,11 +214,11 @@ def test_a_library_killed_at_any_instant_opens_whole(tmp_path):
         writer.wait(timeout=30)
         library = Library(folder)
         rows = library.db.execute("SELECT id FROM images ORDER BY id").fetchnumpy()["id"]
-        assert library.lost == set() and library.vector_count() == len(rows) == len(library)
-        live = np.setdiff1d(library.store.ids(), library.dead)
+        assert library.index.lost == set() and library.vector_count() == len(rows) == len(library)
+        live = np.setdiff1d(library.index.store.ids(), library.index.dead)
         np.testing.assert_array_equal(live, rows)
         generations = {p.stem for p in folder.glob("ann-*")}
-        assert generations == ({f"ann-{library.ann.state.generation}"} if library.ann else set())
+        assert generations == ({f"ann-{library.index.ann.state.generation}"} if library.index.ann else set())
         for query in clustered(5, seed=100 + kill):
             assert {hit.id for hit in library.search(query, 10)} <= set(rows.tolist())
         library.close()
@@ -249,20 +249,20 @@ def test_damaged_index_files_are_noticed_on_open_and_built_again_from_the_vector
     library.set_ann("auto", threshold=1000)
     library.add(photos(range(1500)), vectors)
     assert library.refresh_ann() is not None
-    generation = library.ann.state.generation
+    generation = library.index.ann.state.generation
     library.close()
     suffix, harm = DAMAGE[damage]
     harm(folder / f"ann-{generation}{suffix}")
 
     library = Library(folder)
-    assert library.ann is None  # noticed: exact search meanwhile, right answers
+    assert library.index.ann is None  # noticed: exact search meanwhile, right answers
     assert "the approximate index is damaged" in capfd.readouterr().err
     assert library.search(vectors[42], 1)[0].path == "/photos/42.jpg"
     library.refresh_ann()  # what the next indexing run does
-    assert library.ann is not None and library.ann.state.generation > generation
+    assert library.index.ann is not None and library.index.ann.state.generation > generation
     assert recall(library, clustered(20, seed=1), np.arange(1, 1501), vectors) >= 0.9
     library.close()
     capfd.readouterr()
     library = Library(folder)  # the new files pass the check
-    assert library.ann is not None and "index is damaged" not in capfd.readouterr().err
+    assert library.index.ann is not None and "index is damaged" not in capfd.readouterr().err
     library.close()

@@ -77,8 +77,8 @@ def status(page: Page) -> str:
     allowed = ", ".join(f"`{root}`" for root in page.index_roots)
     adding = (f"Add photos from below {allowed} here, or" if allowed else
               "Indexing from this page is off (start the app with `--allow-index FOLDER` to allow it); add photos")
-    lost = (f" · **{plural(len(library.lost), 'photo')} lost their vectors** (a missing or damaged index file): "
-            "the next indexing run embeds them again" if library.lost else "")
+    lost = (f" · **{plural(len(library.lost()), 'photo')} lost their vectors** (a missing or damaged index file): "
+            "the next indexing run embeds them again" if library.lost() else "")
     model = (f"model `{page.encoder.name}` (fingerprint `{page.encoder.fingerprint}`)" if page.model.ready
              else f"model `{page.model.name}` (loading)")
     return (f"**{plural(len(library), 'photo')}** in `{library.folder}` · {model} · "
