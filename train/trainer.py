@@ -103,15 +103,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         native = cfg.naflex and progress >= cfg.naflex_from  # NaFlex: a list of images at their own grids
 
         optimizer.zero_grad(set_to_none=True)
-        for micro in range(cfg.accum_steps):
-            indices, order = _next_batch(order, len(data), batch_size, me.rng)
-            image_input, text_input = data.batch(indices, me.rng, native=native)
-            mine = slice(me.rank * batch_size // me.world, (me.rank + 1) * batch_size // me.world)  # my rows
-            last = micro == cfg.accum_steps - 1  # DDP averages gradients once, after the last micro-batch
-            with forward.no_sync() if me.world > 1 and not last else contextlib.nullcontext():
-                loss, terms = forward(image_input, text_input, mine, indices, progress)
-                total = loss + objectives.total(terms) if terms else loss
-                (total / cfg.accum_steps).backward()
+        loss, terms, order = _accumulate(cfg, me, data, forward, objectives, batch_size, order, progress, native)
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
         optimizer.step()
         if objectives is not None:
@@ -126,19 +118,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             _save_resume(out, model, optimizer, objectives, me, step, time.time() - start, order)
 
     # 5. The end: the checkpoint, and either what resumes the run or its last validation.
-    log.bar.close()
-    if me.world > 1:
-        dist.destroy_process_group()
-    if me.lead:
-        built.save(out)
-        if cfg.stop_after is not None and step >= cfg.stop_after and progress < 1.0:
-            _save_resume(out, model, optimizer, objectives, me, step, time.time() - start, order)
-            print(f"stopped at step {step}; continue with: python -m train --resume {out}")
-        else:
-            (out / RESUME_FILE).unlink(missing_ok=True)
-            if not (cfg.eval_every and step % cfg.eval_every == 0):  # not just evaluated
-                _evaluate(cfg, me, built, val, log, step)
-        log.close(step, time.time() - start)
+    stopped = cfg.stop_after is not None and step >= cfg.stop_after and progress < 1.0
+    _end(cfg, me, built, val, log, step, time.time() - start,
+         (model, optimizer, objectives, order) if stopped else None)
     return out
 
 
@@ -278,6 +260,44 @@ def _evaluate(cfg: TrainConfig, me: _Process, built: Built, val: CaptionPairs | 
         built.save(cfg.out)
         for command in cfg.evals:
             log.evaluation(command, run_eval(command, cfg.out), step)
+
+
+def _accumulate(cfg: TrainConfig, me: _Process, data: CaptionPairs, forward: nn.Module,
+                objectives: SigLIP2Objectives | None, batch_size: int, order: list[int], progress: float,
+                native: bool) -> tuple[torch.Tensor, dict, list[int]]:
+    """One optimiser step's gradients, summed over `cfg.accum_steps` micro-batches of `batch_size` (this process
+    trains on its share of each); returns the last micro-batch's loss and terms, and the draw order left."""
+    for micro in range(cfg.accum_steps):
+        indices, order = _next_batch(order, len(data), batch_size, me.rng)
+        image_input, text_input = data.batch(indices, me.rng, native=native)
+        mine = slice(me.rank * batch_size // me.world, (me.rank + 1) * batch_size // me.world)  # my rows
+        last = micro == cfg.accum_steps - 1  # DDP averages gradients once, after the last micro-batch
+        with forward.no_sync() if me.world > 1 and not last else contextlib.nullcontext():
+            loss, terms = forward(image_input, text_input, mine, indices, progress)
+            total = loss + objectives.total(terms) if terms else loss
+            (total / cfg.accum_steps).backward()
+    return loss, terms, order
+
+
+def _end(cfg: TrainConfig, me: _Process, built: Built, val: CaptionPairs | None, log: "_Log", step: int,
+         elapsed: float, stopped: tuple | None) -> None:
+    """The end of a run: the checkpoint, and either what resumes it (`stopped`: the run left early; its model,
+    optimiser, objectives and draw order) or its last validation."""
+    log.bar.close()
+    if me.world > 1:
+        dist.destroy_process_group()
+    if not me.lead:
+        return
+    built.save(cfg.out)
+    if stopped is not None:
+        model, optimizer, objectives, order = stopped
+        _save_resume(cfg.out, model, optimizer, objectives, me, step, elapsed, order)
+        print(f"stopped at step {step}; continue with: python -m train --resume {cfg.out}")
+    else:
+        (cfg.out / RESUME_FILE).unlink(missing_ok=True)
+        if not (cfg.eval_every and step % cfg.eval_every == 0):  # not just evaluated
+            _evaluate(cfg, me, built, val, log, step)
+    log.close(step, elapsed)
 
 
 def _next_batch(order: list[int], count: int, batch_size: int, rng: random.Random) -> tuple[list[int], list[int]]:

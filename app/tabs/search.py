@@ -38,21 +38,8 @@ def build(page: Page, ui: gr.Blocks) -> None:
         passing = " passing the filters" if filters.active() else ""
         note = (f"The newest {plural(len(shown), 'photo')}{passing}, by date taken (else the file's time), of "
                 f"{len(library):,} in the library." if shown else why_empty(library, filters))
-        return (gr.Gallery([], visible=False), [hit.path for hit, _ in shown], note, days(shown, filters),
+        return (gr.Gallery([], visible=False), [hit.path for hit, _ in shown], note, days(page, shown, filters),
                 gr.Button(visible=len(shown) == int(n) < MAX_RESULTS))
-
-    def days(shown: list[tuple[Hit, datetime]], filters: Filters) -> list[dict]:  # the library view, a day each
-        groups, start = [], 0
-        totals = library.day_counts([when.date() for _, when in shown], filters)
-        for day, photos in itertools.groupby(shown, key=lambda pair: pair[1].date()):
-            photos = list(photos)
-            items, _ = page.captioned([(hit, f"{when:%H:%M} · {Path(hit.path).name}") for hit, when in photos])
-            count = plural(totals[day], "photo")
-            groups.append({"title": f"{day:%A %d %B %Y} · " + (count if totals[day] == len(photos) else
-                                                                  f"{len(photos):,} of {count} shown"),
-                           "items": items, "start": start})
-            start += len(photos)
-        return groups
 
     def show(query, n, *filters):  # a control changed: the page follows it
         return find(query, n, *filters) if query.strip() else newest(n, *filters)
@@ -91,3 +78,19 @@ def build(page: Page, ui: gr.Blocks) -> None:
     show_more.click(more, controls, [k, *shown], api_visibility="private")
     view.like.click(lambda *values: answer(*page.more_like(*values)), [view.selected, k, *filters], shown,
                     api_visibility="private")
+
+
+def days(page: Page, shown: list[tuple[Hit, datetime]], filters: Filters) -> list[dict]:
+    """The library view, a group per day: its heading (the day's photos passing `filters`, and how many of them
+    are shown), its gallery items and the position of its first photo among `shown`."""
+    groups, start = [], 0
+    totals = page.library.day_counts([when.date() for _, when in shown], filters)
+    for day, photos in itertools.groupby(shown, key=lambda pair: pair[1].date()):
+        photos = list(photos)
+        items, _ = page.captioned([(hit, f"{when:%H:%M} · {Path(hit.path).name}") for hit, when in photos])
+        count = plural(totals[day], "photo")
+        groups.append({"title": f"{day:%A %d %B %Y} · " + (count if totals[day] == len(photos) else
+                                                              f"{len(photos):,} of {count} shown"),
+                       "items": items, "start": start})
+        start += len(photos)
+    return groups
