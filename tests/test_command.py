@@ -83,3 +83,12 @@ def test_indexing_and_searching_need_none_of_the_training_extras(flickr, tmp_pat
     assert done.returncode == 0, done.stderr[-2000:]
     found = re.findall(r"(?m)^\s*[\d.]+%\s+(\S+)$", done.stdout)
     assert sorted(found) == sorted(str(p) for p in photos.iterdir()), done.stdout
+
+
+def test_every_train_command_is_a_module_with_its_own_help(capsys):
+    from train.__main__ import COMMANDS, main
+
+    for name in COMMANDS:
+        with pytest.raises(SystemExit) as done:
+            main([name, "--help"])
+        assert done.value.code == 0 and capsys.readouterr().out.startswith(f"usage: python -m train {name} ")

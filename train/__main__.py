@@ -6,14 +6,18 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from common.cli import add_device_argument, add_languages_argument, add_model_argument, entry_point
+from common.cli import add_device_argument, add_languages_argument, entry_point
 from embedding.bases import BASES
-from train.config import TrainConfig, add_word_fit_arguments
+from train.commands import data, pack, pages, scenes, shards, tokenizer, words
+from train.config import TrainConfig
 from train.losses import KINDS
 from train.presets import SIZES
 from train.recipes import RECIPES, load_recipe
 
-FLICKR8K = Path("../shared/data/flickr8k")
+# python -m train COMMAND ...: the jobs beside training itself, a module each (train/commands), each with its
+# own --help: a new one is one module there and one line here.
+COMMANDS = {"tokenizer": tokenizer, "shards": shards, "pack": pack, "scenes": scenes, "words": words, "data": data,
+            "pages": pages}
 
 EXAMPLES = """examples:
   SigLiT on a CPU (both pretrained trunks locked, heads on cached features; minutes):
@@ -57,8 +61,11 @@ EXAMPLES = """examples:
 @entry_point
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] and argv[0] in SUBCOMMANDS:
-        return SUBCOMMANDS[argv[0]](argv[1:])
+    if argv[:1] and argv[0] in COMMANDS:
+        command = COMMANDS[argv[0]]
+        parser = argparse.ArgumentParser(prog=f"python -m train {argv[0]}", description=command.DESCRIPTION)
+        command.add_args(parser)
+        return command.run(parser.parse_args(argv[1:])) or 0
     parser = _parser()
     recipe_args, _ = parser.parse_known_args(argv)
     if recipe_args.recipe:  # a recipe supplies defaults; flags given on the command line win
@@ -85,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m train", formatter_class=argparse.RawDescriptionHelpFormatter,
         usage="python -m train [--recipe NAME] [--captions FILE --images DIR | --shards PATTERN] --out DIR ...\n"
               "       python -m train --resume RUN_DIR\n"
-              f"       python -m train {{{','.join(SUBCOMMANDS)}}} ... (each with its own --help)",
+              f"       python -m train {{{','.join(COMMANDS)}}} ... (each with its own --help)",
         description="Train a SigLIP-style two-tower image-text encoder with the pairwise sigmoid loss "
                     "(t' = log 10, b = -10 at init; or the softmax baseline) on a caption file in the "
                     "Crossmodal-3600 layout. Either from scratch (--size), or on pretrained towers that install "
@@ -93,7 +100,8 @@ def _parser() -> argparse.ArgumentParser:
                     "partly unlocked or trained, and locked trunks run once over the data (features cached on disk) "
                     "so training runs only the heads. Writes a checkpoint folder that `--model RUN_DIR` loads in "
                     "the indexer, the app and eval; `python -m train tokenizer --help` trains a tokenizer.",
-        epilog=EXAMPLES + "\nrecipes: " + ", ".join(RECIPES))
+        epilog=EXAMPLES + "\ncommands:\n" + "".join(f"  {name:<10} {job.HELP}\n" for name, job in COMMANDS.items())
+               + "\nrecipes: " + ", ".join(RECIPES))
     _data_arguments(parser.add_argument_group("data and run"))
     _model_arguments(parser.add_argument_group("model"))
     _optimisation_arguments(parser.add_argument_group("optimisation"))
@@ -197,191 +205,6 @@ def _siglip2_arguments(sig2: argparse._ArgumentGroup) -> None:
                       help="fraction of training after which batches are NaFlex (default 0.9: the last 10%%)")
     sig2.add_argument("--naflex-patches", type=int,
                       help="NaFlex token budget (default: the square input's patches, 64 for tiny)")
-
-
-def tokenizer_main(argv: list[str]) -> int:
-    """python -m train tokenizer: a multilingual SentencePiece model from caption files."""
-    parser = argparse.ArgumentParser(
-        prog="python -m train tokenizer",
-        description="Train a unigram SentencePiece tokenizer (lowercased, all languages of the files) for "
-                    "from-scratch text towers; writes DIR/tokenizer.model.")
-    parser.add_argument("--captions", type=Path, nargs="+", required=True, help="caption files (XM3600 layout)")
-    parser.add_argument("--vocab-size", "--vocab", dest="vocab", type=int, default=8000,
-                        help="vocabulary size (default 8000; --vocab-size as in `python -m train`)")
-    add_languages_argument(parser, "the caption files have")
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
-    args = parser.parse_args(argv)
-    from common.captions import read_captions
-    from train.tokenizer import train_sentencepiece
-
-    texts = [caption for path in args.captions for image in read_captions(path, args.languages)
-             for captions in image.captions.values() for caption in captions]
-    if not texts:
-        raise ValueError("the caption files hold no captions")
-    args.out.mkdir(parents=True, exist_ok=True)
-    model = train_sentencepiece(texts, args.out / "tokenizer", args.vocab)
-    print(f"{model}: {len(texts)} captions")
-    return 0
-
-
-def shards_main(argv: list[str]) -> int:
-    """python -m train shards: pack a caption file and its images into webdataset tar shards."""
-    parser = argparse.ArgumentParser(
-        prog="python -m train shards",
-        description="Write webdataset shards (OUT/shard-NNNNNN.tar): per photo its original bytes (<n>.jpg) "
-                    "and its caption record (<n>.json). Train on them with `python -m train --shards OUT`.")
-    parser.add_argument("--captions", type=Path, required=True, help="caption file (XM3600 layout)")
-    parser.add_argument("--images", type=Path, required=True, help="folder with <image/key>.jpg files")
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--shard-size", type=int, default=1000, help="photos per shard (default 1000)")
-    args = parser.parse_args(argv)
-    from train.shards import write_shards
-
-    shards = write_shards(args.captions, args.images, args.out, args.shard_size)
-    print(f"{len(shards)} shards in {args.out}")
-    return 0
-
-
-def pack_main(argv: list[str]) -> int:
-    """python -m train pack: a trained two-tower folder with its weights stored small."""
-    from embedding.packing import DTYPES
-
-    parser = argparse.ArgumentParser(
-        prog="python -m train pack",
-        description="Copy a SigLiT run folder (two_towers.json, trained.safetensors, its training log) with the "
-                    "trained weights stored as float16, or int8 (each matrix as int8 rows with a float32 scale per "
-                    "row, the rest float16; about a quarter of float32). Every stored type loads as float32.")
-    parser.add_argument("run", type=Path, help="the run folder `python -m train` wrote")
-    parser.add_argument("--weights", choices=DTYPES, default="int8", help="stored type (default int8)")
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
-    args = parser.parse_args(argv)
-    from train.checkpoints import pack_two_towers
-
-    weights = pack_two_towers(args.run, args.out, args.weights)
-    print(f"{weights}: {weights.stat().st_size / 1e6:.1f} MB")
-    return 0
-
-
-def scenes_main(argv: list[str]) -> int:
-    """python -m train scenes: generate the SigLIP 2 testbed (scenes with boxes, masks and captions)."""
-    from train.scenes import generate
-
-    parser = argparse.ArgumentParser(
-        prog="python -m train scenes",
-        description="Render scenes of 1-3 objects (shape, colour, size or orientation, texture) at five aspect "
-                    "ratios, with captions in en, de, fr, zh about attributes, places, counts and aspect. Writes "
-                    "OUT/images/<key>.jpg, OUT/masks/<key>.png (pixel class: 0 background, 1 circle, 2 square, "
-                    "3 triangle, 4 bar), OUT/captions_<split>.jsonl (Crossmodal-3600 layout: three captions per "
-                    "language, kinds objects/count/single), OUT/captions_test_<kind>.jsonl and "
-                    "OUT/instances_<split>.json (COCO-style boxes with referring expressions per language).")
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--train", type=int, default=6000, help="training scenes (default 6000)")
-    parser.add_argument("--val", type=int, default=500, help="validation scenes (default 500)")
-    parser.add_argument("--test", type=int, default=1000, help="test scenes (default 1000)")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    generate(args.out, {"train": args.train, "val": args.val, "test": args.test}, args.seed)
-    print(f"scenes in {args.out}")
-    return 0
-
-
-def data_main(argv: list[str]) -> int:
-    """python -m train data: labelled photos from another source as captions in five languages (train/labelled.py)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m train data",
-        description="Turn a labelled folder tree (one folder per class) or a folder of titled photos (file names "
-                    "that are titles) into the caption layout the trainer and `train words` read: "
-                    "OUT/captions_train.jsonl, OUT/captions_val.jsonl (Crossmodal-3600 layout; captions in en, de, "
-                    "fr, zh, cs from train/data/labels.json), OUT/images/<key>.jpg and OUT/source.json. Photos whose "
-                    "bytes are also in an evaluation set are dropped.")
-    kind = parser.add_mutually_exclusive_group(required=True)
-    kind.add_argument("--tree", type=Path, help="a folder with one sub-folder per class")
-    kind.add_argument("--titles", type=Path, help="a folder of photos named by their titles")
-    parser.add_argument("--name", required=True, help="the source's name (recorded in OUT/source.json)")
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--exclude", type=Path, action="append", default=[],
-                        help="more evaluation photos to drop: a folder, or a captions .jsonl with images/ beside it "
-                             "(repeatable; CIFAR-10 test, Flickr8k val and test in ../shared/data and scikit-image's "
-                             "data files are always checked)")
-    parser.add_argument("--val-share", type=float, default=0.1, help="share of photos for validation (default 0.1)")
-    args = parser.parse_args(argv)
-    from train.labelled import default_exclusions, evaluation_hashes, label_table, title_items, tree_items, write_source
-
-    root = args.tree or args.titles
-    if not root.is_dir():
-        raise ValueError(f"{root} is not a folder")
-    if args.tree:
-        items, unknown = tree_items(root, label_table())
-        if unknown:
-            print(f"passed over {len(unknown)} folders that are no label of train/data/labels.json: "
-                  + ", ".join(unknown))
-    else:
-        items = title_items(root)
-    exclusions = default_exclusions() + args.exclude
-    counts = write_source(items, args.out, args.name, evaluation_hashes(exclusions), args.val_share)
-    print(f"{args.name}: {counts['train']} training and {counts['val']} validation photos of {len(counts['labels'])} "
-          f"labels -> {args.out}; dropped {counts['evaluation_copies']} also in an evaluation set "
-          f"({', '.join(map(str, exclusions))}), {counts['duplicates']} duplicates, {counts['unreadable']} unreadable")
-    return 0
-
-
-def pages_main(argv: list[str]) -> int:
-    """python -m train pages: generated photos of printed pages, a labelled tree for `train data` (train/pages.py)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m train pages",
-        description="Render photos of printed pages (sentences of a caption file in matplotlib's DejaVu fonts, turned, "
-                    "on a table, blurred, grainy) into OUT/printed_page/, a labelled tree for `python -m train data "
-                    "--tree OUT`: no public photo set here holds documents.")
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--count", type=int, default=400, help="pages (default %(default)s)")
-    parser.add_argument("--captions", type=Path, default=FLICKR8K / "captions_train.jsonl",
-                        help="the sentences to set, English captions (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    from train.pages import caption_sentences, generate_pages
-
-    paths = generate_pages(caption_sentences(args.captions), args.out, args.count, args.seed)
-    print(f"{len(paths)} pages in {args.out / 'printed_page'}")
-    return 0
-
-
-def words_main(argv: list[str]) -> int:
-    """python -m train words: teach a trained model single words from its captions (train/words.py says how)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m train words",
-        description="Fit the words of a model's training captions (every language, dictionary forms) onto its image "
-                    "embeddings, one logistic regression each, kept when the validation photos bear them out; tags, "
-                    "one-word queries and class names then read a learned word where there is one "
-                    "(embedding/words.py). Writes words.safetensors into the model folder (or --out).")
-    add_model_argument(parser, "the model to teach (a model folder, or bundled)")
-    add_device_argument(parser, "the model (embedding the photos once)")
-    parser.add_argument("--data", type=Path, action="append",
-                        help="a folder of captions_train.jsonl, captions_val.jsonl and images/ (repeatable: Flickr8k "
-                             "and the sources `python -m train data` writes are fitted together; default: "
-                             f"{FLICKR8K})")
-    parser.add_argument("--out", type=Path, help="folder for words.safetensors (default: the model's own)")
-    add_word_fit_arguments(parser)
-    args = parser.parse_args(argv)
-    from embedding import load_encoder
-    from embedding.loading import model_folder, process_device
-    from train.checkpoints import save_words
-    from train.words import learn_words
-
-    encoder = load_encoder(args.model, process_device(args.device), words=False)
-    words, summary = learn_words(encoder, args.data or [FLICKR8K], args.min_photos, args.min_lift, args.steps,
-                                 args.weight_decay, args.min_overlap, args.teacher)
-    path = save_words(args.out or model_folder(args.model), words, summary["sources"])
-    print(f"{summary['kept']} of {summary['candidates']} words kept (val mAP {summary['val_map_kept']:.1f}; "
-          f"dropped {summary['val_map_dropped']:.1f}), {summary['dictionary']} Chinese words read through the "
-          f"dictionary, {summary['taught']} more taught by the image tower's classifier -> {path} "
-          f"({path.stat().st_size / 1e6:.2f} MB)")
-    return 0
-
-
-# python -m train SUBCOMMAND ...: the jobs beside training itself (each with its own --help).
-SUBCOMMANDS = {"tokenizer": tokenizer_main, "shards": shards_main, "pack": pack_main, "scenes": scenes_main,
-               "words": words_main, "data": data_main,
-               "pages": pages_main}
 
 
 def _weights(text: str | dict | None) -> dict[str, float]:
