@@ -6,14 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from common.cli import (
-    DEFAULT_MAX_PIXELS,
-    add_device_argument,
-    add_library_argument,
-    add_model_argument,
-    entry_point,
-    pixel_count,
-)
+from common.cli import add_library_arguments, add_max_pixels_argument, entry_point
 
 
 @entry_point
@@ -39,9 +32,7 @@ def _parser() -> argparse.ArgumentParser:
                     "knows. With an empty library, first builds a demo library from the sample photos "
                     "that ship with scikit-image. Add your own photos with `python -m indexer`; search from "
                     "the shell with `python -m app search QUERY`.")
-    add_library_argument(parser)
-    add_model_argument(parser, "model spec (default: the library's model, else 'bundled')", default=None)
-    add_device_argument(parser)
+    add_library_arguments(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s: this machine only)")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--auth", metavar="USER:PASSWORD", help="require this login (needed for any other --host)")
@@ -49,8 +40,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="allow another --host without --auth (anyone who can reach it sees your photos)")
     parser.add_argument("--max-upload-mb", type=float, default=25,
                         help="largest accepted upload, also inline in an API request (default 25)")
-    parser.add_argument("--max-pixels", type=pixel_count, default=DEFAULT_MAX_PIXELS,
-                        help="refuse uploaded images whose header announces more pixels (default %(default)s)")
+    add_max_pixels_argument(parser, "refuse uploaded")
     parser.add_argument("--watch", action="store_true",
                         help="keep the library's folders up to date while the app runs: new, changed, moved and "
                              "deleted photos are indexed within seconds")

@@ -13,14 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from common.cli import (
-    STDOUT,
-    add_device_argument,
-    add_json_argument,
-    add_library_argument,
-    add_model_argument,
-    write_json,
-)
+from common.cli import STDOUT, add_json_argument, add_library_arguments, write_json
 
 if TYPE_CHECKING:
     from embedding.words import TextReader
@@ -117,9 +110,7 @@ def _parser() -> argparse.ArgumentParser:
                     "`beach, -people, 2:sunset` combines terms), best first: the match probability and the "
                     "path, or with --json the objects the API's /search returns ({image, score, probability}).")
     parser.add_argument("query", help="what to look for")
-    add_library_argument(parser)
-    add_model_argument(parser, "model spec (default: the library's model)", default=None)
-    add_device_argument(parser)
+    add_library_arguments(parser)
     parser.add_argument("-k", type=int, default=10, help="how many photos (default 10)")
     add_json_argument(parser)  # [{image, score, probability}, ...]
     return parser

@@ -49,6 +49,20 @@ def add_device_argument(parser: argparse.ArgumentParser, what: str = "the model"
                              "torchrun cuda:LOCAL_RANK per process; on CPU the pretrained trunks run in onnxruntime")
 
 
+def add_library_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--library`, `--model` and `--device` of a command that opens a library, whose model is the library's
+    own unless `--model` names another (`embedding.specs.library_model`), else bundled."""
+    add_library_argument(parser)
+    add_model_argument(parser, "model spec (default: the library's model, else 'bundled')", default=None)
+    add_device_argument(parser)
+
+
+def add_max_pixels_argument(parser: argparse.ArgumentParser, refused: str) -> None:
+    """`--max-pixels`: images whose header announces more pixels are `refused` before they are decoded."""
+    parser.add_argument("--max-pixels", type=pixel_count, default=DEFAULT_MAX_PIXELS,
+                        help=f"{refused} images whose header announces more pixels (default %(default)s)")
+
+
 def pixel_count(text: str) -> int:
     """A --max-pixels value: a whole number, also written as `3e8`."""
     try:

@@ -5,14 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from common.cli import (
-    DEFAULT_MAX_PIXELS,
-    add_device_argument,
-    add_library_argument,
-    add_model_argument,
-    entry_point,
-    pixel_count,
-)
+from common.cli import add_library_arguments, add_max_pixels_argument, entry_point
 from indexer.ann import AUTO_THRESHOLD, KINDS
 
 
@@ -40,18 +33,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--remove", action="append", default=[], type=Path, metavar="FOLDER",
                         help="take one of the library's folders out: its photos leave the library and the index "
                              "(the files stay; repeatable)")
-    add_library_argument(parser)
-    add_model_argument(parser, "model spec (default: the library's model, else 'bundled')", default=None)
+    add_library_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
-    add_device_argument(parser)
     parser.add_argument("--commit-every", type=int, default=1024,
                         help="images per commit to the library: a killed run loses at most this much work")
     parser.add_argument("--tags", type=Path, metavar="FILE",
                         help="zero-shot tag vocabulary: one tag per line in any language, optionally 'tag = threshold'")
     parser.add_argument("--tag", action="append", default=[], metavar="TAG[=THRESHOLD]",
                         help="add one zero-shot tag (repeatable); the vocabulary is kept in the library")
-    parser.add_argument("--max-pixels", type=pixel_count, default=DEFAULT_MAX_PIXELS,
-                        help="refuse (and record) images whose header announces more pixels (default %(default)s)")
+    add_max_pixels_argument(parser, "refuse (and record)")
     parser.add_argument("--ann", choices=KINDS,
                         help="index type for search, kept in the library: exact (every vector in RAM), ivfpq "
                              "(on disk, re-ranked exactly), or auto (the default: exact below --ann-threshold "
