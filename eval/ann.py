@@ -67,7 +67,7 @@ def evaluate_ann(vectors: np.ndarray, queries: np.ndarray, k: int, candidates: l
     _, exact_top = exact.search(queries, k)
     rows = {"exact (IndexFlatIP)": measure(_searcher(exact), exact_top, queries, k)}
     if library is not None:  # it answers with library ids: compare with the exact top-k's ids
-        name = f"library ({library.ann.state.spec if library.ann is not None else 'exact'})"
+        name = f"library ({library.ann_in_use() or 'exact'})"
         rows[name] = measure(lambda query, k: library.nearest(query, k)[1], ids[exact_top], queries, k)
     for factory in candidates:
         start = time.perf_counter()

@@ -432,6 +432,10 @@ class Library:
         size and settings call for (`VectorIndex.refresh`); returns its spec (None: exact search)."""
         return self.index.refresh() if self.index is not None else None
 
+    def ann_in_use(self) -> str | None:
+        """The spec of the approximate index a search goes through now; None: exact search."""
+        return self.index.ann.state.spec if self.index is not None and self.index.ann is not None else None
+
     # --- search ----------------------------------------------------------------------------------
     def filtered_ids(self, filters: Filters) -> np.ndarray:
         """Ids of the images that pass `filters`, ascending (one SQL query over the metadata)."""

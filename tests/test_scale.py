@@ -144,10 +144,11 @@ def test_a_large_library_searches_ivfpq_on_disk_and_keeps_it_current(tmp_path, m
     library = Library(folder)
     library.bind_model("m", "f", 32)
     library.add(photos(range(3000)), vectors[:3000])
-    assert library.refresh_ann() is None and library.index.exact is not None  # 3,000 is below the default threshold
+    assert library.refresh_ann() is None and library.ann_in_use() is None  # 3,000 is below the default threshold
+    assert library.index.exact is not None
 
     library.set_ann("auto", threshold=1000)
-    assert library.refresh_ann() == "IVF64,PQ4x8:nprobe=16"
+    assert library.refresh_ann() == "IVF64,PQ4x8:nprobe=16" == library.ann_in_use()
     assert library.index.exact is None  # the vectors stay on disk
     assert sorted(p.suffix for p in folder.glob("ann-*")) == [".faiss", ".ivfdata", ".trained"]
     ids = np.arange(1, 3001)
