@@ -283,7 +283,8 @@ def test_words_of_languages_never_trained_borrow_the_bundled_models_words(flickr
     photo = Image.open(image_file(flickr / "images", "3642220260_3aa8a52670"))  # "A black dog on a rocky beach"
     labels = ["dog", "perro", "собака", "gato", "a black dog on a beach"]
     scores = tag_image(encoder, photo, labels)
-    assert min(scores["dog"], scores["perro"]) >= DEFAULT_THRESHOLD and scores["собака"] >= 0.4, scores
+    assert min(scores["dog"], scores["perro"]) >= DEFAULT_THRESHOLD, scores
+    assert scores["собака"] >= 0.5 * scores["dog"], scores  # a mean of its nearest words' readings, "chien" first
     assert scores["gato"] < 0.05, scores
     read = read_labels(encoder, labels)
     assert read.read_as == ["dog", "pes", "chien", "cat", None]
