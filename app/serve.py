@@ -16,7 +16,7 @@ from app.shell import RUNNING_FILE
 from app.thumbnails import thumbnail_dir, view_dir
 from app.uploads import UploadLimits
 from common.files import atomic_write
-from embedding.images import allow_pixels
+from common.images import allow_pixels
 from embedding.specs import DECODER_CONFIG, library_model, model_folder
 from embedding.words import word_texts
 from indexer import Library

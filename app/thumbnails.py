@@ -16,7 +16,7 @@ from pathlib import Path
 from PIL import Image
 
 from common.files import atomic_write
-from embedding import open_rgb
+from common.images import open_rgb
 
 SIDE, VIEW_SIDE = 320, 1600  # a gallery preview's longer side; the photo view's
 UNREADABLE = "unreadable.jpg"

@@ -10,9 +10,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from common.cli import DEFAULT_MAX_PIXELS
-from embedding import open_rgb
-from embedding.images import why_unreadable
+from common.images import DEFAULT_MAX_PIXELS, open_rgb, why_unreadable
 
 
 @dataclass(frozen=True)

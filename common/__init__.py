@@ -1,2 +1,3 @@
-"""What training and evaluation both read, kept below both so data flows one way: the caption file
-format, the cache of recomputable arrays (embeddings, locked-trunk features), and retrieval metrics."""
+"""What several parts read, kept below them all so data flows one way: opening image files and finding them
+in folders, the caption file format, the cache of recomputable arrays (embeddings, locked-trunk features),
+retrieval metrics, and the command line every entry point shares."""

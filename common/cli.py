@@ -23,7 +23,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-DEFAULT_MAX_PIXELS = 100_000_000  # --max-pixels: above any camera's photo; beyond it a file is treated as a bomb
+from common.images import DEFAULT_MAX_PIXELS
 
 
 def default_library_dir() -> Path:

@@ -1,5 +1,5 @@
 """Package names that load their modules on first use (PEP 562), so importing a light part of a package
-(embedding.images, indexer.ann: what a command's options need) does not import torch, and `--help` is quick."""
+(embedding.specs, indexer.ann: what a command's options need) does not import torch, and `--help` is quick."""
 
 import importlib
 from collections.abc import Callable

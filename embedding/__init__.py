@@ -4,8 +4,7 @@ The names below load their modules on first use (common.lazy), so a command's `-
 
 from common.lazy import lazy_names
 
-_HOMES = {"Encoder": "embedding.encoder", "open_rgb": "embedding.images", "to_rgb": "embedding.images",
-          "PRESETS": "embedding.specs", "EncoderUnavailable": "embedding.specs",
+_HOMES = {"Encoder": "embedding.encoder", "PRESETS": "embedding.specs", "EncoderUnavailable": "embedding.specs",
           "load_encoder": "embedding.loading"}
 __all__ = sorted(_HOMES)
 __getattr__ = lazy_names(__name__, _HOMES)

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import Compose
 
-from embedding.images import open_rgb, to_rgb
+from common.images import open_rgb, to_rgb
 from embedding.naflex import NaFlexTransform, naflex_forward
 from embedding.transform import ImageTransform
 from embedding.words import sigmoid_probability

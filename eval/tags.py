@@ -26,10 +26,10 @@ import numpy as np
 
 from common.cache import cached_images
 from common.captions import image_file, read_captions
+from common.crawl import find_images
 from common.retrieval import average_precision
 from embedding import Encoder
 from embedding.words import read_labels
-from indexer.crawl import find_images
 from indexer.tags import DEFAULT_THRESHOLD
 
 DATA = Path(__file__).resolve().parent / "data"

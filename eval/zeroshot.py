@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from common.cache import cached_embeddings, cached_images
+from common.crawl import find_images
 from common.retrieval import target_ranks
 from embedding import Encoder
-from indexer.crawl import find_images
 
 DATA = Path(__file__).resolve().parent / "data"
 

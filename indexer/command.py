@@ -9,8 +9,8 @@ from contextlib import closing
 
 import torch.distributed as dist
 
+from common.images import allow_pixels
 from embedding import load_encoder
-from embedding.images import allow_pixels
 from embedding.loading import process_device
 from embedding.specs import library_model
 from indexer.library import Library

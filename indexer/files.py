@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import UnidentifiedImageError
 
-from embedding.images import starts_like_an_image
+from common.images import starts_like_an_image
 
 HASH_CHUNK = 1 << 20
 HEAD_BYTES = 64  # read first, to check the file starts as an image does

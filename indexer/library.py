@@ -29,8 +29,8 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
+from common.crawl import DB_FILE  # (the crawl passes over the folders that hold one)
 from indexer.ann import ann_spec
-from indexer.crawl import DB_FILE  # (the crawl passes over the folders that hold one)
 from indexer.vector_index import VectorIndex
 from indexer.vectors import find, row_checks
 

@@ -7,8 +7,7 @@ from typing import BinaryIO
 from PIL import Image
 from PIL.ExifTags import GPS, IFD, Base
 
-from common.cli import DEFAULT_MAX_PIXELS
-from embedding.images import open_image
+from common.images import DEFAULT_MAX_PIXELS, open_image
 
 
 def read_metadata(file: Path | BinaryIO, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:

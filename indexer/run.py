@@ -18,10 +18,9 @@ import numpy as np
 import torch.distributed as dist
 from tqdm import tqdm
 
-from common.cli import DEFAULT_MAX_PIXELS
+from common.crawl import find_images
+from common.images import DEFAULT_MAX_PIXELS, why_unreadable
 from embedding import Encoder
-from embedding.images import why_unreadable
-from indexer.crawl import find_images
 from indexer.files import NotAnImage, NotAPhotoFile, content_hash, file_hash, max_file_bytes, read_file
 from indexer.library import Library
 from indexer.metadata import read_metadata

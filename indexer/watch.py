@@ -17,8 +17,8 @@ from pathlib import Path
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from common.images import IMAGE_SUFFIXES
 from embedding import Encoder
-from embedding.images import IMAGE_SUFFIXES
 from indexer.library import Library
 from indexer.run import index_folders
 from indexer.tags import tag_library

@@ -16,7 +16,8 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from torchvision.transforms import Compose
 from transformers import PreTrainedTokenizerFast
 
-from embedding import EncoderUnavailable, load_encoder, open_rgb, to_rgb
+from common.images import open_rgb, to_rgb
+from embedding import EncoderUnavailable, load_encoder
 from embedding.checkpoint import build_preprocess
 from embedding.loading import process_device
 from embedding.tokenizer import EOS_ID, PAD_ID

@@ -32,7 +32,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from common.files import atomic_write
-from embedding.images import IMAGE_SUFFIXES
+from common.images import IMAGE_SUFFIXES
 
 DATA = Path(__file__).resolve().parent / "data"
 LANGUAGES = ("en", "de", "fr", "zh", "cs")

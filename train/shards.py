@@ -16,7 +16,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from common.captions import CaptionedImage, captioned_image, image_file
-from embedding.images import open_rgb
+from common.images import open_rgb
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 import os
 from pathlib import Path
 
-from embedding.images import IMAGE_SUFFIXES
+from common.images import IMAGE_SUFFIXES
 
 DB_FILE = "library.duckdb"  # a folder holding one is a library (its thumbnails and copies), never photos
 

@@ -23,6 +23,9 @@ _WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 LARGE_DECODE = 16_000_000
 
 
+DEFAULT_MAX_PIXELS = 100_000_000  # --max-pixels: above any camera's photo; beyond it a file is treated as a bomb
+
+
 class TooManyPixels(ValueError):
     """The header announces more pixels than the limit (a decompression bomb, or an absurd image)."""
 
