@@ -44,6 +44,13 @@ def test_a_word_holds_where_two_captions_say_it_or_the_only_one_does():
     assert "sníh" in photo_words(["Dva hnědí psi si hrají ve sněhu"], "cs")
 
 
+def test_the_labelled_sources_names_of_several_words_are_candidates_as_written():
+    """"printed page" read by the text tower put the demo's printed page third; the pages source names it."""
+    assert {"printed page", "print", "page", "milky way"} <= caption_words("A printed page, a Milky Way.", "en")
+    assert "gedruckte seite" in photo_words(["ein Foto: gedruckte Seite.", "gedruckte Seite, Text"], "de")
+    assert "red car" not in caption_words("a red car", "en")  # no source names it
+    assert "printed page" not in caption_words("printed pages", "en")  # a name as written, not inflected
+
 def test_caption_words_are_dictionary_forms_and_chinese_dictionary_words():
     forms: dict = {}
     assert {"dog", "child", "run"} <= caption_words("Dogs and children running .", "en", forms)

@@ -8,7 +8,9 @@ a caption is cut into words by jieba, and its words are the 1-3 character runs i
 themselves words of jieba's dictionary (狗 in 小狗; not runs across words such as 车在 or 地里 in 雪地|里, which
 the learned words would otherwise be full of, and one-word labels would borrow). A word is a candidate when
 it holds for at least `--min-photos` training photos and at most `MAX_SHARE` of them. A word also holds where
-its counterpart in another language does (`pool_languages`).
+its counterpart in another language does (`pool_languages`). The names of several words the labelled sources
+give (train/data/labels.json: "printed page", "milky way", "gedruckte Seite") are candidates as written, as
+the image tower's ImageNet class names are: a phrase is otherwise the text tower's, which reads them poorly.
 
 Each candidate gets one logistic regression on the frozen image embeddings of the training photos (photos
 without captions in the word's language are left out of its fit, not counted as negatives), all fitted
@@ -48,6 +50,7 @@ from common.retrieval import average_precision
 from embedding import Encoder
 from embedding.words import Words, word_key
 from train import teacher as imagenet
+from train.labelled import label_table
 
 MAX_SHARE = 0.3         # a word on more photos than this is a function word or the dataset's theme
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]+")
@@ -70,15 +73,16 @@ class Mined:
 
 def caption_words(caption: str, language: str, forms: dict[str, dict[str, int]] | None = None) -> set[str]:
     """The words of one caption, each as its dictionary form spelt as `word_key` spells it ("dogs",
-    "psa" -> "dog", "pes"; Chinese: the dictionary words inside each word jieba cuts out). `forms` collects
-    {word: {form seen: count}}."""
+    "psa" -> "dog", "pes"; Chinese: the dictionary words inside each word jieba cuts out), and the names of
+    several words train/data/labels.json gives in that language, as written ("printed page"). `forms`
+    collects {word: {form seen: count}}."""
     text = unicodedata.normalize("NFKC", caption).casefold()
     if language == "zh":
         segmenter = _jieba()
         cut = [word for word in segmenter.cut(text, HMM=False) if _CJK.fullmatch(word)]
         runs = {word[i:i + n] for word in cut for n in (1, 2, 3) for i in range(len(word) - n + 1)}
         return {run for run in runs if segmenter.get_FREQ(run)}  # its prefixes are stored at frequency 0
-    words = set()
+    words = set(_phrases(language).findall(text))
     for form in _WORD.findall(text):
         word = _lemma(form, language)
         words.add(word)
@@ -92,6 +96,15 @@ def caption_words(caption: str, language: str, forms: dict[str, dict[str, int]] 
 def _lemma(form: str, language: str) -> str:
     # simplemma: dictionary lemmas for some 50 languages; a language it lacks keeps the form as written.
     return word_key(simplemma.lemmatize(form, lang=language) if language in _LEMMA_LANGUAGES else form)
+
+
+@functools.cache
+def _phrases(language: str) -> re.Pattern:
+    # The labelled sources' names of several words ("printed page", "milky way", "gedruckte Seite"): the text
+    # tower reads such phrases poorly, and their photos are known, so they are candidates as words are.
+    names = {word_key(name) for entry in label_table().values() for name in entry.get(language, ()) if " " in name}
+    alternation = "|".join(map(re.escape, sorted(names, key=len, reverse=True))) or r"(?!)"
+    return re.compile(rf"(?<!\w)(?:{alternation})(?!\w)")
 
 
 @functools.cache
