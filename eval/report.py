@@ -72,7 +72,8 @@ def plot_runs(runs: list[dict], path: str | Path) -> None:
             curves.plot(steps, losses, label=run["name"])
     curves.set_xlabel("step")
     curves.set_ylabel("training loss")
-    curves.legend(fontsize=8)
+    if curves.lines:  # runs without a logged curve (a published model) draw none, and an empty legend warns
+        curves.legend(fontsize=8)
     names = [run["name"] for run in runs]
     bars.bar(names, [(run["recall"] or {}).get("t2i_r5", 0.0) for run in runs])
     bars.set_ylabel("mean text→image R@5 (%)")

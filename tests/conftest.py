@@ -7,16 +7,20 @@ so a new test is tiered without anyone remembering to.
 """
 
 import inspect
+import io
 import json
 import os
+import runpy
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import urllib.request
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -130,13 +134,46 @@ def photo_folder(flickr, small_captions, tmp_path_factory) -> Path:
 
 
 def run_module(module: str, *args: str, check: bool = True, env: dict | None = None,
-               timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run `python -m module args...` from the repository root and return the finished process."""
-    result = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True,
-                            timeout=timeout, env={**os.environ, **(env or {})})
+               timeout: float = 300, process: bool = False) -> subprocess.CompletedProcess:
+    """Run `python -m module args...` from the repository root and return what it did, as a finished process.
+
+    It runs in this process (a command's imports of torch and open_clip, seconds each time, are paid once
+    per test run), its output captured and its exit status from `SystemExit`, an escaped exception being
+    status 1 with its traceback, as Python's own. With `env` or `process` it is a process of its own: for
+    what only a process shows (what it imports, an environment read at import, a timeout)."""
+    command = [sys.executable, "-m", module, *args]
+    if env is not None or process:
+        result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                                env={**os.environ, **(env or {})})
+    else:
+        result = subprocess.CompletedProcess(command, *_run_here(module, args))
     if check and result.returncode != 0:
         raise AssertionError(f"python -m {module} failed ({result.returncode}):\n{result.stderr[-3000:]}")
     return result
+
+
+def _run_here(module: str, args: tuple[str, ...]) -> tuple[int, str, str]:
+    """(exit status, stdout, stderr) of `python -m module args` run in this process, as `run_module` says."""
+    out, err = io.StringIO(), io.StringIO()
+    argv, cwd, interrupt = sys.argv, os.getcwd(), signal.getsignal(signal.SIGINT)
+    sys.argv, status = [module, *args], 0
+    try:
+        os.chdir(REPO)
+        with redirect_stdout(out), redirect_stderr(err):
+            try:
+                runpy.run_module(module, run_name="__main__", alter_sys=True)
+            except SystemExit as done:
+                status = done.code if isinstance(done.code, int) else 0 if done.code is None else 1
+                if done.code is not None and not isinstance(done.code, int):
+                    print(done.code, file=sys.stderr)
+            except Exception:  # what an uncaught exception does to a process
+                traceback.print_exc()
+                status = 1
+    finally:
+        sys.argv = argv
+        os.chdir(cwd)
+        signal.signal(signal.SIGINT, interrupt)  # the indexer takes Ctrl-C over
+    return status, out.getvalue(), err.getvalue()
 
 
 def torchrun(nproc: int, module: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:

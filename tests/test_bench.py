@@ -121,7 +121,7 @@ def test_the_autofaiss_side_scores_an_index_as_autofaiss_leaves_it(tmp_path):
 @pytest.mark.parametrize("script", sorted(TINY))
 def test_bench_script_runs_at_a_tiny_size(script, tiny_data):
     args = [arg.format(**tiny_data) for arg in TINY[script]]
-    done = run_module(f"bench.{script}", *args, timeout=600)  # (run_module checks the exit status)
+    done = run_module(f"bench.{script}", *args, timeout=600, process=True)  # a benchmark is a process of its own
     for pattern in RESULT[script]:
         assert re.search(pattern.replace("<n>", FIGURE), done.stdout), (pattern, done.stdout[-2000:])
     assert not re.search(r"\b(?:nan|failed|error:)", done.stdout), done.stdout[-2000:]

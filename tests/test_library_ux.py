@@ -186,11 +186,11 @@ def _stale_hand_offs_are_not_trusted(tmp_path, encoder, running_app: str) -> Non
     (other / "app.json").write_text(running_app)
     held = Library(other)  # open in another process (this one): the shell must ask an app, and checks which
     try:
-        refused = run_module(*search, check=False)
+        refused = run_module(*search, check=False, process=True)
         assert refused.returncode == 2 and "serves another library" in refused.stderr, refused.stderr[-2000:]
         with open(other / "app.json", "wb") as huge:
             huge.truncate(512 << 20)  # 512 MB of nothing: not read whole
-        refused = run_module(*search, check=False)
+        refused = run_module(*search, check=False, process=True)
         assert refused.returncode == 2 and "is open in another process" in refused.stderr, refused.stderr[-2000:]
     finally:
         held.close()
