@@ -1,7 +1,7 @@
 """Shared fixtures: the real data in ../shared/data, one tiny trained run, a free port; and the test tiers.
 
 `python -m pytest` runs every test (the README's command, and CI's). `python -m pytest -m "not slow"` is the
-fast tier for a developer: it leaves out each test that starts processes (`python -m`, torchrun, the app),
+fast tier for a developer: it leaves out each test that runs a command (`python -m`, torchrun, the app),
 trains, drives the browser, or loads the bundled model; those are marked `slow` here, from what they use,
 so a new test is tiered without anyone remembering to.
 """
@@ -161,6 +161,9 @@ def _run_here(module: str, args: tuple[str, ...]) -> tuple[int, str, str]:
         os.chdir(REPO)
         with redirect_stdout(out), redirect_stderr(err):
             try:
+                # runpy runs a fresh copy of the module; one left imported (by a test, or a command that
+                # imports another's entry point) would make it warn of "unpredictable behaviour"
+                sys.modules.pop(f"{module}.__main__", None)
                 runpy.run_module(module, run_name="__main__", alter_sys=True)
             except SystemExit as done:
                 status = done.code if isinstance(done.code, int) else 0 if done.code is None else 1
