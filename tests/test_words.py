@@ -51,6 +51,7 @@ def test_the_labelled_sources_names_of_several_words_are_candidates_as_written()
     assert "red car" not in caption_words("a red car", "en")  # no source names it
     assert "printed page" not in caption_words("printed pages", "en")  # a name as written, not inflected
 
+
 def test_caption_words_are_dictionary_forms_and_chinese_dictionary_words():
     forms: dict = {}
     assert {"dog", "child", "run"} <= caption_words("Dogs and children running .", "en", forms)

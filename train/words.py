@@ -100,8 +100,7 @@ def _lemma(form: str, language: str) -> str:
 
 @functools.cache
 def _phrases(language: str) -> re.Pattern:
-    # The labelled sources' names of several words ("printed page", "milky way", "gedruckte Seite"): the text
-    # tower reads such phrases poorly, and their photos are known, so they are candidates as words are.
+    # One pattern of labels.json's names of several words in `language` (why: the module docstring).
     names = {word_key(name) for entry in label_table().values() for name in entry.get(language, ()) if " " in name}
     alternation = "|".join(map(re.escape, sorted(names, key=len, reverse=True))) or r"(?!)"
     return re.compile(rf"(?<!\w)(?:{alternation})(?!\w)")
