@@ -17,7 +17,7 @@ def build(page: Page) -> None:
         """Text or combined query, optionally filtered (folder, dates YYYY-MM-DD, gps any/yes/no, tag)
         -> [{image, score, probability}], best first."""
         return as_json(page.checked(lambda: search_text(
-            library, page.encoder, _text(query, "query"), _whole(k), _probability(min_probability),
+            library, page.text_reader, _text(query, "query"), _whole(k), _probability(min_probability),
             _filters(folder, taken_from, taken_to, gps, tag))))
 
     def similar(image: str, k: int = 24, folder: str = "", taken_from: str = "", taken_to: str = "",

@@ -20,6 +20,7 @@ from indexer.library import LibraryWriteError
 if TYPE_CHECKING:  # torch: not imported before the page answers (app.model)
     from embedding import Encoder
     from embedding.locca import LocCaDecoder
+    from embedding.words import TextReader
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,11 @@ class Page:
     def encoder(self) -> "Encoder":
         """The model: waits while it loads (`app.model`); ValueError when it could not be loaded."""
         return self.model.get()
+
+    @property
+    def text_reader(self) -> "TextReader":
+        """What reads a text query: the model's text side alone while the rest loads (`app.model`)."""
+        return self.model.text_reader()
 
     def checked(self, run):
         """`run()`, its refusals (a bad query, filter or upload; a full disk) shown to the user in words."""

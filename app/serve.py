@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from starlette.middleware import Middleware
 
 from app.guard import LOOPBACK_NAMES, RequestGuard, body_limit, login_check
-from app.model import ModelLoader
+from app.model import ModelLoader, recorded_text_side
 from app.shell import RUNNING_FILE
 from app.thumbnails import thumbnail_dir, view_dir
 from app.uploads import UploadLimits
@@ -43,7 +43,8 @@ def serve(args: argparse.Namespace) -> None:
     library = Library(args.library)
     spec = library_model(args.model, library.setting("model"))
     decoder = _decoder(model_folder(spec))  # an unknown --model is refused here, before anything slow
-    model = ModelLoader(spec, lambda: _ready_model(library, spec, args.device, args.watch))
+    model = ModelLoader(spec, lambda: _ready_model(library, spec, args.device, args.watch),
+                        lambda: recorded_text_side(library, args.model, args.device))
     if library.lost():
         print(f"warning: {len(library.lost())} photos lost their vectors (a missing or damaged index file): the next "
               "indexing run embeds them again")
@@ -53,7 +54,7 @@ def serve(args: argparse.Namespace) -> None:
     copies = [thumbnail_dir(library.folder), view_dir(library.folder)]
     for folder in copies:
         folder.mkdir(exist_ok=True)
-    import gradio as gr  # seconds: imported while the model loads, which has started above
+    import gradio as gr  # seconds: imported while the model (or its text side) loads, started above
 
     from app.ui import SCRIPT, STYLE, build_ui
 
@@ -68,6 +69,7 @@ def serve(args: argparse.Namespace) -> None:
     ui.launch(server_name=args.host, server_port=args.port, auth=login,
               max_file_size=limits.max_bytes, app_kwargs={"middleware": [guard]}, prevent_thread_lock=True,
               css_paths=[STYLE], js=SCRIPT.read_text())
+    model.page_answers()
     _announce(library, ui.local_url, bool(args.auth))
     ui.block_thread()
 

@@ -60,17 +60,15 @@ def _search_here(args: argparse.Namespace) -> list[dict]:
 
 
 def _text_side(library: "Library", args: argparse.Namespace) -> "TextReader":
-    """The library's model's text side: without torch when a load of it recorded one (embedding.text_query;
-    on the CPU, even where a GPU is: one query is little work), else the model loaded the usual way."""
-    from embedding.specs import library_model
-    from embedding.text_query import load_text_query
+    """The library's model's text side: without torch where a load of it recorded one (app.model), else the
+    model loaded the usual way."""
+    from app.model import recorded_text_side
 
-    recorded = library.setting("fingerprint")
-    if recorded and args.model in (None, library.setting("model")) and args.device in ("auto", "cpu"):
-        if (text_side := load_text_query(recorded)) is not None:
-            return text_side
+    if (text_side := recorded_text_side(library, args.model, args.device)) is not None:
+        return text_side
     from embedding import load_encoder
     from embedding.loading import process_device
+    from embedding.specs import library_model
 
     return load_encoder(library_model(args.model, library.setting("model")), process_device(args.device))
 

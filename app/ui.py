@@ -45,7 +45,9 @@ def build_ui(library: Library, model: ModelLoader, decoder: "LocCaDecoder | None
 
 def _header(page: Page) -> str:
     count = len(page.library)
-    model = f"`{page.encoder.name}`" if page.model.ready else f"`{page.model.name}` (loading: a search waits for it)"
+    model = (f"`{page.encoder.name}`" if page.model.ready else
+             f"`{page.model.name}` (loading: text searches answer, searching by image waits)" if page.model.text_ready
+             else f"`{page.model.name}` (loading: a search waits for it)")
     return (f"## sigsearch\nSearch {count:,} photo{'' if count == 1 else 's'}. Model: {model}. "
             "Percentages of a text query are the model's match probability σ(t·cos + b); of an image query, "
             "how alike the two photos are (cosine similarity).")

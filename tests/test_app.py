@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -20,6 +21,7 @@ from PIL import Image
 
 from app import guard
 from app.guard import LOOPBACK_NAMES, RequestGuard
+from app.model import ModelLoader, recorded_text_side
 from embedding import load_encoder
 from indexer import Library, index_folders
 from tests.conftest import REPO, run_module, serving
@@ -169,12 +171,51 @@ def test_other_sites_and_oversized_requests_are_refused_before_gradio_reads_them
         pid = int(subprocess.run(["pgrep", "-f", "--", f"--port {url.split(':')[-1].rstrip('/')}"], capture_output=True,
                                  text=True).stdout.split()[0])
         client = Client(url, verbose=False)
-        client.predict("Hund", 3, api_name="/search")  # answered once the model is loaded (after the page)
+        photo = handle_file(sorted(photo_folder.iterdir())[0])
+        client.predict(photo, 3, api_name="/search_image")  # answered once the whole model is loaded
         before = peak_memory_mb(pid)
         for api in ("/search_image", "/tag"):
             with pytest.raises(Exception, match="larger than --max-pixels"):
                 client.predict(handle_file(bomb), *((4,) if api == "/search_image" else ("dog",)), api_name=api)
         assert peak_memory_mb(pid) < before + 150
+
+
+def test_text_searches_are_answered_by_the_text_side_while_the_rest_of_the_model_loads():
+    """The whole model (torch, both towers) loads only once the page answers, where a text side of its own can
+    answer text searches meanwhile; a damaged text side leaves them to the whole model, and a model without
+    one loads at once."""
+    text_side, encoder, started, release = object(), object(), threading.Event(), threading.Event()
+
+    def load():
+        started.set()
+        release.wait(30)
+        return encoder
+
+    loader = ModelLoader("bundled", load, lambda: text_side)
+    assert loader.text_reader() is text_side and loader.text_ready and not loader.ready
+    assert not started.wait(0.5)  # not before the page answers
+    loader.page_answers()
+    assert started.wait(30)
+    release.set()
+    assert loader.get() is encoder and loader.text_reader() is encoder and loader.ready
+
+    def damaged():
+        raise OSError("a damaged cache")
+    for text in (damaged, lambda: None):
+        loader = ModelLoader("bundled", lambda: encoder, text)
+        assert loader.text_reader() is encoder  # without page_answers(): nothing waits for the page
+        assert loader.get() is encoder
+
+
+def test_the_app_and_the_shell_use_the_text_side_only_for_the_librarys_own_model(tmp_path):
+    encoder = load_encoder("bundled")
+    library = Library(tmp_path / "library")
+    assert recorded_text_side(library, None, "auto") is None  # a new library: no model yet
+    library.bind_model("bundled", encoder.fingerprint, encoder.dim)
+    assert recorded_text_side(library, None, "auto").fingerprint == encoder.fingerprint
+    assert recorded_text_side(library, "bundled", "cpu").fingerprint == encoder.fingerprint
+    assert recorded_text_side(library, "local-dir:/elsewhere", "auto") is None  # another model asked for
+    assert recorded_text_side(library, None, "cuda") is None  # a GPU asked for: the model, the usual way
 
 
 def test_exposing_the_app_needs_a_login_or_an_explicit_insecure(tmp_path):

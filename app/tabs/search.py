@@ -27,7 +27,7 @@ def build(page: Page, ui: gr.Blocks) -> None:
 
     def find(query, n, threshold, folder, taken_from, taken_to, gps, tag):  # -> shown (below)
         filters = page.checked(lambda: make_filters(folder, taken_from, taken_to, gps, tag))
-        results = page.checked(lambda: search_text(library, page.encoder, query, int(n), float(threshold), filters))
+        results = page.checked(lambda: search_text(library, page.text_reader, query, int(n), float(threshold), filters))
         return answer(*page.gallery(results),
                       count_note(results, int(n)) or why_empty(library, filters, float(threshold)),
                       more=len(results) == int(n) < MAX_RESULTS)
