@@ -11,6 +11,9 @@ it holds for at least `--min-photos` training photos and at most `MAX_SHARE` of 
 its counterpart in another language does (`pool_languages`). The names of several words the labelled sources
 give (train/data/labels.json: "printed page", "milky way", "gedruckte Seite") are candidates as written, as
 the image tower's ImageNet class names are: a phrase is otherwise the text tower's, which reads them poorly.
+A caption that names a kind of a concept names the concept too (train/data/kinds.json): Flickr8k's captions say
+"people" of groups only, so the learned word once read a photo of one child at 0.05-0.16, and `beach, -people`
+kept its photos of a man or a boy on the beach.
 
 Each candidate gets one logistic regression on the frozen image embeddings of the training photos (photos
 without captions in the word's language are left out of its fit, not counted as negatives), all fitted
@@ -81,7 +84,7 @@ def caption_words(caption: str, language: str, forms: dict[str, dict[str, int]] 
         segmenter = _jieba()
         cut = [word for word in segmenter.cut(text, HMM=False) if _CJK.fullmatch(word)]
         runs = {word[i:i + n] for word in cut for n in (1, 2, 3) for i in range(len(word) - n + 1)}
-        return {run for run in runs if segmenter.get_FREQ(run)}  # its prefixes are stored at frequency 0
+        return _with_kinds({run for run in runs if segmenter.get_FREQ(run)}, language)  # prefixes: frequency 0
     words = set(_phrases(language).findall(text))
     for form in _WORD.findall(text):
         word = _lemma(form, language)
@@ -89,7 +92,19 @@ def caption_words(caption: str, language: str, forms: dict[str, dict[str, int]] 
         if forms is not None:
             seen = forms.setdefault(word, {})
             seen[form] = seen.get(form, 0) + 1
-    return words - {""}
+    return _with_kinds(words - {""}, language)
+
+
+def _with_kinds(words: set[str], language: str) -> set[str]:
+    # A caption naming one of a concept's kinds names the concept too (why: the module docstring).
+    return words.union(*(names for kinds, names in _kinds(language) if words & kinds))
+
+
+@functools.cache
+def _kinds(language: str) -> list[tuple[frozenset[str], frozenset[str]]]:
+    table = json.loads((Path(__file__).parent / "data" / "kinds.json").read_text(encoding="utf-8"))
+    return [(frozenset(entry[language]["kinds"]), frozenset(entry[language]["names"]))
+            for concept, entry in table.items() if not concept.startswith("_") and language in entry]
 
 
 @functools.cache
