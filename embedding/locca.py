@@ -12,7 +12,7 @@ from open_clip.transformer import MultimodalTransformer, VisionTransformer, _exp
 from safetensors.torch import load_file
 from torch import nn
 
-from embedding.naflex import PatchEdit, naflex_forward, padding_mask, valid_tokens
+from embedding.naflex import ImageBatch, NaFlexBatch, PatchEdit, naflex_forward, padding_mask, valid_tokens
 from embedding.specs import DECODER_CONFIG
 from embedding.tokenizer import EOS_ID, PAD_ID
 
@@ -39,11 +39,11 @@ def vit_forward(visual: VisionTransformer, pixels: torch.Tensor, edit_patches: P
     return pooled, x[:, 1:]
 
 
-def vit_tokens(visual: VisionTransformer, images: torch.Tensor | list[torch.Tensor],
+def vit_tokens(visual: VisionTransformer, images: ImageBatch,
                edit_patches: PatchEdit | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(pooled, patch tokens [B, L, width], valid [B, L]) of a square batch [B, 3, S, S] (every token valid)
-    or of NaFlex images at their own grids (a list, padded: embedding.naflex)."""
-    if isinstance(images, list):
+    or of NaFlex images at their own grids (padded: embedding.naflex)."""
+    if isinstance(images, NaFlexBatch):
         return naflex_forward(visual, images, edit_patches)
     pooled, tokens = vit_forward(visual, images, edit_patches)
     return pooled, tokens, valid_tokens(images, visual.patch_size[0])

@@ -7,7 +7,8 @@ model class with its own weights layout, so it cannot run the ViTs trained here.
 """
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +18,44 @@ from torch.nn.utils.rnn import pad_sequence
 from torchvision.transforms.functional import pil_to_tensor
 
 PatchEdit = Callable[[torch.Tensor], torch.Tensor]  # patch embeddings [B, L, width] -> the same, changed
+
+
+@dataclass(frozen=True)
+class NaFlexBatch:
+    """Standardised images [3, rows*p, columns*p], each at its own patch grid: a NaFlex batch. A square batch
+    is one tensor [B, 3, S, S]; `ImageBatch` is either, and readers tell them apart by this type."""
+    images: tuple[torch.Tensor, ...]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return iter(self.images)
+
+    def __getitem__(self, rows: slice) -> "NaFlexBatch":
+        return NaFlexBatch(self.images[rows])
+
+    def sides(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(heights [B], widths [B]) in pixels, as floats."""
+        return (torch.tensor([float(i.shape[-2]) for i in self.images]),
+                torch.tensor([float(i.shape[-1]) for i in self.images]))
+
+    def valid_tokens(self, patch: int) -> torch.Tensor:
+        """[B, L]: each image's own patch tokens, then the padding that lines the batch up (False)."""
+        lengths = torch.tensor([(i.shape[-2] // patch) * (i.shape[-1] // patch) for i in self.images],
+                               device=self.images[0].device)
+        return torch.arange(int(lengths.max()), device=lengths.device) < lengths[:, None]
+
+    def padded(self) -> torch.Tensor:
+        """One tensor [B, 3, H, W] of the largest height and width, each image top-left and its edge pixels
+        repeated: roi_align's samples at an image's last half pixel read the next row and column, and
+        repeating the edge gives the values it reads at the border of an unpadded image."""
+        height, width = max(i.shape[-2] for i in self.images), max(i.shape[-1] for i in self.images)
+        return torch.cat([F.pad(i[None], (0, width - i.shape[-1], 0, height - i.shape[-2]), mode="replicate")
+                          for i in self.images])
+
+
+ImageBatch = torch.Tensor | NaFlexBatch
 
 
 def patch_grid(width: int, height: int, patch: int, max_patches: int) -> tuple[int, int]:
@@ -38,7 +77,7 @@ class NaFlexTransform:
         return pil_to_tensor(image.resize((columns * self.patch, rows * self.patch), Image.BICUBIC))
 
 
-def naflex_forward(visual: VisionTransformer, images: list[torch.Tensor], edit_patches: PatchEdit | None = None
+def naflex_forward(visual: VisionTransformer, images: NaFlexBatch, edit_patches: PatchEdit | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(pooled embeddings [B, D], patch tokens [B, L, width], valid [B, L]) of standardised images
     [3, rows*p, columns*p] of any grids, padded to the longest in the batch; `edit_patches` may change the
@@ -71,14 +110,13 @@ def naflex_forward(visual: VisionTransformer, images: list[torch.Tensor], edit_p
     return pooled, x[:, 1:], valid
 
 
-def valid_tokens(images: torch.Tensor | list[torch.Tensor], patch: int) -> torch.Tensor:
-    """[B, L]: which patch tokens of a batch are real: all of a square batch [B, 3, S, S]; of a NaFlex list,
+def valid_tokens(images: ImageBatch, patch: int) -> torch.Tensor:
+    """[B, L]: which patch tokens of a batch are real: all of a square batch [B, 3, S, S]; of a NaFlex batch,
     each image's own grid, the padding after it."""
-    if not isinstance(images, list):
-        count = (images.shape[-2] // patch) * (images.shape[-1] // patch)
-        return torch.ones(len(images), count, dtype=torch.bool, device=images.device)
-    lengths = torch.tensor([(i.shape[-2] // patch) * (i.shape[-1] // patch) for i in images], device=images[0].device)
-    return torch.arange(int(lengths.max()), device=lengths.device) < lengths[:, None]
+    if isinstance(images, NaFlexBatch):
+        return images.valid_tokens(patch)
+    count = (images.shape[-2] // patch) * (images.shape[-1] // patch)
+    return torch.ones(len(images), count, dtype=torch.bool, device=images.device)
 
 
 def padding_mask(padding: torch.Tensor, heads: int, queries: int, dtype: torch.dtype) -> torch.Tensor:

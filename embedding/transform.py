@@ -13,6 +13,8 @@ from PIL import Image
 from torchvision.transforms import Compose, Normalize, ToTensor
 from torchvision.transforms.functional import pil_to_tensor
 
+from embedding.naflex import NaFlexBatch
+
 
 class ImageTransform:
     """open_clip's inference transform (PIL geometry, ToTensor, Normalize) split at the uint8 pixels."""
@@ -35,6 +37,6 @@ class ImageTransform:
         inputs = pixels.to(torch.float32, copy=True)
         return inputs.div_(255.0).sub_(self.mean.to(inputs.device)).div_(self.std.to(inputs.device))
 
-    def standardize_each(self, pixels: list[torch.Tensor]) -> list[torch.Tensor]:
+    def standardize_each(self, pixels: list[torch.Tensor]) -> NaFlexBatch:
         """Images of different sizes (NaFlex grids) [3, H, W], each as `standardize` makes a batch of it."""
-        return [self.standardize(image[None])[0] for image in pixels]
+        return NaFlexBatch(tuple(self.standardize(image[None])[0] for image in pixels))

@@ -13,7 +13,7 @@ from PIL import Image
 from common.captions import read_captions
 from embedding import load_encoder
 from embedding.locca import DecoderConfig, LocCaDecoder, caption_images, image_tokens, load_decoder, locate, vit_forward
-from embedding.naflex import naflex_forward, patch_grid
+from embedding.naflex import NaFlexBatch, naflex_forward, patch_grid
 from eval.dense import patch_labels
 from eval.locca import box_iou
 from indexer import Library, index_folders
@@ -252,8 +252,8 @@ def test_naflex_forward_is_the_vit_on_a_square_and_does_not_depend_on_its_batch(
     square, wide, tall = torch.randn(3, 64, 64), torch.randn(3, 40, 88), torch.randn(3, 88, 40)
     with torch.no_grad():
         expected, _ = vit_forward(visual, square[None])
-        alone, tokens, valid = naflex_forward(visual, [wide])
-        batched, _, batched_valid = naflex_forward(visual, [tall, wide, square])
+        alone, tokens, valid = naflex_forward(visual, NaFlexBatch((wide,)))
+        batched, _, batched_valid = naflex_forward(visual, NaFlexBatch((tall, wide, square)))
     torch.testing.assert_close(batched[2], expected[0], atol=1e-5, rtol=0)
     torch.testing.assert_close(batched[1], alone[0], atol=1e-5, rtol=0)
     assert tokens.shape[1] == 55 and valid.all() and batched_valid.sum(1).tolist() == [55, 55, 64]
@@ -273,8 +273,8 @@ def test_naflex_masks_patches_as_the_square_forward_does_and_the_decoder_ignores
     sequences = torch.tensor([[config.task("cap"), config.language("en"), 7, 8, 9]] * 2)
     with torch.no_grad():
         expected, expected_tokens = vit_forward(visual, square[None], mask_patches(mask[:1], token))
-        pooled, tokens, valid = naflex_forward(visual, [wide, square], mask_patches(mask, token))
-        alone, alone_tokens, _ = naflex_forward(visual, [wide], mask_patches(mask[:1, :55], token))
+        pooled, tokens, valid = naflex_forward(visual, NaFlexBatch((wide, square)), mask_patches(mask, token))
+        alone, alone_tokens, _ = naflex_forward(visual, NaFlexBatch((wide,)), mask_patches(mask[:1, :55], token))
         torch.testing.assert_close(pooled[1], expected[0], atol=1e-5, rtol=0)
         torch.testing.assert_close(tokens[0, :55], alone_tokens[0], atol=1e-5, rtol=0)
         padded = decoder(tokens, sequences, valid)
@@ -291,7 +291,7 @@ def test_tips_masks_real_patches_only_and_silc_crops_stay_inside_each_image():
         mask = patch_mask(valid, 0.5)
         assert not (mask & ~valid).any() and mask.sum(1).tolist() == [32, 28, 5, 0]
     distill = SelfDistillation(_tiny_vit(), SelfDistillConfig(local_crops=3, prototypes=16))
-    images = [torch.full((3, 40, 88), 1.0), torch.full((3, 64, 64), 2.0), torch.full((3, 88, 40), 3.0)]
+    images = NaFlexBatch((torch.full((3, 40, 88), 1.0), torch.full((3, 64, 64), 2.0), torch.full((3, 88, 40), 3.0)))
     crops = distill._crops(images, (64, 64))
     assert crops.shape == (9, 3, 64, 64)  # crop-major: crop k of image i is row k * 3 + i
     values = crops.reshape(3, 3, -1)

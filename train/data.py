@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from common.captions import CaptionedImage, image_file
 from embedding.checkpoint import build_preprocess
-from embedding.naflex import NaFlexTransform
+from embedding.naflex import ImageBatch, NaFlexBatch, NaFlexTransform
 from embedding.transform import ImageTransform
 from train.features import image_features, text_features
 from train.shards import ShardImage, open_image
@@ -80,9 +80,9 @@ class CaptionPairs:
         return self
 
     def batch(self, indices: list[int], rng: random.Random, native: bool = False
-              ) -> tuple[torch.Tensor | list[torch.Tensor], torch.Tensor]:
+              ) -> tuple[ImageBatch, torch.Tensor]:
         """Each image, mirrored or not at random, and one caption of a language drawn by the weights;
-        `native`: the images at their own aspect ratios (NaFlex), as a list."""
+        `native`: the images at their own aspect ratios (NaFlex)."""
         flips = [rng.random() < 0.5 if self.flip else False for _ in indices]
         images = self.native_inputs(indices, flips) if native else self.image_inputs(indices, flips)
         rows = []
@@ -102,10 +102,11 @@ class CaptionPairs:
         pixels[mirrored] = pixels[mirrored].flip(-1)
         return pixels
 
-    def native_inputs(self, indices: list[int], flips: list[bool]) -> list[torch.Tensor]:
+    def native_inputs(self, indices: list[int], flips: list[bool]) -> NaFlexBatch:
         """The images at their own aspect ratios, normalised (NaFlex)."""
         inputs = self.transform.standardize_each([self.native[i] for i in indices])
-        return [pixels.flip(-1) if flip else pixels for pixels, flip in zip(inputs, flips, strict=True)]
+        return NaFlexBatch(tuple(pixels.flip(-1) if flip else pixels
+                                 for pixels, flip in zip(inputs, flips, strict=True)))
 
 
 def _find(photos: str | Path | dict[str, ShardImage], key: str) -> Path | ShardImage | None:

@@ -24,7 +24,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchvision.ops import roi_align
 
 from embedding.locca import DecoderConfig, LocCaDecoder, vit_forward, vit_tokens
-from embedding.naflex import PatchEdit, valid_tokens
+from embedding.naflex import ImageBatch, NaFlexBatch, PatchEdit, valid_tokens
 from embedding.tokenizer import EOS_ID, PAD_ID
 from train.config import ObjectiveWeights, SelfDistillConfig
 
@@ -120,10 +120,10 @@ class SelfDistillation(nn.Module):
         """One EMA step of the teacher towards the student (after each optimiser step)."""
         self.teacher.update_parameters(self._student(visual))
 
-    def losses(self, visual: VisionTransformer, images: torch.Tensor | list[torch.Tensor], rows: slice = slice(None)
+    def losses(self, visual: VisionTransformer, images: ImageBatch, rows: slice = slice(None)
                ) -> dict[str, torch.Tensor]:
         """{"silc": ..., "tips": ...} for the `rows` of a batch of standardised images: square [B, 3, S, S], or
-        under NaFlex at their own grids (a list). The teacher and the masked student see the images as given;
+        under NaFlex at their own grids (a NaFlexBatch). The teacher and the masked student see the images as given;
         the local crops are square, at the tower's input size. Crops and masks are drawn for the whole batch."""
         c = self.config
         mine = images[rows]
@@ -152,14 +152,13 @@ class SelfDistillation(nn.Module):
         tips = -(patch_target[mask] * patch_logp).sum(-1).mean() * _share(mask.sum(), all_mask.sum())
         return {"silc": silc, "tips": tips}
 
-    def _crops(self, images: torch.Tensor | list[torch.Tensor], size: tuple[int, int], rows: slice = slice(None)
+    def _crops(self, images: ImageBatch, size: tuple[int, int], rows: slice = slice(None)
                ) -> torch.Tensor:
         """`local_crops` random crops of each image of `rows` (crop-major order), each a share `crop_scale` of
         the image's area at an aspect ratio within 3:4..4:3, resized to `size`; drawn for the whole batch."""
         c = self.config
-        if isinstance(images, list):
-            heights = torch.tensor([float(i.shape[-2]) for i in images])
-            widths = torch.tensor([float(i.shape[-1]) for i in images])
+        if isinstance(images, NaFlexBatch):
+            heights, widths = images.sides()
         else:
             heights = widths = torch.full((len(images),), float(images.shape[-1]))
         k = len(images) * c.local_crops
@@ -176,12 +175,8 @@ class SelfDistillation(nn.Module):
         boxes = boxes[(image >= start) & (image < stop)]
         boxes[:, 0] -= start
         mine = images[rows]
-        if isinstance(mine, list):  # NaFlex: one batch, each image top-left, its edge pixels repeated
-            height, width = max(i.shape[-2] for i in mine), max(i.shape[-1] for i in mine)
-            # (roi_align's samples at an image's last half pixel read the next row and column: repeating the
-            # edge gives the values it reads at the border of an unpadded image)
-            mine = torch.cat([F.pad(i[None], (0, width - i.shape[-1], 0, height - i.shape[-2]), mode="replicate")
-                              for i in mine])
+        if isinstance(mine, NaFlexBatch):  # one tensor, each image top-left, its edge pixels repeated
+            mine = mine.padded()
         return roi_align(mine, boxes.to(mine), output_size=size, aligned=True)
 
 
@@ -235,7 +230,7 @@ class SigLIP2Objectives(nn.Module):
             self.distill = SelfDistillation(visual, distill) if weights.silc or weights.tips else None
         self.register_buffer("distilling", torch.tensor(False))  # saved with the run: a resume keeps the teacher
 
-    def losses(self, visual: VisionTransformer, images: torch.Tensor | list[torch.Tensor], rows: slice,
+    def losses(self, visual: VisionTransformer, images: ImageBatch, rows: slice,
                patch_tokens: torch.Tensor, valid: torch.Tensor, indices: list[int], progress: float
                ) -> dict[str, torch.Tensor]:
         """The switched-on terms, unweighted, for this process's `rows` of a batch: the batch's standardised

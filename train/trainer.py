@@ -37,7 +37,7 @@ from common.files import atomic_write
 from common.retrieval import recall_all_captions
 from embedding.loading import process_device
 from embedding.locca import vit_tokens
-from embedding.naflex import NaFlexTransform, naflex_forward
+from embedding.naflex import ImageBatch, NaFlexBatch, NaFlexTransform, naflex_forward
 from embedding.two_towers import TwoTowers
 from train.checkpoints import trained_state
 from train.config import ObjectiveWeights, SelfDistillConfig, TrainConfig
@@ -100,7 +100,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         lr = lr_factor(cfg, step, progress)
         for group in optimizer.param_groups:
             group["lr"] = group["peak_lr"] * lr
-        native = cfg.naflex and progress >= cfg.naflex_from  # NaFlex: a list of images at their own grids
+        native = cfg.naflex and progress >= cfg.naflex_from  # NaFlex: images at their own grids
 
         optimizer.zero_grad(set_to_none=True)
         loss, terms, order = _accumulate(cfg, me, data, forward, objectives, batch_size, order, progress, native)
@@ -389,8 +389,8 @@ class _Embed(nn.Module):
         super().__init__()
         self.model, self.images_cached, self.texts_cached = model, images_cached, texts_cached
 
-    def images(self, inputs: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
-        if isinstance(inputs, list):  # NaFlex: images at their own patch grids
+    def images(self, inputs: ImageBatch) -> torch.Tensor:
+        if isinstance(inputs, NaFlexBatch):  # images at their own patch grids
             return F.normalize(naflex_forward(self.model.visual, inputs)[0], dim=-1)
         features = self.model.image_head(inputs) if self.images_cached else self.model.encode_image(inputs)
         return F.normalize(features, dim=-1)
@@ -409,7 +409,7 @@ class _Step(nn.Module):
         super().__init__()
         self.embed, self.loss_fn, self.objectives, self.bf16 = embed, loss_fn, objectives, bf16
 
-    def forward(self, images: torch.Tensor | list[torch.Tensor], texts: torch.Tensor, rows: slice,
+    def forward(self, images: ImageBatch, texts: torch.Tensor, rows: slice,
                 indices: list[int], progress: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(loss, SigLIP 2's unweighted terms) for the rows `rows` of the global batch `images`, `texts`."""
         model = self.embed.model
