@@ -28,6 +28,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from embedding import load_encoder
 from embedding.tokenizer import SentencePieceTokenizer
 from train.checkpoints import save_checkpoint
 from train.model import build_model
@@ -91,6 +92,12 @@ def open_clip_folder(tmp_path_factory):
     (folder / "open_clip_config.json").write_text(
         json.dumps({"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}))
     return folder, model
+
+
+@pytest.fixture(scope="session")
+def bundled():
+    """The bundled model, loaded once per run (seconds a load) for the tests that only read it."""
+    return load_encoder("bundled")
 
 
 @pytest.fixture(scope="session")

@@ -207,13 +207,12 @@ def test_text_searches_are_answered_by_the_text_side_while_the_rest_of_the_model
         assert loader.get() is encoder
 
 
-def test_the_app_and_the_shell_use_the_text_side_only_for_the_librarys_own_model(tmp_path):
-    encoder = load_encoder("bundled")
+def test_the_app_and_the_shell_use_the_text_side_only_for_the_librarys_own_model(tmp_path, bundled):
     library = Library(tmp_path / "library")
     assert recorded_text_side(library, None, "auto") is None  # a new library: no model yet
-    library.bind_model("bundled", encoder.fingerprint, encoder.dim)
-    assert recorded_text_side(library, None, "auto").fingerprint == encoder.fingerprint
-    assert recorded_text_side(library, "bundled", "cpu").fingerprint == encoder.fingerprint
+    library.bind_model("bundled", bundled.fingerprint, bundled.dim)
+    assert recorded_text_side(library, None, "auto").fingerprint == bundled.fingerprint
+    assert recorded_text_side(library, "bundled", "cpu").fingerprint == bundled.fingerprint
     assert recorded_text_side(library, "local-dir:/elsewhere", "auto") is None  # another model asked for
     assert recorded_text_side(library, None, "cuda") is None  # a GPU asked for: the model, the usual way
 

@@ -150,13 +150,13 @@ def dog_photo(flickr: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def bundled_url(flickr, tmp_path_factory):
+def bundled_url(flickr, tmp_path_factory, bundled):
     """The app on the bundled model (as `python -m app` runs it), over a library of one photo of a dog."""
     folder = tmp_path_factory.mktemp("bundled")
     (folder / "photos").mkdir()
     shutil.copy(dog_photo(flickr), folder / "photos")
     library = Library(folder / "library")
-    index_folders(library, load_encoder("bundled"), [folder / "photos"], progress=False)
+    index_folders(library, bundled, [folder / "photos"], progress=False)
     library.close()
     env = {"GRADIO_TEMP_DIR": str(folder / "gradio"), "GRADIO_ANALYTICS_ENABLED": "False"}
     with serving("--library", str(folder / "library"), env=env) as url:

