@@ -37,7 +37,8 @@ from train.tokenizer import train_sentencepiece
 
 REPO = Path(__file__).resolve().parent.parent
 STORED_ATOL = 3e-4  # a library keeps vectors in float16 (indexer/vectors.py): within half a step of theirs
-SLOW_FIXTURES = {"tiny_run", "searchable", "app_url", "bundled_url", "browser", "page", "scenes", "two_towers"}
+SLOW_FIXTURES = {"tiny_run", "searchable", "app_url", "bundled", "bundled_url", "browser", "page", "scenes",
+                 "two_towers"}
 SLOW_CALLS = ("run_module(", "torchrun(", "serving(", "subprocess.", '"bundled"', "index_folders(", " train(",
               "_train(", "save_two_towers(")
 

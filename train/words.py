@@ -53,7 +53,7 @@ from common.retrieval import average_precision
 from embedding import Encoder
 from embedding.words import Words, word_key
 from train import teacher as imagenet
-from train.labelled import label_table
+from train.labelled import DATA, label_table
 
 MAX_SHARE = 0.3         # a word on more photos than this is a function word or the dataset's theme
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]+")
@@ -102,7 +102,7 @@ def _with_kinds(words: set[str], language: str) -> set[str]:
 
 @functools.cache
 def _kinds(language: str) -> list[tuple[frozenset[str], frozenset[str]]]:
-    table = json.loads((Path(__file__).parent / "data" / "kinds.json").read_text(encoding="utf-8"))
+    table = json.loads((DATA / "kinds.json").read_text(encoding="utf-8"))
     return [(frozenset(entry[language]["kinds"]), frozenset(entry[language]["names"]))
             for concept, entry in table.items() if not concept.startswith("_") and language in entry]
 
