@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from common.captions import CaptionedImage, image_file, read_captions
 from embedding.checkpoint import build_preprocess
-from train.config import TrainConfig
+from train.config import FromScratch, OnBases, TrainConfig
 from train.data import CaptionPairs
 from train.model import build
 from train.trainer import lr_factor, make_optimizer, train, validate
@@ -130,10 +130,11 @@ def main() -> None:
                   batch_size=args.batch_size, val_captions=args.data / "captions_val.jsonl")
     with tempfile.TemporaryDirectory() as tmp:
         if args.scratch:
-            cfg = TrainConfig(out=Path(tmp) / "ours", size="tiny", minutes=args.minutes, log_every=1, **common)
+            cfg = TrainConfig(out=Path(tmp) / "ours", model=FromScratch("tiny"), minutes=args.minutes, log_every=1,
+                              **common)
         else:
-            cfg = TrainConfig(out=Path(tmp) / "ours", image_base="efficientnet-lite2", text_base="e5-small",
-                              proj="mlp", head_dropout=0.5, steps=args.steps, log_every=args.steps, **common)
+            bases = OnBases("efficientnet-lite2", "e5-small", proj="mlp", head_dropout=0.5)
+            cfg = TrainConfig(out=Path(tmp) / "ours", model=bases, steps=args.steps, log_every=args.steps, **common)
         train(cfg)
         rows = [json.loads(line) for line in (cfg.out / "metrics.jsonl").read_text().splitlines()]
         logged = [r for r in rows if "pairs_per_s" in r][-1]

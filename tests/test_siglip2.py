@@ -216,10 +216,10 @@ def test_siglip2_run_resumes_exactly_and_its_decoder_captions_and_locates(scenes
 
 
 def test_siglip2_objectives_need_a_from_scratch_vit(tmp_path):
-    config = TrainConfig(captions=tmp_path / "c.jsonl", images=tmp_path, out=tmp_path / "run", steps=1,
-                         image_base="efficientnet-lite0", text_base="e5-small", locca=1.0)
+    options = dict(captions=tmp_path / "c.jsonl", images=tmp_path, out=tmp_path / "run", steps=1,
+                   image_base="efficientnet-lite0", text_base="e5-small", locca=1.0)
     with pytest.raises(ValueError, match="from scratch"):
-        train(config)
+        train(TrainConfig.from_options(options))
     missing = run_module("eval", "caption", "--model", "bundled", str(tmp_path / "x.jpg"), check=False)
     assert missing.returncode == 2 and "locca" in missing.stderr.lower()
 

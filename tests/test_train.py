@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from dataclasses import fields
 
 import numpy as np
 import pytest
@@ -14,7 +15,8 @@ from common.cache import image_keys
 from common.captions import read_captions
 from embedding import load_encoder
 from tests.conftest import TEXTS, run_module, torchrun
-from train.config import TrainConfig
+from train.__main__ import _parser
+from train.config import RUN_KINDS, FineTuned, FromScratch, OnBases, TrainConfig
 from train.recipes import RECIPES, load_recipe
 from train.shards import read_shards
 
@@ -132,10 +134,39 @@ def test_recipes_are_complete_train_configs():
     assert "bundled" in RECIPES
     for name in RECIPES:
         recipe = load_recipe(name)
-        TrainConfig(**recipe).check()  # every key is a TrainConfig field, and the trainer accepts the mix
+        TrainConfig.from_options(recipe).check()  # every key is a TrainConfig option, and the trainer takes the mix
     broken = {**load_recipe("heads"), "text_base": None}  # half a pretrained model: the check does run
     with pytest.raises(ValueError, match="both --image-base and --text-base"):
-        TrainConfig(**broken).check()
+        TrainConfig.from_options(broken)
+
+
+def test_the_parser_is_generated_from_the_kinds_of_run_and_each_kind_keeps_its_options(tmp_path):
+    help_text = run_module("train", "--help").stdout
+    for cls in (TrainConfig, *RUN_KINDS):
+        for f in fields(cls):
+            if f.name != "model":  # every option declared once, on its type, reaches the command line
+                assert f.metadata.get("flag", "--" + f.name.replace("_", "-")) in help_text, f.name
+    assert "--batch-size BATCH_SIZE" in help_text and "(default: 256)" in help_text
+    kinds = {"scratch": ["--size", "tiny"], "bases": ["--image-base", "efficientnet-lite0", "--text-base", "e5-small",
+                                                      "--embed-dim", "64"], "tuned": ["--init", "bundled"]}
+    expected = {"scratch": FromScratch("tiny"), "bases": OnBases("efficientnet-lite0", "e5-small", embed_dim=64),
+                "tuned": FineTuned("bundled")}
+    for name, flags in kinds.items():
+        config = TrainConfig.from_options(_parsed(flags))
+        assert config.model == expected[name]
+        assert TrainConfig.from_options(json.loads(json.dumps(config.options(), default=str))) == config  # resume
+    for flags, named in ((["--init", "bundled", "--locca", "1"], "--locca is an option of a model from scratch"),
+                         (kinds["bases"] + ["--naflex"], "--naflex is an option of a model from scratch"),
+                         (["--init", "bundled", "--embed-dim", "64"], "--embed-dim is an option of a model on "
+                                                                       "pretrained bases")):
+        refused = run_module("train", "--captions", "c.jsonl", "--images", ".", "--out", str(tmp_path / "r"),
+                             "--steps", "1", *flags, check=False)
+        assert refused.returncode == 2 and named in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+
+
+def _parsed(flags: list[str]) -> dict:
+    options = vars(_parser().parse_args(["--out", "o", "--steps", "1", *flags]))
+    return {key: value for key, value in options.items() if key not in ("recipe", "resume")}
 
 
 def test_unknown_base_and_half_a_pretrained_model_are_refused(flickr, small_captions, tmp_path):

@@ -21,7 +21,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -100,7 +100,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         lr = lr_factor(cfg, step, progress)
         for group in optimizer.param_groups:
             group["lr"] = group["peak_lr"] * lr
-        native = cfg.naflex and progress >= cfg.naflex_from  # NaFlex: images at their own grids
+        native = cfg.model.native(progress)  # NaFlex: images at their own grids
 
         optimizer.zero_grad(set_to_none=True)
         loss, terms, order = _accumulate(cfg, me, data, forward, objectives, batch_size, order, progress, native)
@@ -129,8 +129,7 @@ def resume_training(out: str | Path, stop_after: int | None = None) -> Path:
     path = Path(out) / "train_config.json"
     if not (Path(out) / RESUME_FILE).is_file() or not path.is_file():
         raise FileNotFoundError(f"{out} has no stopped run to resume ({RESUME_FILE} is missing)")
-    known = {f.name for f in fields(TrainConfig)}
-    cfg = TrainConfig(**{k: v for k, v in json.loads(path.read_text()).items() if k in known})
+    cfg = TrainConfig.from_options(json.loads(path.read_text()))
     cfg.stop_after = stop_after
     return train(cfg, resume=True)
 
@@ -187,7 +186,7 @@ def _start(cfg: TrainConfig, resume: bool) -> _Process:
         raise ValueError(f"--batch-size {cfg.batch_size} does not split over {world} processes")
     if rank == 0:
         cfg.out.mkdir(parents=True, exist_ok=True)
-        (cfg.out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
+        (cfg.out / "train_config.json").write_text(json.dumps(cfg.options(), indent=2, default=str))
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     return _Process(device, rank, world, random.Random(cfg.seed))
@@ -203,7 +202,8 @@ def _prepare(cfg: TrainConfig, me: _Process) -> tuple[Built, CaptionPairs, Capti
               f"in {', '.join(languages)}; training on {me.device.type}"
               + (f" in {me.world} processes" if me.world > 1 else ""))
     built = build(cfg, images, cfg.out)
-    naflex = NaFlexTransform(SIZES[cfg.size]["patch_size"], cfg.naflex_budget) if cfg.naflex else None
+    budget = cfg.model.naflex_budget
+    naflex = NaFlexTransform(SIZES[cfg.model.size]["patch_size"], budget) if budget else None
     data = CaptionPairs(images, photos, built.preprocess_cfg, built.tokenizer, cfg.language_weights, built.pad_id,
                         *built.locked, flip=cfg.flip, naflex=naflex)
     if data.missing and me.lead:
@@ -218,13 +218,14 @@ def _prepare(cfg: TrainConfig, me: _Process) -> tuple[Built, CaptionPairs, Capti
 def _objectives(cfg: TrainConfig, built: Built, data: CaptionPairs) -> SigLIP2Objectives | None:
     """SigLIP 2's extra objectives for a from-scratch ViT (the LocCa decoder is saved with every checkpoint),
     or None when none is switched on."""
-    if not cfg.siglip2:
+    scratch = cfg.model
+    if not scratch.siglip2:
         return None
     visual = built.model.visual
     examples = locca_examples(built.tokenizer, data.texts, data.caption_image, data.caption_language, data.keys,
-                              visual.conv1.out_channels, cfg.instances) if cfg.locca else None
-    distill = SelfDistillConfig(momentum=cfg.ema_momentum, local_crops=cfg.local_crops, mask_ratio=cfg.mask_ratio)
-    weights = ObjectiveWeights(locca=cfg.locca, silc=cfg.silc, tips=cfg.tips, distill_from=cfg.distill_from)
+                              visual.conv1.out_channels, scratch.instances) if scratch.locca else None
+    distill = SelfDistillConfig(scratch.ema_momentum, scratch.local_crops, mask_ratio=scratch.mask_ratio)
+    weights = ObjectiveWeights(scratch.locca, scratch.silc, scratch.tips, scratch.distill_from)
     objectives = SigLIP2Objectives(weights, visual, examples, distill)
     built.decoder = objectives.decoder
     return objectives
@@ -351,7 +352,7 @@ class _Log:
         row = {"step": step, "loss": round(loss.item(), 5), "t": round(model.logit_scale.exp().item(), 4),
                "b": round(model.logit_bias.item(), 4) if model.logit_bias is not None else None,
                "lr": round(lr, 8), "pairs_per_s": round(step * self.pairs_per_step / max(elapsed, 1e-9), 1),
-               "elapsed_s": round(elapsed, 1), **({"naflex": native} if self.cfg.naflex else {}),
+               "elapsed_s": round(elapsed, 1), **({"naflex": native} if self.cfg.model.naflex_budget else {}),
                **{name: round(value.item(), 5) for name, value in terms.items()}}
         self._write(row)
         postfix = {"loss": row["loss"], "t": row["t"], "b": row["b"], "pairs_s": row["pairs_per_s"]}
