@@ -69,7 +69,7 @@ def text_tower_file(text: nn.Module) -> Path:
     return export_onnx(_TextTower(text), {"embeds": lookup(torch.zeros(2, 4, dtype=torch.long)).detach(),
                                           "mask": torch.ones(2, 4, dtype=torch.long)},
                        {"embeds": {0: batch, 1: tokens}, "mask": {0: batch, 1: tokens}},
-                       unused="transformer.embeddings.word_embeddings.")
+                       unused="transformer.embeddings.word_embeddings.", trace=True)
 
 
 def onnx_text_tower(text: nn.Module, path: Path) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -97,12 +97,14 @@ class _TextTower(nn.Module):
 
 
 def export_onnx(module: nn.Module, example: dict[str, torch.Tensor], dynamic: dict[str, dict],
-                unused: str | None = None) -> Path:
+                unused: str | None = None, trace: bool = False) -> Path:
     """`module`'s ONNX file in the cache, exported now if it is not there yet.
 
     `example`: input name -> an example tensor; `dynamic`: input name -> {axis: torch.export.Dim} for the
     sizes that vary. The file is keyed by the weights (less those named `unused...`, which the graph never
-    reads) and the fixed input sizes."""
+    reads) and the fixed input sizes. `trace`: torch's older tracing exporter rather than dynamo's, for a module
+    whose traced graph runs as fast (e5's: a seventh of dynamo's export time; the image trunk's traced graph
+    runs slower, bench/RESULTS.md)."""
     digest = weights_hash(module, skip=unused)
     fixed = {name: [-1 if axis in dynamic.get(name, {}) else size for axis, size in enumerate(x.shape)]
              for name, x in example.items()}
@@ -112,11 +114,20 @@ def export_onnx(module: nn.Module, example: dict[str, torch.Tensor], dynamic: di
         was_training = module.training
         module.eval()
         # The exporter narrates every pass on stdout, and warns that tied dynamic axes share a name.
-        with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            program = torch.onnx.export(module, tuple(example.values()), input_names=list(example), dynamo=True,
-                                        dynamic_shapes=tuple(dynamic.get(name) for name in example))
-        module.train(was_training)
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda tmp: program.save(tmp))
+        with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            atomic_write(path, lambda tmp: _export(module, example, dynamic, tmp, trace))
+        module.train(was_training)
     return path
+
+
+def _export(module: nn.Module, example: dict[str, torch.Tensor], dynamic: dict[str, dict], file: str,
+            trace: bool) -> None:
+    inputs = tuple(example.values())
+    if trace:
+        axes = {name: {axis: dim.__name__ for axis, dim in dims.items()} for name, dims in dynamic.items()}
+        torch.onnx.export(module, inputs, file, input_names=list(example), dynamic_axes=axes, dynamo=False)
+    else:
+        torch.onnx.export(module, inputs, input_names=list(example), dynamo=True,
+                          dynamic_shapes=tuple(dynamic.get(name) for name in example)).save(file)
