@@ -97,7 +97,7 @@ def open_clip_folder(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def bundled():
-    """The bundled model, loaded once per run (seconds a load) for the tests that only read it."""
+    """The bundled model, loaded once per test worker (seconds a load) for the tests that only read it."""
     return load_encoder("bundled")
 
 
