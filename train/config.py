@@ -49,6 +49,7 @@ class RunKind:
     """What the trainer asks of every kind of model; a from-scratch ViT overrides it (SigLIP 2, NaFlex)."""
     NAME: ClassVar[str]
     GROUP: ClassVar[str]
+    DEFINED_BY: ClassVar[tuple[str, ...]] = ()  # options whose value makes a run this kind
     siglip2: ClassVar[bool] = False      # SigLIP 2's objectives on
     naflex_budget: ClassVar[int | None] = None  # NaFlex token budget, None without NaFlex
 
@@ -118,6 +119,7 @@ class OnBases(RunKind):
     space (SigLiT: the image trunk locked). Locked trunks run once over the data, their features cached."""
     NAME: ClassVar[str] = "a model on pretrained bases (--image-base and --text-base)"
     GROUP: ClassVar[str] = "model on pretrained bases"
+    DEFINED_BY: ClassVar[tuple[str, ...]] = ("image_base", "text_base")
     image_base: str | None = option(None, "pretrained image trunk (pip-installed weights)", choices=IMAGE_BASES)
     text_base: str | None = option(None, "pretrained text trunk (pip-installed weights)", choices=TEXT_BASES)
     embed_dim: int = option(512, "joint embedding size")
@@ -141,6 +143,7 @@ class FineTuned(RunKind):
     """An open_clip-format model (ours or a published SigLIP), every weight trainable, its t and b as learned."""
     NAME: ClassVar[str] = "a fine-tuned model (--init)"
     GROUP: ClassVar[str] = "model fine-tuned"
+    DEFINED_BY: ClassVar[tuple[str, ...]] = ("init",)
     init: str | None = option(None, "fine-tune this open_clip-format model (a run dir, local-dir:DIR, "
                                     "hf-hub:ORG/NAME or a preset such as siglip2-b16-256)", metavar="MODEL")
 
@@ -157,7 +160,7 @@ def _weights(text: str | dict | None) -> dict[str, float]:
     return weights
 
 
-RUN_KINDS = (FineTuned, OnBases, FromScratch)  # the first whose defining option is set decides the kind
+RUN_KINDS = (FineTuned, OnBases, FromScratch)  # the first with a defining option set is the run's; else from scratch
 DATA, OPTIMISATION = "data and run", "optimisation"
 
 
@@ -224,8 +227,8 @@ class TrainConfig:
         model is the first of RUN_KINDS whose defining option is set (--init; --image-base or --text-base; else
         from scratch); another kind's option set to other than its default is refused in one line."""
         options = dict(options)
-        kind = next(kind for kind in RUN_KINDS if kind is FromScratch or any(
-            options.get(f.name) is not None for f in fields(kind) if f.name in ("init", "image_base", "text_base")))
+        kind = next((kind for kind in RUN_KINDS if any(options.get(name) is not None for name in kind.DEFINED_BY)),
+                    FromScratch)
         own = {f.name for f in fields(kind)}
         for other in RUN_KINDS:
             for f in fields(other):
@@ -271,12 +274,13 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                 continue
             argument = dict(f.metadata)
             title = argument.pop("group", getattr(cls, "GROUP", None))
-            group = groups.get(title) or groups.setdefault(title, parser.add_argument_group(title))
+            if title not in groups:
+                groups[title] = parser.add_argument_group(title)
             if "declare" in argument:
-                argument["declare"](group)
+                argument["declare"](groups[title])
                 continue
-            group.add_argument(argument.pop("flag", "--" + f.name.replace("_", "-")), dest=f.name,
-                               **_argparse(f, argument, given_only))
+            argument.pop("flag", None)
+            groups[title].add_argument(_flag(f), dest=f.name, **_argparse(f, argument, given_only))
 
 
 def _argparse(f: Field, argument: dict[str, Any], given_only: bool) -> dict[str, Any]:
