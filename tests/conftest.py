@@ -36,6 +36,13 @@ from train.presets import siglip_config
 from train.tokenizer import train_sentencepiece
 
 REPO = Path(__file__).resolve().parent.parent
+
+# pytest-xdist's workers (pyproject.toml) share the cores: each worker's torch, the onnxruntime sessions sized by
+# it and the processes its tests start (OMP_NUM_THREADS) take the worker's share, not every core each.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if WORKERS > 1:
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // WORKERS))
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 STORED_ATOL = 3e-4  # a library keeps vectors in float16 (indexer/vectors.py): within half a step of theirs
 SLOW_FIXTURES = {"tiny_run", "searchable", "app_url", "bundled", "bundled_url", "browser", "page", "scenes",
                  "two_towers"}
