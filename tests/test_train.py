@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 from common.cache import image_keys
 from common.captions import read_captions
 from embedding import load_encoder
-from tests.conftest import TEXTS, run_module, torchrun
+from tests.conftest import REPO, TEXTS, run_module, torchrun
 from train.__main__ import _parser
 from train.config import RUN_KINDS, FineTuned, FromScratch, OnBases, TrainConfig
 from train.recipes import RECIPES, load_recipe
@@ -155,6 +155,9 @@ def test_the_parser_is_generated_from_the_kinds_of_run_and_each_kind_keeps_its_o
         config = TrainConfig.from_options(_parsed(flags))
         assert config.model == expected[name]
         assert TrainConfig.from_options(json.loads(json.dumps(config.options(), default=str))) == config  # resume
+    shipped = json.loads((REPO / "models" / "bundled" / "train_config.json").read_text())  # written before kinds
+    assert TrainConfig.from_options(shipped).model == OnBases("efficientnet-lite2", "e5-small", proj="mlp",
+                                                              head_dropout=0.5, text_unlocked=12)
     for flags, named in ((["--init", "bundled", "--locca", "1"], "--locca is an option of a model from scratch"),
                          (kinds["bases"] + ["--naflex"], "--naflex is an option of a model from scratch"),
                          (["--init", "bundled", "--embed-dim", "64"], "--embed-dim is an option of a model on "
