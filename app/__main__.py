@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
                     "the shell with `python -m app search QUERY`.")
     add_library_arguments(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s: this machine only)")
-    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--port", type=_port, default=7860, help="port to serve on (default %(default)s)")
     parser.add_argument("--auth", metavar="USER:PASSWORD", help="require this login (needed for any other --host)")
     parser.add_argument("--insecure", action="store_true",
                         help="allow another --host without --auth (anyone who can reach it sees your photos)")
@@ -48,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
                         help="let the page and the API index folders below FOLDER (repeatable; none by default: "
                              "then only `python -m indexer` adds photos)")
     return parser
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is a number from 1 to 65535, not {text!r}")
+    return int(text)
 
 
 if __name__ == "__main__":

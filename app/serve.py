@@ -4,7 +4,9 @@ demo photos when the library is new) while the page is built and launched behind
 
 import argparse
 import atexit
+import errno
 import json
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,6 +38,7 @@ def serve(args: argparse.Namespace) -> None:
         raise ValueError("--auth takes USER:PASSWORD")
     if missing := [str(folder) for folder in args.allow_index if not folder.is_dir()]:
         raise ValueError(f"--allow-index needs existing folders: {', '.join(missing)}")
+    _check_port(args.host, args.port)
 
     if args.device == "cuda":  # a GPU asked for is checked before the page: torch, only then
         from embedding.loading import process_device
@@ -72,6 +75,19 @@ def serve(args: argparse.Namespace) -> None:
     model.page_answers()
     _announce(library, ui.local_url, bool(args.auth))
     ui.block_thread()
+
+
+def _check_port(host: str, port: int) -> None:
+    """ValueError when `port` on `host` cannot be served on (another app there, say): found now, before the library
+    opens and the model loads, rather than when the page would start (and in this app's words, not Gradio's)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        socket.create_server((host, port), family=family).close()  # as the server binds: SO_REUSEADDR on POSIX
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            raise ValueError(f"port {port} on {host} is in use (another app serving there?): choose another with "
+                             "--port") from None
+        raise ValueError(f"cannot serve on {host} port {port}: {error.strerror}") from None
 
 
 def _decoder(folder: Path) -> "LocCaDecoder | None":

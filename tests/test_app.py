@@ -6,6 +6,7 @@ import http.client
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -308,3 +309,17 @@ def test_app_eval_and_indexer_take_device_and_refuse_a_missing_gpu_in_one_line(t
         refused = run_module(module, *args, "--device", "cuda", check=False)
         assert refused.returncode == 2, (module, refused.stderr[-2000:])
         assert "torch sees no CUDA GPU" in refused.stderr and "Traceback" not in refused.stderr, module
+
+
+def test_a_busy_or_impossible_port_is_refused_in_one_line_before_the_library_opens(tmp_path):
+    """A second app on the same port (or a port that cannot be) once failed after the model started loading, in
+    Gradio's words and 44 lines of duckdb's leak report at exit."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        for given, said in ((str(port), f"port {port} on 127.0.0.1 is in use"), ("99999", "--port")):
+            refused = subprocess.run([sys.executable, "-m", "app", "--library", str(tmp_path / "library"),
+                                      "--port", given], capture_output=True, text=True, cwd=REPO, timeout=300)
+            assert refused.returncode == 2, refused.stderr[-2000:]
+            lines = refused.stderr.strip().splitlines()
+            assert said in lines[-1] and "Traceback" not in refused.stderr and "leaked" not in refused.stderr, lines
+            assert not (tmp_path / "library").exists()  # refused before the library was opened (or made)
