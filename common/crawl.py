@@ -8,6 +8,15 @@ from common.images import IMAGE_SUFFIXES
 DB_FILE = "library.duckdb"  # a folder holding one is a library (its thumbnails and copies), never photos
 
 
+def existing_folders(folders: list[Path]) -> list[Path]:
+    """`folders` resolved; FileNotFoundError for the first that is not there (an entry point checks before it loads
+    anything slow)."""
+    roots = [Path(folder).resolve() for folder in folders]
+    if missing := next((root for root in roots if not root.exists()), None):
+        raise FileNotFoundError(f"no such folder: {missing}")
+    return roots
+
+
 def find_images(root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
     """(image files below `root` or `root` itself, sorted; [(path, reason)] for what was passed over).
 

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from common.cli import add_library_arguments, add_max_pixels_argument, entry_point
+from common.crawl import existing_folders
 from indexer.ann import AUTO_THRESHOLD, KINDS
 
 
@@ -15,6 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.paths and not args.remove:
         parser.error("give folders to index (or --remove FOLDER)")
+    existing_folders(args.paths)  # a mistyped folder is refused now, before torch and the model load
     from indexer.command import run
 
     return run(args)

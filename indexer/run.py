@@ -18,7 +18,7 @@ import numpy as np
 import torch.distributed as dist
 from tqdm import tqdm
 
-from common.crawl import find_images
+from common.crawl import existing_folders, find_images
 from common.images import DEFAULT_MAX_PIXELS, why_unreadable
 from embedding import Encoder
 from indexer.files import NotAnImage, NotAPhotoFile, content_hash, file_hash, max_file_bytes, read_file
@@ -70,10 +70,8 @@ def _index(library: Library, encoder: Encoder, folders: list[Path], batch_size: 
            commit_every: int, max_pixels: int, stop: threading.Event) -> Summary:
     start = time.time()
     library.bind_model(encoder.name, encoder.fingerprint, encoder.dim)
-    roots = [Path(folder).resolve() for folder in folders]
+    roots = existing_folders(folders)
     for root in roots:
-        if not root.exists():
-            raise FileNotFoundError(f"no such folder: {root}")
         library.add_root(root)
 
     summary = Summary(damaged=library.verify_vectors())

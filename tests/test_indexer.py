@@ -180,6 +180,7 @@ def test_cli_reports_a_missing_folder_and_the_offline_hub_clearly(tmp_path, chec
     missing = run_module("indexer", str(tmp_path / "nope"), "--library", str(tmp_path / "lib"),
                          "--model", str(checkpoint[0]), check=False)
     assert missing.returncode == 2 and "no such folder" in missing.stderr and "Traceback" not in missing.stderr
+    assert "loading the model" not in missing.stdout and not (tmp_path / "lib").exists()  # refused before either
     offline = run_module("indexer", str(tmp_path), "--library", str(tmp_path / "lib2"),
                          "--model", "siglip2-b16-256", check=False,
                          env={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "cache")})
