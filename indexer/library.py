@@ -149,6 +149,9 @@ class Library:
         self.lock = threading.RLock()
         self.indexing = threading.Lock()  # one indexing run at a time (the page's, a folder watch's)
         self.folder = Path(folder)
+        if self.folder.exists() and not self.folder.is_dir():
+            raise NotADirectoryError(f"--library {self.folder} is a file; a library is a folder (new or made by "
+                                     "`python -m indexer`)")
         self.folder.mkdir(parents=True, exist_ok=True)
         try:
             self.db = duckdb.connect(str(self.folder / DB_FILE))

@@ -11,7 +11,7 @@ from PIL import Image
 
 from embedding import load_encoder
 from indexer import Filters, Library, ModelMismatch, index_folders
-from tests.conftest import STORED_ATOL, run_module, torchrun
+from tests.conftest import STORED_ATOL, free_port, run_module, torchrun
 
 
 @pytest.fixture(scope="module")
@@ -174,6 +174,19 @@ def test_leftovers_of_an_interrupted_run_are_dropped_on_open(tmp_path, encoder):
     assert (tmp_path / "library" / "library.duckdb.tmp").is_dir()
     assert reopened.vector_count() == 4 and len(reopened) == 4
     assert index_folders(reopened, encoder, [photos], progress=False).unchanged == 4
+
+
+def test_a_file_given_as_the_library_is_refused_in_one_line(tmp_path):
+    """`--library` naming a file once said "[Errno 17] File exists"."""
+    file = tmp_path / "notes.txt"
+    file.write_text("not a library")
+    with pytest.raises(NotADirectoryError, match="is a file; a library is a folder"):
+        Library(file)
+    for module, args in (("indexer", [str(tmp_path)]), ("app", ["--port", str(free_port())])):
+        refused = run_module(module, *args, "--library", str(file), check=False)
+        assert refused.returncode == 2 and refused.stderr.strip().splitlines() == [
+            f"error: --library {file} is a file; a library is a folder (new or made by `python -m indexer`)"]
+    assert file.read_text() == "not a library"
 
 
 def test_cli_reports_a_missing_folder_and_the_offline_hub_clearly(tmp_path, checkpoint):

@@ -118,6 +118,11 @@ def test_the_demo_check_counts_the_queries_that_put_their_subject_first(tmp_path
     result = demo_subjects(_Stub(texts, images), tmp_path, cache=False)
     assert {lang: r["first"] for lang, r in result.items()} == {"en": 11, "de": 5, "zh": 6}
     assert result["de"]["ranks"]["Mond"] > 1 and sum(r["subjects"] for r in result.values()) == 23
+    (tmp_path / "moon.png").unlink()  # a photo a query names is missing: refused, naming it (was: "'x' is not in
+    with pytest.raises(FileNotFoundError, match=r"lacks the demo photos moon.png: "):  # list" after the model)
+        demo_subjects(_Stub(texts, images), tmp_path, cache=False)
+    refused = run_module("eval", "tags", "--demo", str(tmp_path), "--model", str(tmp_path / "no-model"), check=False)
+    assert refused.returncode == 2 and "moon.png" in refused.stderr  # before the model is looked for
 
 
 def test_a_source_is_scored_by_its_labels_and_labels_named_alike_are_one(tmp_path):

@@ -34,8 +34,18 @@ def add_args(parser) -> None:
 
 
 def run(args) -> dict:
-    from eval.tags import caption_concepts, class_folders, demo_subjects, evaluate_tags, source_labels, tags_markdown
+    from eval.tags import (
+        caption_concepts,
+        class_folders,
+        demo_photos,
+        demo_subjects,
+        evaluate_tags,
+        source_labels,
+        tags_markdown,
+    )
 
+    if args.demo:
+        demo_photos(args.demo)  # a wrong folder is refused before the model loads
     encoder = encoder_of(args)
     if args.demo:
         result = demo_subjects(encoder, args.demo, cache=not args.no_cache)
