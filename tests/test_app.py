@@ -25,7 +25,8 @@ from app.guard import LOOPBACK_NAMES, RequestGuard
 from app.model import ModelLoader, recorded_text_side
 from embedding import load_encoder
 from indexer import Library, index_folders
-from tests.conftest import REPO, run_module, serving
+from indexer.demo import DEMO_PHOTOS
+from tests.conftest import REPO, free_port, run_module, serving
 
 
 def indexed_library(model: Path, photos: Path, folder: Path) -> tuple[Path, dict]:
@@ -303,9 +304,13 @@ def test_the_request_guard_decides_before_the_app_is_called():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU: --device cuda would run")
 def test_app_eval_and_indexer_take_device_and_refuse_a_missing_gpu_in_one_line(tmp_path):
-    for module, args in (("app", ["--library", str(tmp_path / "library")]),
+    demo = tmp_path / "demo"  # the demo's file names: eval tags checks its folder before the device
+    demo.mkdir()
+    for name in DEMO_PHOTOS.values():
+        (demo / name).write_bytes(b"")
+    for module, args in (("app", ["--library", str(tmp_path / "library"), "--port", str(free_port())]),
                          ("indexer", [str(tmp_path), "--library", str(tmp_path / "library")]),
-                         ("eval", ["tags", "--demo", str(tmp_path)])):
+                         ("eval", ["tags", "--demo", str(demo)])):
         refused = run_module(module, *args, "--device", "cuda", check=False)
         assert refused.returncode == 2, (module, refused.stderr[-2000:])
         assert "torch sees no CUDA GPU" in refused.stderr and "Traceback" not in refused.stderr, module
