@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--auth", metavar="USER:PASSWORD", help="require this login (needed for any other --host)")
     parser.add_argument("--insecure", action="store_true",
                         help="allow another --host without --auth (anyone who can reach it sees your photos)")
-    parser.add_argument("--max-upload-mb", type=float, default=25,
+    parser.add_argument("--max-upload-mb", type=_megabytes, default=25,
                         help="largest accepted upload, also inline in an API request (default 25)")
     add_max_pixels_argument(parser, "refuse uploaded")
     parser.add_argument("--watch", action="store_true",
@@ -48,6 +48,16 @@ def _parser() -> argparse.ArgumentParser:
                         help="let the page and the API index folders below FOLDER (repeatable; none by default: "
                              "then only `python -m indexer` adds photos)")
     return parser
+
+
+def _megabytes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < 1e6:
+        raise argparse.ArgumentTypeError(f"an upload limit is a size in MB above 0, not {text!r}")
+    return value
 
 
 def _port(text: str) -> int:

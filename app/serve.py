@@ -71,7 +71,8 @@ def serve(args: argparse.Namespace) -> None:
     login = login_check(*args.auth.split(":", 1)) if args.auth else None
     ui.launch(server_name=args.host, server_port=args.port, auth=login,
               max_file_size=limits.max_bytes, app_kwargs={"middleware": [guard]}, prevent_thread_lock=True,
-              css_paths=[STYLE], js=SCRIPT.read_text())
+              css_paths=[STYLE], js=SCRIPT.read_text(), quiet=True)  # Gradio's lines name its launch(), not ours
+    print(f"serving {library.folder} at {ui.local_url} (Ctrl-C stops)", flush=True)
     model.page_answers()
     _announce(library, ui.local_url, bool(args.auth))
     ui.block_thread()

@@ -117,6 +117,7 @@ def test_app_serves_library_photos_and_nothing_else(tiny_run, photo_folder, tmp_
         said = log.read_text()  # each refusal one line in the terminal, once a 30-line traceback
         assert "refused: that upload cannot be used: not an image" in said and "Traceback" not in said, said[-3000:]
         assert said.count("refused: ") >= 9
+        assert f"at {url}" in said and "launch()" not in said  # the address in the app's words, not Gradio's
 
         # The library panel indexes a folder below --allow-index; its photos become searchable.
         more = allowed / "more"
@@ -316,7 +317,7 @@ def test_app_eval_and_indexer_take_device_and_refuse_a_missing_gpu_in_one_line(t
         assert "torch sees no CUDA GPU" in refused.stderr and "Traceback" not in refused.stderr, module
 
 
-def test_a_busy_or_impossible_port_is_refused_in_one_line_before_the_library_opens(tmp_path):
+def test_a_busy_or_impossible_port_or_upload_limit_is_refused_in_one_line_before_the_library_opens(tmp_path):
     """A second app on the same port (or a port that cannot be) once failed after the model started loading, in
     Gradio's words and 44 lines of duckdb's leak report at exit."""
     with socket.create_server(("127.0.0.1", 0)) as taken:
@@ -328,3 +329,6 @@ def test_a_busy_or_impossible_port_is_refused_in_one_line_before_the_library_ope
             lines = refused.stderr.strip().splitlines()
             assert said in lines[-1] and "Traceback" not in refused.stderr and "leaked" not in refused.stderr, lines
             assert not (tmp_path / "library").exists()  # refused before the library was opened (or made)
+    for limit in ("0", "-1", "lots"):  # an upload limit that admits nothing
+        refused = run_module("app", "--library", str(tmp_path / "library"), "--max-upload-mb", limit, check=False)
+        assert refused.returncode == 2 and "an upload limit is a size in MB above 0" in refused.stderr
