@@ -42,6 +42,15 @@ def add_library_argument(parser: argparse.ArgumentParser) -> None:
                         help="library folder (default: $SIGSEARCH_LIBRARY or %(default)s)")
 
 
+def existing(text: str) -> Path:
+    """An input file or folder that must already be there, as an argparse type: a mistyped path is refused by the
+    parser, before torch and the model load."""
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"no such file or folder: {text}")
+    return path
+
+
 def add_device_argument(parser: argparse.ArgumentParser, what: str = "the model") -> None:
     """`--device auto|cpu|cuda` (read it with embedding.loading.process_device)."""
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",

@@ -99,3 +99,21 @@ def test_common_is_the_ground_floor():
                      [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             assert not {name.split(".")[0] for name in names} & ours, f"{module.name} imports {names}"
     assert {"embedding", "indexer", "app", "train", "eval"} <= ours  # the check looks where the packages are
+
+
+@pytest.mark.parametrize("command", [
+    "train --captions MISSING --images . --out OUT --steps 1", "train --resume MISSING",
+    "train shards --captions MISSING --images . --out OUT", "train tokenizer --captions MISSING --out OUT",
+    "train data --tree MISSING --name x --out OUT", "train pack MISSING --out OUT",
+    "eval xm3600 --captions MISSING --images .", "eval zeroshot --images MISSING", "eval tags --classes MISSING",
+    "eval tags --source MISSING", "eval caption MISSING", "eval report MISSING", "indexer MISSING",
+])
+def test_a_missing_input_is_refused_before_torch_loads(command, tmp_path):
+    """A mistyped input path once took the seconds of torch's import and the model's load to be refused."""
+    argv = command.replace("MISSING", str(tmp_path / "missing")).replace("OUT", str(tmp_path / "out")).split()
+    probe = ("import runpy, sys\nsys.argv = sys.argv[1:]\ntry:\n"
+             "    runpy.run_module(sys.argv[0], run_name='__main__')\n"
+             "except SystemExit as end:\n    print(end.code, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe, *argv], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["2", "False"], (done.stdout, done.stderr[-2000:])
+    assert str(tmp_path / "missing") in done.stderr.strip().splitlines()[-1]

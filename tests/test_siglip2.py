@@ -220,6 +220,7 @@ def test_siglip2_objectives_need_a_from_scratch_vit(tmp_path):
                    image_base="efficientnet-lite0", text_base="e5-small", locca=1.0)
     with pytest.raises(ValueError, match="from scratch"):
         train(TrainConfig.from_options(options))
+    Image.new("RGB", (32, 32)).save(tmp_path / "x.jpg")  # a photo there: the refusal is the model's
     missing = run_module("eval", "caption", "--model", "bundled", str(tmp_path / "x.jpg"), check=False)
     assert missing.returncode == 2 and "locca" in missing.stderr.lower()
 

@@ -3,9 +3,8 @@ on pretrained towers)."""
 
 import argparse
 import sys
-from pathlib import Path
 
-from common.cli import entry_point
+from common.cli import entry_point, existing
 from train.commands import data, pack, pages, scenes, shards, tokenizer, words
 from train.config import TrainConfig, add_config_arguments
 from train.recipes import RECIPES, load_recipe
@@ -97,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES + "\ncommands:\n" + "".join(f"  {name:<10} {job.HELP}\n" for name, job in COMMANDS.items())
                + "\nrecipes: " + ", ".join(RECIPES))
     parser.add_argument("--recipe", choices=RECIPES, help="start from a recipe in train/recipes (flags override it)")
-    parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a stopped run with its own config")
+    parser.add_argument("--resume", type=existing, metavar="RUN_DIR", help="continue a stopped run with its own config")
     add_config_arguments(parser)
     return parser
 

@@ -2,13 +2,15 @@
 
 from pathlib import Path
 
+from common.cli import existing
+
 HELP = "compare runs: one table and one plot"
 DESCRIPTION = ("For each run directory: its training curve (metrics.jsonl) and its recall (an xm3600 "
                "JSON saved in the directory, else the last validation in metrics.jsonl).")
 
 
 def add_args(parser) -> None:
-    parser.add_argument("runs", type=Path, nargs="+")
+    parser.add_argument("runs", type=existing, nargs="+")
     parser.add_argument("--markdown", type=Path, help="also write the table here")
     parser.add_argument("--plot", type=Path, help="write loss curves and mean R@5 (PNG)")
 

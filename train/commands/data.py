@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+from common.cli import existing
+
 HELP = "a labelled folder tree or titled photos as captions in five languages"
 DESCRIPTION = ("Turn a labelled folder tree (one folder per class) or a folder of titled photos (file names that are "
                "titles) into the caption layout the trainer and `train words` read: OUT/captions_train.jsonl, "
@@ -12,11 +14,11 @@ DESCRIPTION = ("Turn a labelled folder tree (one folder per class) or a folder o
 
 def add_args(parser) -> None:
     kind = parser.add_mutually_exclusive_group(required=True)
-    kind.add_argument("--tree", type=Path, help="a folder with one sub-folder per class")
-    kind.add_argument("--titles", type=Path, help="a folder of photos named by their titles")
+    kind.add_argument("--tree", type=existing, help="a folder with one sub-folder per class")
+    kind.add_argument("--titles", type=existing, help="a folder of photos named by their titles")
     parser.add_argument("--name", required=True, help="the source's name (recorded in OUT/source.json)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--exclude", type=Path, action="append", default=[],
+    parser.add_argument("--exclude", type=existing, action="append", default=[],
                         help="more evaluation photos to drop: a folder, or a captions .jsonl with images/ beside it "
                              "(repeatable; CIFAR-10 test, Flickr8k val and test in ../shared/data and scikit-image's "
                              "data files are always checked)")

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+from common.cli import existing
+
 HELP = "a SigLiT run folder with its weights in float16 or int8"
 DESCRIPTION = ("Copy a SigLiT run folder (two_towers.json, trained.safetensors, its training log) with the trained "
                "weights stored as float16, or int8 (each matrix as int8 rows with a float32 scale per row, the rest "
@@ -11,7 +13,7 @@ DESCRIPTION = ("Copy a SigLiT run folder (two_towers.json, trained.safetensors, 
 def add_args(parser) -> None:
     from embedding.packing import DTYPES
 
-    parser.add_argument("run", type=Path, help="the run folder `python -m train` wrote")
+    parser.add_argument("run", type=existing, help="the run folder `python -m train` wrote")
     parser.add_argument("--weights", choices=DTYPES, default="int8", help="stored type (default int8)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
 

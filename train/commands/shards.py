@@ -2,14 +2,16 @@
 
 from pathlib import Path
 
+from common.cli import existing
+
 HELP = "a caption file and its photos as webdataset tar shards"
 DESCRIPTION = ("Write webdataset shards (OUT/shard-NNNNNN.tar): per photo its original bytes (<n>.jpg) and its "
                "caption record (<n>.json). Train on them with `python -m train --shards OUT`.")
 
 
 def add_args(parser) -> None:
-    parser.add_argument("--captions", type=Path, required=True, help="caption file (XM3600 layout)")
-    parser.add_argument("--images", type=Path, required=True, help="folder with <image/key>.jpg files")
+    parser.add_argument("--captions", type=existing, required=True, help="caption file (XM3600 layout)")
+    parser.add_argument("--images", type=existing, required=True, help="folder with <image/key>.jpg files")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--shard-size", type=int, default=1000, help="photos per shard (default 1000)")
 
