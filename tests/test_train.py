@@ -158,11 +158,13 @@ def test_the_parser_is_generated_from_the_kinds_of_run_and_each_kind_keeps_its_o
     shipped = json.loads((REPO / "models" / "bundled" / "train_config.json").read_text())  # written before kinds
     assert TrainConfig.from_options(shipped).model == OnBases("efficientnet-lite2", "e5-small", proj="mlp",
                                                               head_dropout=0.5, text_unlocked=12)
+    captions = tmp_path / "captions.jsonl"
+    captions.write_text("")
     for flags, named in ((["--init", "bundled", "--locca", "1"], "--locca is an option of a model from scratch"),
                          (kinds["bases"] + ["--naflex"], "--naflex is an option of a model from scratch"),
                          (["--init", "bundled", "--embed-dim", "64"], "--embed-dim is an option of a model on "
                                                                        "pretrained bases")):
-        refused = run_module("train", "--captions", "c.jsonl", "--images", ".", "--out", str(tmp_path / "r"),
+        refused = run_module("train", "--captions", str(captions), "--images", ".", "--out", str(tmp_path / "r"),
                              "--steps", "1", *flags, check=False)
         assert refused.returncode == 2 and named in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
 
