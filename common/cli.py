@@ -42,6 +42,13 @@ def add_library_argument(parser: argparse.ArgumentParser) -> None:
                         help="library folder (default: $SIGSEARCH_LIBRARY or %(default)s)")
 
 
+def positive(text: str) -> int:
+    """A count that must be 1 or more (a batch size, a step count), as an argparse type."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"a whole number of 1 or more, not {text!r}")
+    return int(text)
+
+
 def existing(text: str) -> Path:
     """An input file or folder that must already be there, as an argparse type: a mistyped path is refused by the
     parser, before torch and the model load."""

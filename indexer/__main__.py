@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from common.cli import add_library_arguments, add_max_pixels_argument, entry_point, existing
+from common.cli import add_library_arguments, add_max_pixels_argument, entry_point, existing, positive
 from common.crawl import existing_folders
 from indexer.ann import AUTO_THRESHOLD, KINDS
 
@@ -36,8 +36,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="take one of the library's folders out: its photos leave the library and the index "
                              "(the files stay; repeatable)")
     add_library_arguments(parser)
-    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
-    parser.add_argument("--commit-every", type=int, default=1024,
+    parser.add_argument("--batch-size", type=positive, default=32, help="images per forward pass")
+    parser.add_argument("--commit-every", type=positive, default=1024,
                         help="images per commit to the library: a killed run loses at most this much work")
     parser.add_argument("--tags", type=existing, metavar="FILE",
                         help="zero-shot tag vocabulary: one tag per line in any language, optionally 'tag = threshold'")

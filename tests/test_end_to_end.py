@@ -111,9 +111,23 @@ def test_common_is_the_ground_floor():
 def test_a_missing_input_is_refused_before_torch_loads(command, tmp_path):
     """A mistyped input path once took the seconds of torch's import and the model's load to be refused."""
     argv = command.replace("MISSING", str(tmp_path / "missing")).replace("OUT", str(tmp_path / "out")).split()
+    assert str(tmp_path / "missing") in _refused_before_torch(argv)
+
+
+@pytest.mark.parametrize("command", ["indexer . --batch-size 0", "indexer . --commit-every -5",
+                                     "train --captions README.md --images . --out OUT --batch-size 0",
+                                     "train --captions README.md --images . --out OUT --steps 0"])
+def test_a_count_below_one_is_refused_before_torch_loads(command, tmp_path):
+    """`python -m indexer --batch-size 0` once loaded the model, then failed with "range() arg 3 must not be zero"."""
+    assert "a whole number of 1 or more" in _refused_before_torch(command.replace("OUT", str(tmp_path)).split())
+
+
+def _refused_before_torch(argv: list[str]) -> str:
+    """`python -m ARGV` in a process that reports its exit status and whether torch was imported: it must end
+    with status 2 and without torch; the last line it said."""
     probe = ("import runpy, sys\nsys.argv = sys.argv[1:]\ntry:\n"
              "    runpy.run_module(sys.argv[0], run_name='__main__')\n"
              "except SystemExit as end:\n    print(end.code, 'torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", probe, *argv], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.stdout.split() == ["2", "False"], (done.stdout, done.stderr[-2000:])
-    assert str(tmp_path / "missing") in done.stderr.strip().splitlines()[-1]
+    return done.stderr.strip().splitlines()[-1]

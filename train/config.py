@@ -10,7 +10,7 @@ from pathlib import Path
 from types import UnionType
 from typing import Any, ClassVar, get_args
 
-from common.cli import add_device_argument, add_languages_argument, existing
+from common.cli import add_device_argument, add_languages_argument, existing, positive
 from embedding.bases import BASES
 from train.losses import KINDS as LOSSES
 from train.presets import SIZES
@@ -182,7 +182,8 @@ class TrainConfig:
                                        group=DATA)
     val_images: Path | None = option(None, "images for --val-captions (default: --images)", type=existing,
                                      group=DATA)
-    eval_every: int | None = option(None, "validate every N steps (always once at the end)", group=DATA)
+    eval_every: int | None = option(None, "validate every N steps (always once at the end)", type=positive,
+                                     group=DATA)
     evals: list[str] = option([], "also run `python -m eval COMMAND` on the checkpoint every --eval-every steps, its "
                                   "result logged in metrics.jsonl (repeatable), e.g. --eval 'zeroshot --images DIR'",
                               flag="--eval", action="append", metavar="COMMAND", group=DATA)
@@ -197,13 +198,16 @@ class TrainConfig:
                                            "sooner (bench/RESULTS.md, scenes)", group=OPTIMISATION)
     chunk: int | None = option(None, "compute the sigmoid loss in CHUNK x CHUNK blocks: same value and gradients, "
                                      "memory O(batch*dim + CHUNK^2)", group=OPTIMISATION)
-    steps: int | None = option(None, "optimiser steps (the cosine schedule spans them)", group=OPTIMISATION)
+    steps: int | None = option(None, "optimiser steps (the cosine schedule spans them)", type=positive,
+                               group=OPTIMISATION)
     minutes: float | None = option(None, "training-time budget (the schedule spans it; whichever of --steps and "
                                          "--minutes comes first ends the run)", group=OPTIMISATION)
     stop_after: int | None = option(None, "leave the run after this step, resumable with --resume (a run split "
                                           "over jobs)", group=OPTIMISATION)
-    batch_size: int = option(256, "pairs per batch (under torchrun the global batch)", group=OPTIMISATION)
-    accum_steps: int = option(1, "batches per optimiser step (gradient accumulation)", group=OPTIMISATION)
+    batch_size: int = option(256, "pairs per batch (under torchrun the global batch)", type=positive,
+                             group=OPTIMISATION)
+    accum_steps: int = option(1, "batches per optimiser step (gradient accumulation)", type=positive,
+                              group=OPTIMISATION)
     lr: float = option(1e-3, "peak learning rate", group=OPTIMISATION)
     tb_lr: float | None = option(None, "own peak learning rate for t and b (default: --lr)", group=OPTIMISATION)
     weight_decay: float = option(0.1, "AdamW's, not on gains, biases, t and b", group=OPTIMISATION)
@@ -215,8 +219,8 @@ class TrainConfig:
                                "fp32 on CPUs without AMX", group=OPTIMISATION)
     grad_checkpointing: bool = option(False, "recompute tower activations in backward: less memory, more time",
                                       group=OPTIMISATION)
-    checkpoint_every: int = option(500, "steps between resumable checkpoints", group=OPTIMISATION)
-    log_every: int = option(10, "steps between metrics.jsonl rows", group=OPTIMISATION)
+    checkpoint_every: int = option(500, "steps between resumable checkpoints", type=positive, group=OPTIMISATION)
+    log_every: int = option(10, "steps between metrics.jsonl rows", type=positive, group=OPTIMISATION)
 
     def __post_init__(self):
         for name in ("captions", "images", "out", "val_captions", "val_images"):
