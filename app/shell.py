@@ -107,7 +107,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Print the photos of a library that best match QUERY (any language the model knows; "
                     "`beach, -people, 2:sunset` combines terms), best first: the match probability and the "
                     "path, or with --json the objects the API's /search returns ({image, score, probability}).")
-    parser.add_argument("query", help="what to look for")
+    parser.add_argument("query", help="what to look for (a query that starts with '-' goes after `--`, as in "
+                                      "`python -m app search -- '-people, beach'`)")
     add_library_arguments(parser)
     parser.add_argument("-k", type=int, default=10, help="how many photos (default 10)")
     add_json_argument(parser)  # [{image, score, probability}, ...]
