@@ -51,10 +51,26 @@ def positive(text: str) -> int:
 
 def existing(text: str) -> Path:
     """An input file or folder that must already be there, as an argparse type: a mistyped path is refused by the
-    parser, before torch and the model load."""
+    parser, before torch and the model load (`existing_file` and `existing_folder` also refuse the other kind)."""
+    return _existing(text, Path.exists, "file or folder")
+
+
+def existing_file(text: str) -> Path:
+    """An input file that must already be there (`existing`)."""
+    return _existing(text, Path.is_file, "file")
+
+
+def existing_folder(text: str) -> Path:
+    """An input folder that must already be there (`existing`)."""
+    return _existing(text, Path.is_dir, "folder")
+
+
+def _existing(text: str, test: Callable[[Path], bool], kind: str) -> Path:
     path = Path(text)
     if not path.exists():
-        raise argparse.ArgumentTypeError(f"no such file or folder: {text}")
+        raise argparse.ArgumentTypeError(f"no such {kind}: {text}")
+    if not test(path):
+        raise argparse.ArgumentTypeError(f"{text} is not a {kind}")
     return path
 
 

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from common.cli import add_library_arguments, add_max_pixels_argument, entry_point, existing, positive
+from common.cli import add_library_arguments, add_max_pixels_argument, entry_point, existing_file, positive
 from common.crawl import existing_folders
 from indexer.ann import AUTO_THRESHOLD, KINDS
 
@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=positive, default=32, help="images per forward pass")
     parser.add_argument("--commit-every", type=positive, default=1024,
                         help="images per commit to the library: a killed run loses at most this much work")
-    parser.add_argument("--tags", type=existing, metavar="FILE",
+    parser.add_argument("--tags", type=existing_file, metavar="FILE",
                         help="zero-shot tag vocabulary: one tag per line in any language, optionally 'tag = threshold'")
     parser.add_argument("--tag", action="append", default=[], metavar="TAG[=THRESHOLD]",
                         help="add one zero-shot tag (repeatable); the vocabulary is kept in the library")

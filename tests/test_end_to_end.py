@@ -114,6 +114,16 @@ def test_a_missing_input_is_refused_before_torch_loads(command, tmp_path):
     assert str(tmp_path / "missing") in _refused_before_torch(argv)
 
 
+@pytest.mark.parametrize(("command", "said"), [
+    ("eval zeroshot --images README.md", "README.md is not a folder"),
+    ("train --captions . --images . --out OUT --steps 1", ". is not a file"),
+    ("eval xm3600 --captions README.md --images README.md", "README.md is not a folder"),
+])
+def test_a_file_for_a_folder_or_a_folder_for_a_file_is_refused_before_torch_loads(command, said, tmp_path):
+    """`eval zeroshot --images FILE` once said "[Errno 20] Not a directory" after the model had loaded."""
+    assert said in _refused_before_torch(command.replace("OUT", str(tmp_path)).split())
+
+
 @pytest.mark.parametrize("command", ["indexer . --batch-size 0", "indexer . --commit-every -5",
                                      "train --captions README.md --images . --out OUT --batch-size 0",
                                      "train --captions README.md --images . --out OUT --steps 0"])

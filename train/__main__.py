@@ -4,7 +4,7 @@ on pretrained towers)."""
 import argparse
 import sys
 
-from common.cli import entry_point, existing
+from common.cli import entry_point, existing_folder
 from train.commands import data, pack, pages, scenes, shards, tokenizer, words
 from train.config import TrainConfig, add_config_arguments
 from train.recipes import RECIPES, load_recipe
@@ -96,7 +96,8 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES + "\ncommands:\n" + "".join(f"  {name:<10} {job.HELP}\n" for name, job in COMMANDS.items())
                + "\nrecipes: " + ", ".join(RECIPES))
     parser.add_argument("--recipe", choices=RECIPES, help="start from a recipe in train/recipes (flags override it)")
-    parser.add_argument("--resume", type=existing, metavar="RUN_DIR", help="continue a stopped run with its own config")
+    parser.add_argument("--resume", type=existing_folder, metavar="RUN_DIR",
+                        help="continue a stopped run with its own config")
     add_config_arguments(parser)
     return parser
 

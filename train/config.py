@@ -10,7 +10,7 @@ from pathlib import Path
 from types import UnionType
 from typing import Any, ClassVar, get_args
 
-from common.cli import add_device_argument, add_languages_argument, existing, positive
+from common.cli import add_device_argument, add_languages_argument, existing_file, existing_folder, positive
 from embedding.bases import BASES
 from train.losses import KINDS as LOSSES
 from train.presets import SIZES
@@ -73,7 +73,7 @@ class FromScratch(RunKind):
                                "(e.g. 1.0)", group=SIGLIP2)
     instances: Path | None = option(None, "COCO-style instances JSON whose annotations carry `refs` {language: "
                                           "expression} (e.g. the generated scenes' instances_train.json)",
-                                    type=existing, group=SIGLIP2)
+                                    type=existing_file, group=SIGLIP2)
     silc: float = option(0.0, "SILC self-distillation: local crops -> EMA teacher", group=SIGLIP2)
     tips: float = option(0.0, "TIPS masked-patch prediction of the teacher's features", group=SIGLIP2)
     distill_from: float = option(ObjectiveWeights.distill_from, "share of the run after which SILC and TIPS switch "
@@ -169,8 +169,8 @@ class TrainConfig:
     """The options every run has, and `model`: the kind of model it trains, holding that kind's options."""
     out: Path | None = option(None, "run directory to write the checkpoint to", group=DATA)
     model: RunKind = field(default_factory=FromScratch)
-    captions: Path | None = option(None, "captions.jsonl (one image per line)", type=existing, group=DATA)
-    images: Path | None = option(None, "folder with <image/key>.jpg files", type=existing, group=DATA)
+    captions: Path | None = option(None, "captions.jsonl (one image per line)", type=existing_file, group=DATA)
+    images: Path | None = option(None, "folder with <image/key>.jpg files", type=existing_folder, group=DATA)
     shards: str | None = option(None, "webdataset shards instead of --captions/--images: a folder of .tar files "
                                       "or a brace pattern (dir/shard-{000000..000005}.tar); see `train shards`",
                                 metavar="PATTERN", group=DATA)
@@ -178,9 +178,9 @@ class TrainConfig:
                                                                                                   "have"), group=DATA)
     language_weights: dict[str, float] = option({}, "e.g. en=1,zh=1,fr=2: how often each language is drawn",
                                                 type=_weights, group=DATA)
-    val_captions: Path | None = option(None, "report recall on this caption file (see --eval-every)", type=existing,
-                                       group=DATA)
-    val_images: Path | None = option(None, "images for --val-captions (default: --images)", type=existing,
+    val_captions: Path | None = option(None, "report recall on this caption file (see --eval-every)",
+                                       type=existing_file, group=DATA)
+    val_images: Path | None = option(None, "images for --val-captions (default: --images)", type=existing_folder,
                                      group=DATA)
     eval_every: int | None = option(None, "validate every N steps (always once at the end)", type=positive,
                                      group=DATA)

@@ -1,7 +1,7 @@
 """ann: ANN recall of a library's index (and candidate index types) against exact search."""
 
 
-from common.cli import add_device_argument, add_json_argument, add_library_argument, existing, positive
+from common.cli import add_device_argument, add_json_argument, add_library_argument, existing_file, positive
 
 HELP = "ANN recall of a library's index (and candidate index types) against exact search"
 DESCRIPTION = ("recall@k of the library's FAISS index, and of candidate FAISS indexes built on the same "
@@ -14,7 +14,7 @@ def add_args(parser) -> None:
     parser.add_argument("--k", type=positive, default=10)
     parser.add_argument("--queries", type=int, default=1000, help="number of perturbed-vector queries")
     parser.add_argument("--noise", type=float, default=1.0, help="noise norm added to each perturbed query")
-    parser.add_argument("--texts", type=existing, help="a file of text queries, one per line, instead")
+    parser.add_argument("--texts", type=existing_file, help="a file of text queries, one per line, instead")
     parser.add_argument("--try", dest="candidates", action="append", metavar="FACTORY[:PARAMS]",
                         help="a FAISS index to compare, e.g. HNSW32:efSearch=64 or 'IVF256,PQ32:nprobe=16' "
                              "(repeatable; default: HNSW32 at two efSearch values, and IVF-Flat above 1,000 "

@@ -1,7 +1,7 @@
 """caption: LocCa captions of images."""
 
 
-from common.cli import add_languages_argument, existing
+from common.cli import add_languages_argument, existing_file
 from eval.commands import add_model_args, encoder_of
 
 HELP = "LocCa: caption images"
@@ -9,7 +9,7 @@ DESCRIPTION = "Greedy captions from a run's LocCa decoder, one line per image an
 
 
 def add_args(parser) -> None:
-    parser.add_argument("images", type=existing, nargs="+")
+    parser.add_argument("images", type=existing_file, nargs="+")
     add_model_args(parser, "a run trained with --locca")
     add_languages_argument(parser, "the decoder writes")
 

@@ -1,7 +1,7 @@
 """captions: per-language caption statistics of a captions.jsonl (no model needed)."""
 
 
-from common.cli import add_json_argument, add_languages_argument, existing
+from common.cli import add_json_argument, add_languages_argument, existing_file
 
 HELP = "per-language caption statistics of a captions.jsonl (no model needed)"
 DESCRIPTION = ("Per language: images, captions, characters and words per caption, and the percent of "
@@ -10,7 +10,7 @@ DESCRIPTION = ("Per language: images, captions, characters and words per caption
 
 
 def add_args(parser) -> None:
-    parser.add_argument("--captions", type=existing, required=True, help="captions.jsonl")
+    parser.add_argument("--captions", type=existing_file, required=True, help="captions.jsonl")
     add_languages_argument(parser, "the file has")
     add_json_argument(parser)
 

@@ -1,7 +1,7 @@
 """dense: a linear probe on frozen patch tokens (patch accuracy, mIoU)."""
 
 
-from common.cli import add_json_argument, existing
+from common.cli import add_json_argument, existing_folder
 from eval.commands import add_model_args, encoder_of
 
 HELP = "dense features: linear probe on frozen patch tokens (patch accuracy, mIoU)"
@@ -11,7 +11,7 @@ DESCRIPTION = ("Fits a linear classifier on the frozen ViT patch tokens of --tra
 
 def add_args(parser) -> None:
     add_model_args(parser, "a model with an open_clip ViT image tower")
-    parser.add_argument("--scenes", type=existing, required=True, help="folder from `python -m train scenes`")
+    parser.add_argument("--scenes", type=existing_folder, required=True, help="folder from `python -m train scenes`")
     parser.add_argument("--train-images", type=int, default=2000)
     add_json_argument(parser)
 

@@ -1,7 +1,7 @@
 """locca: LocCa referring-expression boxes (Ref), IoU >= 0.5 accuracy per language."""
 
 
-from common.cli import add_json_argument, add_languages_argument, existing
+from common.cli import add_json_argument, add_languages_argument, existing_file, existing_folder
 from eval.commands import add_model_args, encoder_of
 
 HELP = "LocCa: referring-expression boxes (Ref), IoU >= 0.5 accuracy per language"
@@ -12,9 +12,9 @@ DESCRIPTION = ("For every annotation with referring expressions (`refs`: {langua
 
 def add_args(parser) -> None:
     add_model_args(parser, "a run trained with --locca (its folder holds locca.json)")
-    parser.add_argument("--instances", type=existing, required=True,
+    parser.add_argument("--instances", type=existing_file, required=True,
                         help="instances JSON (e.g. data/scenes/instances_test.json)")
-    parser.add_argument("--images", type=existing, required=True, help="folder of the images' file_name")
+    parser.add_argument("--images", type=existing_folder, required=True, help="folder of the images' file_name")
     add_languages_argument(parser, "the decoder writes")
     add_json_argument(parser)
 

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from common.cli import existing
+from common.cli import existing_folder
 
 HELP = "compare runs: one table and one plot"
 DESCRIPTION = ("For each run directory: its training curve (metrics.jsonl) and its recall (an xm3600 "
@@ -10,7 +10,7 @@ DESCRIPTION = ("For each run directory: its training curve (metrics.jsonl) and i
 
 
 def add_args(parser) -> None:
-    parser.add_argument("runs", type=existing, nargs="+")
+    parser.add_argument("runs", type=existing_folder, nargs="+")
     parser.add_argument("--markdown", type=Path, help="also write the table here")
     parser.add_argument("--plot", type=Path, help="write loss curves and mean R@5 (PNG)")
 

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from common.cli import add_json_argument, add_languages_argument, existing
+from common.cli import add_json_argument, add_languages_argument, existing_file, existing_folder
 from eval.commands import add_model_args, encoder_of
 
 HELP = "everyday words: one-word search mAP, tag F1, calibration, per language"
@@ -21,11 +21,12 @@ DESCRIPTION = ("Scores labels as the product does (the tag panel's and --tag's p
 
 def add_args(parser) -> None:
     sets = parser.add_mutually_exclusive_group(required=True)
-    sets.add_argument("--captions", type=existing, help="captions.jsonl (with --images)")
-    sets.add_argument("--classes", type=existing, help="folder with one sub-folder per CIFAR-10 class")
-    sets.add_argument("--source", type=existing, help="a folder `python -m train data` wrote (labels.json, captions)")
-    sets.add_argument("--demo", type=existing, help="a folder of the demo photos (`python -m app` copies them)")
-    parser.add_argument("--images", type=existing, help="folder of <image/key>.jpg (with --captions)")
+    sets.add_argument("--captions", type=existing_file, help="captions.jsonl (with --images)")
+    sets.add_argument("--classes", type=existing_folder, help="folder with one sub-folder per CIFAR-10 class")
+    sets.add_argument("--source", type=existing_folder,
+                      help="a folder `python -m train data` wrote (labels.json, captions)")
+    sets.add_argument("--demo", type=existing_folder, help="a folder of the demo photos (`python -m app` copies them)")
+    parser.add_argument("--images", type=existing_folder, help="folder of <image/key>.jpg (with --captions)")
     add_model_args(parser)
     add_languages_argument(parser, "with labels")
     add_json_argument(parser)

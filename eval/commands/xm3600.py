@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from common.cli import add_json_argument, add_languages_argument, existing
+from common.cli import add_json_argument, add_languages_argument, existing_file, existing_folder
 from eval.commands import add_model_args, encoder_of
 
 HELP = "retrieval recall per language, Crossmodal-3600 layout"
@@ -15,8 +15,8 @@ DESCRIPTION = ("Text->image and image->text recall@1/5/10 (percent) per language
 
 
 def add_args(parser) -> None:
-    parser.add_argument("--captions", type=existing, required=True, help="captions.jsonl")
-    parser.add_argument("--images", type=existing, required=True, help="folder of <image/key>.jpg")
+    parser.add_argument("--captions", type=existing_file, required=True, help="captions.jsonl")
+    parser.add_argument("--images", type=existing_folder, required=True, help="folder of <image/key>.jpg")
     add_model_args(parser)
     parser.add_argument("--protocol", choices=["all-captions", "first-caption", "both"], default="all-captions")
     add_languages_argument(parser, "the caption file has")

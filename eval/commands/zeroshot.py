@@ -1,7 +1,7 @@
 """zeroshot: zero-shot classification of a folder per class."""
 
 
-from common.cli import add_json_argument, add_languages_argument, existing
+from common.cli import add_json_argument, add_languages_argument, existing_file, existing_folder
 from eval.commands import add_model_args, encoder_of
 
 HELP = "zero-shot classification of a folder per class"
@@ -12,12 +12,12 @@ DESCRIPTION = ("Top-1/top-5 accuracy and mean per-class recall of zero-shot clas
 
 
 def add_args(parser) -> None:
-    parser.add_argument("--images", type=existing, required=True,
+    parser.add_argument("--images", type=existing_folder, required=True,
                         help="folder with one sub-folder of images per class")
     add_model_args(parser)
     add_languages_argument(parser, "with class names, each scored")
-    parser.add_argument("--classnames", type=existing, help='JSON {"de": {"<folder>": "<name>", ...}, ...}')
-    parser.add_argument("--templates", type=existing,
+    parser.add_argument("--classnames", type=existing_file, help='JSON {"de": {"<folder>": "<name>", ...}, ...}')
+    parser.add_argument("--templates", type=existing_file,
                         help='JSON {"de": ["Das ist ein Foto von {label}.", ...], ...}')
     add_json_argument(parser)
     parser.add_argument("--no-cache", action="store_true")

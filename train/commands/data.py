@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from common.cli import existing
+from common.cli import existing, existing_folder
 
 HELP = "a labelled folder tree or titled photos as captions in five languages"
 DESCRIPTION = ("Turn a labelled folder tree (one folder per class) or a folder of titled photos (file names that are "
@@ -14,8 +14,8 @@ DESCRIPTION = ("Turn a labelled folder tree (one folder per class) or a folder o
 
 def add_args(parser) -> None:
     kind = parser.add_mutually_exclusive_group(required=True)
-    kind.add_argument("--tree", type=existing, help="a folder with one sub-folder per class")
-    kind.add_argument("--titles", type=existing, help="a folder of photos named by their titles")
+    kind.add_argument("--tree", type=existing_folder, help="a folder with one sub-folder per class")
+    kind.add_argument("--titles", type=existing_folder, help="a folder of photos named by their titles")
     parser.add_argument("--name", required=True, help="the source's name (recorded in OUT/source.json)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--exclude", type=existing, action="append", default=[],

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from common.cli import existing
+from common.cli import existing_folder
 
 HELP = "a SigLiT run folder with its weights in float16 or int8"
 DESCRIPTION = ("Copy a SigLiT run folder (two_towers.json, trained.safetensors, its training log) with the trained "
@@ -13,7 +13,7 @@ DESCRIPTION = ("Copy a SigLiT run folder (two_towers.json, trained.safetensors, 
 def add_args(parser) -> None:
     from embedding.packing import DTYPES
 
-    parser.add_argument("run", type=existing, help="the run folder `python -m train` wrote")
+    parser.add_argument("run", type=existing_folder, help="the run folder `python -m train` wrote")
     parser.add_argument("--weights", choices=DTYPES, default="int8", help="stored type (default int8)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
 

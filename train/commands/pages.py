@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from common.cli import existing
+from common.cli import existing_file
 from train.commands import FLICKR8K
 
 HELP = "generated photos of printed pages, a labelled tree for `train data`"
@@ -14,7 +14,7 @@ DESCRIPTION = ("Render photos of printed pages (sentences of a caption file in m
 def add_args(parser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--count", type=int, default=400, help="pages (default %(default)s)")
-    parser.add_argument("--captions", type=existing, default=FLICKR8K / "captions_train.jsonl",
+    parser.add_argument("--captions", type=existing_file, default=FLICKR8K / "captions_train.jsonl",
                         help="the sentences to set, English captions (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
 

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from common.cli import existing
+from common.cli import existing_file, existing_folder
 
 HELP = "a caption file and its photos as webdataset tar shards"
 DESCRIPTION = ("Write webdataset shards (OUT/shard-NNNNNN.tar): per photo its original bytes (<n>.jpg) and its "
@@ -10,8 +10,8 @@ DESCRIPTION = ("Write webdataset shards (OUT/shard-NNNNNN.tar): per photo its or
 
 
 def add_args(parser) -> None:
-    parser.add_argument("--captions", type=existing, required=True, help="caption file (XM3600 layout)")
-    parser.add_argument("--images", type=existing, required=True, help="folder with <image/key>.jpg files")
+    parser.add_argument("--captions", type=existing_file, required=True, help="caption file (XM3600 layout)")
+    parser.add_argument("--images", type=existing_folder, required=True, help="folder with <image/key>.jpg files")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--shard-size", type=int, default=1000, help="photos per shard (default 1000)")
 

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from common.cli import add_languages_argument, existing
+from common.cli import add_languages_argument, existing_file
 
 HELP = "a multilingual SentencePiece tokenizer on caption files"
 DESCRIPTION = ("Train a unigram SentencePiece tokenizer (lowercased, all languages of the files) for from-scratch "
@@ -10,7 +10,8 @@ DESCRIPTION = ("Train a unigram SentencePiece tokenizer (lowercased, all languag
 
 
 def add_args(parser) -> None:
-    parser.add_argument("--captions", type=existing, nargs="+", required=True, help="caption files (XM3600 layout)")
+    parser.add_argument("--captions", type=existing_file, nargs="+", required=True,
+                        help="caption files (XM3600 layout)")
     parser.add_argument("--vocab-size", "--vocab", dest="vocab", type=int, default=8000,
                         help="vocabulary size (default 8000; --vocab-size as in `python -m train`)")
     add_languages_argument(parser, "the caption files have")

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from common.cli import add_device_argument, add_model_argument, existing
+from common.cli import add_device_argument, add_model_argument, existing_folder
 from train.commands import FLICKR8K
 from train.config import add_word_fit_arguments
 
@@ -16,7 +16,7 @@ DESCRIPTION = ("Fit the words of a model's training captions (every language, di
 def add_args(parser) -> None:
     add_model_argument(parser, "the model to teach (a model folder, or bundled)")
     add_device_argument(parser, "the model (embedding the photos once)")
-    parser.add_argument("--data", type=existing, action="append",
+    parser.add_argument("--data", type=existing_folder, action="append",
                         help="a folder of captions_train.jsonl, captions_val.jsonl and images/ (repeatable: Flickr8k "
                              "and the sources `python -m train data` writes are fitted together; default: "
                              f"{FLICKR8K})")
