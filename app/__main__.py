@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from common.cli import add_library_arguments, add_max_pixels_argument, entry_point
+from common.cli import add_library_arguments, add_max_pixels_argument, entry_point, whole_number
 
 
 @entry_point
@@ -34,7 +34,8 @@ def _parser() -> argparse.ArgumentParser:
                     "the shell with `python -m app search QUERY`.")
     add_library_arguments(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s: this machine only)")
-    parser.add_argument("--port", type=_port, default=7860, help="port to serve on (default %(default)s)")
+    parser.add_argument("--port", type=whole_number(1, 65535), default=7860,
+                        help="port to serve on (default %(default)s)")
     parser.add_argument("--auth", metavar="USER:PASSWORD", help="require this login (needed for any other --host)")
     parser.add_argument("--insecure", action="store_true",
                         help="allow another --host without --auth (anyone who can reach it sees your photos)")
@@ -58,12 +59,6 @@ def _megabytes(text: str) -> float:
     if not 0 < value < 1e6:
         raise argparse.ArgumentTypeError(f"an upload limit is a size in MB above 0, not {text!r}")
     return value
-
-
-def _port(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is a number from 1 to 65535, not {text!r}")
-    return int(text)
 
 
 if __name__ == "__main__":

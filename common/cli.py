@@ -18,6 +18,7 @@ Anything else is a bug and keeps its traceback.
 import argparse
 import functools
 import json
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -42,11 +43,18 @@ def add_library_argument(parser: argparse.ArgumentParser) -> None:
                         help="library folder (default: $SIGSEARCH_LIBRARY or %(default)s)")
 
 
-def positive(text: str) -> int:
-    """A count that must be 1 or more (a batch size, a step count), as an argparse type."""
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"a whole number of 1 or more, not {text!r}")
-    return int(text)
+def whole_number(low: int, high: float = math.inf) -> Callable[[str], int]:
+    """An argparse type: a whole number from `low` (up to `high`), else refused in words by the parser."""
+    words = f"a whole number of {low:,} or more" if high == math.inf else f"a whole number from {low:,} to {high:,}"
+
+    def read(text: str) -> int:
+        if not text.isdigit() or not low <= int(text) <= high:
+            raise argparse.ArgumentTypeError(f"{words}, not {text!r}")
+        return int(text)
+    return read
+
+
+positive = whole_number(1)  # a count that must be 1 or more (a batch size, a step count)
 
 
 def existing(text: str) -> Path:

@@ -103,8 +103,8 @@ def export_onnx(module: nn.Module, example: dict[str, torch.Tensor], dynamic: di
     `example`: input name -> an example tensor; `dynamic`: input name -> {axis: torch.export.Dim} for the
     sizes that vary. The file is keyed by the weights (less those named `unused...`, which the graph never
     reads) and the fixed input sizes. `trace`: torch's older tracing exporter rather than dynamo's, for a module
-    whose traced graph runs as fast (e5's: a seventh of dynamo's export time; the image trunk's traced graph
-    runs slower, bench/RESULTS.md)."""
+    whose traced graph runs as fast and exports in a fraction of the time (e5's; the image trunk's traced graph
+    runs slower: bench/RESULTS.md)."""
     digest = weights_hash(module, skip=unused)
     fixed = {name: [-1 if axis in dynamic.get(name, {}) else size for axis, size in enumerate(x.shape)]
              for name, x in example.items()}

@@ -133,10 +133,14 @@ def source_labels(folder: Path) -> tuple[list[Path], np.ndarray, dict[str, list[
     return paths, np.array(rows, dtype=bool), {lang: [json.loads(c)[lang] for c in columns] for lang in languages}
 
 
+def _demo_queries() -> list[dict]:
+    return json.loads((DATA / "demo_subjects.json").read_text(encoding="utf-8"))["queries"]
+
+
 def demo_photos(demo_dir: Path) -> list[Path]:
     """The photos in `demo_dir`; FileNotFoundError, in one line, when a photo a demo query names is not there."""
     paths, _ = find_images(Path(demo_dir)) if Path(demo_dir).is_dir() else ([], [])
-    queries = json.loads((DATA / "demo_subjects.json").read_text(encoding="utf-8"))["queries"]
+    queries = _demo_queries()
     if missing := sorted({file for query in queries for file in query["files"]} - {path.name for path in paths}):
         raise FileNotFoundError(f"{demo_dir} lacks the demo photos {', '.join(missing)}: give the demo-photos "
                                 "folder `python -m app` makes in its library")
@@ -146,7 +150,7 @@ def demo_photos(demo_dir: Path) -> list[Path]:
 def demo_subjects(encoder: Encoder, demo_dir: Path, cache: bool = True) -> dict:
     """Per language: each demo query's rank (1 = first) of its subject among the demo photos (the best of the
     subject's photos, where it has several), and how many queries put their subject first."""
-    queries = json.loads((DATA / "demo_subjects.json").read_text(encoding="utf-8"))["queries"]
+    queries = _demo_queries()
     paths = demo_photos(demo_dir)
     names = [p.name for p in paths]
     image_emb = cached_images(encoder, paths, cache)

@@ -1,6 +1,5 @@
 """ann: ANN recall of a library's index (and candidate index types) against exact search."""
 
-
 from common.cli import add_device_argument, add_json_argument, add_library_argument, existing_file, positive
 
 HELP = "ANN recall of a library's index (and candidate index types) against exact search"

@@ -1,6 +1,5 @@
 """caption: LocCa captions of images."""
 
-
 from common.cli import add_languages_argument, existing_file
 from eval.commands import add_model_args, encoder_of
 

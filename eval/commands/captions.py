@@ -1,6 +1,5 @@
 """captions: per-language caption statistics of a captions.jsonl (no model needed)."""
 
-
 from common.cli import add_json_argument, add_languages_argument, existing_file
 
 HELP = "per-language caption statistics of a captions.jsonl (no model needed)"

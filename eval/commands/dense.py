@@ -1,6 +1,5 @@
 """dense: a linear probe on frozen patch tokens (patch accuracy, mIoU)."""
 
-
 from common.cli import add_json_argument, existing_folder
 from eval.commands import add_model_args, encoder_of
 

@@ -1,6 +1,5 @@
 """locca: LocCa referring-expression boxes (Ref), IoU >= 0.5 accuracy per language."""
 
-
 from common.cli import add_json_argument, add_languages_argument, existing_file, existing_folder
 from eval.commands import add_model_args, encoder_of
 

@@ -1,6 +1,5 @@
 """zeroshot: zero-shot classification of a folder per class."""
 
-
 from common.cli import add_json_argument, add_languages_argument, existing_file, existing_folder
 from eval.commands import add_model_args, encoder_of
 
