@@ -26,7 +26,7 @@ TINY = {  # script -> its arguments at a tiny size ({data}: a 40-photo Flickr8k 
     "embed": ["--images", "{data}/images", "--count", "8", "--batch-size", "4"],
     "image_trunk": ["--batch-size", "2", "--batches", "1"],
     "leave_one_out": ["--data", "{data}", "--source", "{sources}/a", "--source", "{sources}/b", "--min-photos", "3",
-                      "--steps", "5", "--min-lift", "0", "--json", "{scratch}/leave_one_out.json"],
+                      "--steps", "5", "--min-lift", "0", "--small", "16", "--json", "{scratch}/leave_one_out.json"],
     "losses": ["--batches", "64", "--dim", "32", "--chunk", "16"],
     "ring": ["--worlds", "2", "--per-rank", "32", "--dim", "16"],
     "scale": ["--vectors", "3000", "--queries", "20", "--images", "{data}/images", "--photos", "40", "--ann", "ivfpq",
@@ -35,11 +35,13 @@ TINY = {  # script -> its arguments at a tiny size ({data}: a 40-photo Flickr8k 
     "siglip2_cost": ["--scenes", "{scenes}", "--steps", "2", "--batch-size", "4"],
     "train_loop": ["--data", "{data}", "--steps", "2", "--batch-size", "8"],
     "train_step": ["--batch-size", "8", "--steps", "2"],
+    "word_fit": ["--photos", "300", "--words", "20", "--steps", "3", "--repeats", "1"],
     "word_probe": ["--data", "{data}"],
     "xm3600": ["--dim", "16", "--images", "{data}/images", "--captions", "{data}/captions_test.jsonl"],
 }
 
 FIGURE = r"\d[\d,]*(?:\.\d+)?"
+TINY_FIGURE = r"(?:0\.00e\+00|\d\.\d\de-(?:0[6-9]|[1-9]\d))"  # at most 1e-5, as printed
 RESULT = {  # script -> what its output must hold at the tiny size (<n>: a figure)
     "app_latency": [r"server side, 300 images: first query \d+ ms after load; warm p50 <n> ms, p99 <n> ms over 5 "
                     r"queries",
@@ -53,7 +55,7 @@ RESULT = {  # script -> what its output must hold at the tiny size (<n>: a figur
     "embed": [r"\| bundled \| 4 \| 8 \| <n> \| <n> \| <n> \|"],
     "image_trunk": [r"\| eager fp32 \| 2 \| <n> \| 1\.00 \| 1\.000000 \|",
                     r"\| onnxruntime fp32, one session \| 2 \| <n> \| <n> \| (?:0\.99|1\.00)\d* \|"],
-    "leave_one_out": [r"### a: 20 photos", r"### b: 20 photos"],
+    "leave_one_out": [r"### a: 20 photos", r"### b: 20 photos", r"### a, seen at 16 px: 20 photos"],
     "losses": [r"\| 64 \| \w+ \| <n> \| <n> \| <n>"],
     "ring": [r"\| 2 \| 32 \| ours-[\w-]+ \| <n> \| <n> \|", r"\| 2 \| 32 \| open_clip-[\w-]+ \| <n> \| <n> \|"],
     "scale": [r'"ours": \{\s*"build": \{', r'"query": \{'],
@@ -62,6 +64,7 @@ RESULT = {  # script -> what its output must hold at the tiny size (<n>: a figur
     "siglip2_cost": [r"\| SigLIP \| <n> \| 1\.00x \| <n> \| 1\.00x \|", r"\| \+LocCa \| <n> \| <n>x \| <n> \| <n>x \|"],
     "train_loop": [r"speed ratio ours / open_clip: <n>"],
     "train_step": [r"\| \w+ \| 8 \| \d+ \| <n> \| <n> \| <n> \|"],
+    "word_fit": [r"autograd / closed form: <n>x; weights differ by at most <tiny>, biases <tiny>"],
     "word_probe": [r"(?m)^[^:\n]+: \w+ <n>"],
     "xm3600": [r"\| 16 \| <n> \| \S+ \| \d+ \| \d+ \| \d+ \| <n> \|"],
 }
@@ -123,10 +126,12 @@ def test_bench_script_runs_at_a_tiny_size(script, tiny_data):
     args = [arg.format(**tiny_data) for arg in TINY[script]]
     done = run_module(f"bench.{script}", *args, timeout=600, process=True)  # a benchmark is a process of its own
     for pattern in RESULT[script]:
-        assert re.search(pattern.replace("<n>", FIGURE), done.stdout), (pattern, done.stdout[-2000:])
+        expected = pattern.replace("<n>", FIGURE).replace("<tiny>", TINY_FIGURE)
+        assert re.search(expected, done.stdout), (pattern, done.stdout[-2000:])
     assert not re.search(r"\b(?:nan|failed|error:)", done.stdout), done.stdout[-2000:]
     if script == "leave_one_out":  # each source is scored by words fitted on everything but it
         result = json.loads((tiny_data["scratch"] / "leave_one_out.json").read_text())
-        assert {name: sorted(r["fitted_on"]) for name, r in result.items()} == {"a": ["b", "flickr-tiny0"],
-                                                                                 "b": ["a", "flickr-tiny0"]}
-        assert {name: r["without_it"]["images"] for name, r in result.items()} == {"a": 20, "b": 20}
+        assert {name: sorted(r["fitted_on"]) for name, r in result.items()} == {
+            "a": ["b", "flickr-tiny0"], "a, seen at 16 px": ["b", "flickr-tiny0"], "b": ["a", "flickr-tiny0"],
+            "b, seen at 16 px": ["a", "flickr-tiny0"]}
+        assert {r["without_it"]["images"] for r in result.values()} == {20}
