@@ -16,19 +16,15 @@ towers stay as they are: this measures what the learned words transfer.
 
 import argparse
 import json
-import tempfile
 from pathlib import Path
 
-import numpy as np
-
-from common.cli import add_device_argument, add_model_argument, entry_point, positive
-from common.images import open_rgb
-from embedding import Encoder, load_encoder
+from common.cli import add_device_argument, add_model_argument, entry_point
+from embedding import load_encoder
 from embedding.loading import process_device
-from embedding.words import Words, load_words
+from embedding.words import load_words
 from eval.tags import evaluate_tags, source_labels
 from train.config import add_word_fit_arguments
-from train.words import as_seen_small, learn_words, source_name
+from train.words import learn_words, source_name
 
 FIGURES = (("top1", "top-1"), ("map", "mAP"), ("f1", "tag F1"), ("median_probability_true", "median p (true)"),
            ("false_photos", "photos with a false label >= 0.5 (%)"), ("ece", "ECE"))
@@ -42,8 +38,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, action="append", default=[], help="always fitted on (Flickr8k)")
     parser.add_argument("--source", type=Path, action="append", required=True, help="a `train data` folder")
     parser.add_argument("--baseline-words", type=Path, help="a words.safetensors to score the same photos with")
-    parser.add_argument("--small", type=positive, metavar="PX", help="also score the held-out photos reduced to this "
-                        "shorter side")
     parser.add_argument("--json", type=Path)
     add_word_fit_arguments(parser)
     args = parser.parse_args(argv)
@@ -52,41 +46,19 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for held_out in args.source:
         others = args.data + [source for source in args.source if source != held_out]
-        words, summary = learn_words(encoder, others, args.min_photos, args.min_lift, args.steps, args.weight_decay,
-                                     args.min_overlap, args.teacher, args.small_side)
+        encoder.words, summary = learn_words(encoder, others, args.min_photos, args.min_lift, args.steps,
+                                             args.weight_decay, args.min_overlap, args.teacher)
         paths, truth, labels = source_labels(held_out)
         name = source_name(held_out)
-        with tempfile.TemporaryDirectory() as folder:
-            views = {name: paths}
-            if args.small:
-                views[f"{name}, seen at {args.small} px"] = small_copies(paths, args.small, Path(folder))
-            for title, view in views.items():
-                results[title] = {"words": len(words.words), "fitted_on": summary["sources"],
-                                  **scores(encoder, view, truth, labels, words, baseline, cache=view is paths)}
-                print(markdown(title, results[title]), flush=True)
+        results[name] = {"without_it": evaluate_tags(encoder, paths, truth, labels), "words": len(encoder.words.words),
+                         "fitted_on": summary["sources"]}
+        if baseline is not None:
+            encoder.words = baseline
+            results[name]["baseline"] = evaluate_tags(encoder, paths, truth, labels)
+        print(markdown(name, results[name]), flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, ensure_ascii=False), encoding="utf-8")
     return 0
-
-
-def scores(encoder: Encoder, paths: list[Path], truth: np.ndarray, labels: dict, words: Words,
-           baseline: Words | None, cache: bool) -> dict:
-    """The photos scored with the words fitted without them (and with the baseline's)."""
-    encoder.words = words
-    result = {"without_it": evaluate_tags(encoder, paths, truth, labels, cache=cache)}
-    if baseline is not None:
-        encoder.words = baseline
-        result["baseline"] = evaluate_tags(encoder, paths, truth, labels, cache=cache)
-    return result
-
-
-def small_copies(paths: list[Path], side: int, folder: Path) -> list[Path]:
-    """The photos as seen small (`train.words.as_seen_small`), written into `folder` as PNG."""
-    copies = []
-    for index, path in enumerate(paths):
-        copies.append(folder / f"{index}.png")
-        as_seen_small(open_rgb(path, min_side=2 * side), side).save(copies[-1])
-    return copies
 
 
 def markdown(name: str, result: dict) -> str:

@@ -35,7 +35,6 @@ from train.words import (
     fit,
     photo_words,
     pool_languages,
-    seen_small,
 )
 
 
@@ -139,21 +138,6 @@ def test_the_fit_finds_a_planted_word_and_choose_drops_noise():
     base = val.truth.sum(0) / val.known.sum(0)
     kept, aliases = choose(val, ap, base, min_lift=1.5)
     assert kept == [0] and aliases == {"reds": "red"}  # a form seen once is not an alias
-
-
-def test_a_photo_seen_small_is_read_at_its_shorter_side_and_a_small_one_as_it_is(checkpoint, tmp_path, monkeypatch):
-    monkeypatch.setenv("SIGSEARCH_CACHE", str(tmp_path / "cache"))
-    encoder = load_encoder(str(checkpoint[0]))
-    rng = np.random.default_rng(0)
-    wide, small = Image.fromarray(rng.integers(0, 256, (200, 400, 3), dtype=np.uint8)), Image.new("RGB", (20, 30))
-    wide.save(tmp_path / "wide.png")
-    small.save(tmp_path / "small.png")
-    paths = [tmp_path / "wide.png", tmp_path / "small.png"]
-    seen = seen_small(encoder, paths, 32)
-    expected = encoder.embed_images([wide.resize((64, 32), Image.Resampling.BOX), small])  # shorter side 32 px
-    np.testing.assert_allclose(seen, expected, atol=1e-6)
-    assert np.abs(seen[0] - encoder.embed_images([wide])[0]).max() > 1e-3  # not the photo as it is
-    assert (tmp_path / "cache").is_dir() and np.array_equal(seen_small(encoder, paths, 32), seen)  # cached
 
 
 def words_for(encoder, rows: int = 2) -> Words:

@@ -10,14 +10,7 @@ from pathlib import Path
 from types import UnionType
 from typing import Any, ClassVar, get_args
 
-from common.cli import (
-    add_device_argument,
-    add_languages_argument,
-    existing_file,
-    existing_folder,
-    positive,
-    whole_number,
-)
+from common.cli import add_device_argument, add_languages_argument, existing_file, existing_folder, positive
 from embedding.bases import BASES
 from train.losses import KINDS as LOSSES
 from train.presets import SIZES
@@ -326,7 +319,7 @@ def _flag(f: Field) -> str:
 
 
 # `python -m train words`: how words are fitted (train/words.py; chosen on Flickr8k val, bench/RESULTS.md).
-WORD_FIT = {"min_photos": 15, "min_lift": 1.5, "steps": 400, "weight_decay": 3e-4, "min_overlap": 0.2, "small_side": 32}
+WORD_FIT = {"min_photos": 15, "min_lift": 1.5, "steps": 400, "weight_decay": 3e-4, "min_overlap": 0.2}
 
 
 def add_word_fit_arguments(parser: argparse.ArgumentParser) -> None:
@@ -342,9 +335,6 @@ def add_word_fit_arguments(parser: argparse.ArgumentParser) -> None:
                         help="full-batch Adam steps (default: %(default)s)")
     parser.add_argument("--weight-decay", type=float, default=WORD_FIT["weight_decay"],
                         help="L2 on the standardised weights (default: %(default)s)")
-    parser.add_argument("--small-side", type=whole_number(0), default=WORD_FIT["small_side"], metavar="PX",
-                        help="also fit every word on each training photo as seen small, its shorter side PX pixels "
-                             "(thumbnails, far-off subjects; 0: only as it is; default: %(default)s)")
     parser.add_argument("--no-teacher", dest="teacher", action="store_false",
                         help="only the words of the captions: leave out the image tower's ImageNet classes and "
                              "their groups, fitted to its classifier (train/teacher.py)")

