@@ -187,7 +187,8 @@ def fit(x: np.ndarray, mined: Mined, steps: int, weight_decay: float) -> tuple[n
         L = sum_j 1/n_j sum_i k_ij BCE(z_ij, y_ij),   z = x W^T + b,   dL/dz_ij = k_ij / n_j (sigmoid(z_ij) - y_ij)
 
     The gradient is written out rather than left to autograd: the [N, V] matrix is the whole cost, and
-    autograd's cross-entropy walks it several times more often (bench/RESULTS.md); Adam is torch's.
+    autograd's cross-entropy with its backward makes more passes over it (bench.word_fit times the two);
+    Adam is torch's.
     """
     mean, spread = x.mean(0), x.std(0) + 1e-6  # standardised for the fit, folded back into w and b after
     inputs = torch.tensor((x - mean) / spread, dtype=torch.float32)
